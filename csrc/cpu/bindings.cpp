@@ -1,0 +1,37 @@
+// Python bindings of the CPU kernels. The ops' schemas and their registration live in
+// lamp_kernels/ops.py (torch.library); this module only exposes the kernels.
+#include <torch/extension.h>
+
+#include "cut_solver.h"
+#include "layer_kernels.h"
+
+namespace py = pybind11;
+using lamp::CutSolver;
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "lamp_kernels C++ CPU kernels";
+  m.def("bin_summary", &lamp::bin_summary, py::call_guard<py::gil_scoped_release>());
+  m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
+  m.def("apply_cut", &lamp::apply_cut, py::call_guard<py::gil_scoped_release>());
+  m.def("lamp_scores", &lamp::lamp_scores, py::call_guard<py::gil_scoped_release>());
+  py::class_<CutSolver>(m, "CutSolver")
+      .def(py::init<const std::vector<int64_t>&, const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
+                    bool>())
+      .def("plan_global",
+           [](CutSolver& s, int64_t k) {
+             std::vector<std::tuple<bool, int64_t, int64_t>> out;
+             for (const auto& r : s.plan_global(k)) out.emplace_back(r.gather, r.bin_lo, r.bin_hi);
+             return out;
+           })
+      .def("plan_counts",
+           [](CutSolver& s, const std::vector<int64_t>& pruned) {
+             std::vector<std::tuple<bool, int64_t, int64_t>> out;
+             for (const auto& r : s.plan_counts(pruned)) out.emplace_back(r.gather, r.bin_lo, r.bin_hi);
+             return out;
+           })
+      .def("finish", [](CutSolver& s, const std::vector<at::Tensor>& gathered) {
+        std::vector<std::tuple<int64_t, int64_t, int64_t>> out;
+        for (const auto& c : s.finish(gathered)) out.emplace_back(c.cut_key, c.ties, c.pruned);
+        return out;
+      });
+}

@@ -1,0 +1,367 @@
+// Exact global selection from per-layer bin summaries (DESIGN-NOTES §2).
+//
+// Inside a layer the score never decreases along the order (|w|, flat index), so a selection prunes a
+// prefix of every layer's order and is described by one cut per layer. The solver finds those cuts from
+// the small per-layer summaries alone, in two phases:
+//
+//  plan   Each nonempty bin gets bounds [lo, hi] on the scores of its elements (exact for bf16/fp16 bins,
+//         which hold one value; conservative for fp32/fp64 bins, from the bin's edges). Bisection over the
+//         float64 bit patterns gives t_min <= T <= t_max around the exact k-th score T; bins entirely below
+//         t_min are pruned, bins entirely above t_max kept, and the rest form a small candidate region.
+//  finish The candidate region is expanded into groups of equal keys (bf16/fp16: the bins themselves;
+//         fp32/fp64: the keys gathered by one more pass over those bins) with exact suffix sums, and the
+//         exact T and the tie allocation in (layer, position) order follow.
+//
+// A group of c equal values v with exact sum S' above it has scores s(j) = fl(v^2 / fl(S' + j v^2)),
+// j = 1..c from its last element to its first; s is non-increasing in j, so the number of them at or below
+// t is found by binary search on j.
+//
+// A cut is (cut_key, ties): keep alive elements with key > cut_key, and those with key == cut_key after the
+// first `ties` of them in flat order.
+#include "cut_solver.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "exact_sum.h"
+#include "float_keys.h"
+
+namespace lamp {
+
+namespace {
+
+constexpr int64_t kKeepAll = -1;
+constexpr int64_t kPruneAll = std::numeric_limits<int64_t>::max();
+
+inline uint64_t to_bits(double d) {
+  uint64_t b;
+  std::memcpy(&b, &d, 8);
+  return b;
+}
+inline double from_bits(uint64_t b) {
+  double d;
+  std::memcpy(&d, &b, 8);
+  return d;
+}
+
+// Bounds from edge values are widened by a few ulps: each score carries at most three roundings.
+inline double widen(double x, double toward, int ulps = 4) {
+  for (int i = 0; i < ulps; ++i) x = std::nextafter(x, toward);
+  return x;
+}
+
+// Smallest non-negative double t with count(t) >= k, by bisection over bit patterns (monotone for t >= 0).
+template <typename F>
+double min_t_reaching(F count, int64_t k) {
+  uint64_t lo = 0, hi = to_bits(std::numeric_limits<double>::infinity());
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    if (count(from_bits(mid)) >= k)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return from_bits(lo);
+}
+
+}  // namespace
+
+struct CutSolver::Group {
+  int64_t key;
+  double value;
+  int64_t count;
+  double smin, smax;
+  int exact;  // index into Layer::sums_above for groups with count > 1, else -1
+};
+
+struct CutSolver::Layer {
+  int code;
+  std::vector<int> bins;  // nonempty bins, ascending
+  std::vector<int64_t> count, limbs;
+  std::vector<double> lo, hi;
+  std::vector<int64_t> cum;  // cum[i] = alive elements in bins[0..i)
+  int64_t alive = 0;
+  // plan: candidate region bins[first..last], `below` alive elements definitely pruned
+  int first = 0, last = -1;
+  int64_t below = 0;
+  bool resolved = false;
+  Cut cut{kKeepAll, 0, 0};
+  // finish
+  std::vector<Group> groups;
+  std::vector<int64_t> group_cum;
+  std::vector<ExactSum> sums_above;
+};
+
+void CutSolver::add_bin_sum(const Layer& L, size_t i, ExactSum& acc) {
+  if (exact_bins(L.code)) {
+    add_square_multiple(acc, key_value(L.code, L.bins[i]), static_cast<uint64_t>(L.count[i]));
+    return;
+  }
+  const int nl = num_limbs(L.code), x2 = 2 * bin_exponent(L.code, L.bins[i]);
+  for (int l = 0; l < nl; ++l) acc.add(static_cast<u128>(L.limbs[i * nl + l]), x2 + kLimbBits * l);
+}
+
+CutSolver::CutSolver(const std::vector<int64_t>& codes, const std::vector<at::Tensor>& counts,
+                     const std::vector<at::Tensor>& sums, bool lamp)
+    : lamp_(lamp) {
+  layers_.resize(codes.size());
+  for (size_t li = 0; li < codes.size(); ++li) {
+    Layer& L = layers_[li];
+    L.code = static_cast<int>(codes[li]);
+    const at::Tensor c = counts[li].contiguous().to(at::kLong);
+    const at::Tensor s = sums[li].contiguous().to(at::kLong);
+    const int nb = num_bins(L.code), nl = num_limbs(L.code);
+    TORCH_CHECK(c.numel() == nb && s.numel() == static_cast<int64_t>(nb) * nl, "CutSolver: summary has wrong size");
+    const int64_t* cp = c.data_ptr<int64_t>();
+    const int64_t* sp = s.data_ptr<int64_t>();
+    for (int b = 0; b < nb; ++b) {
+      if (!cp[b]) continue;
+      L.bins.push_back(b);
+      L.count.push_back(cp[b]);
+      for (int l = 0; l < nl; ++l) L.limbs.push_back(sp[static_cast<size_t>(b) * nl + l]);
+    }
+    const size_t n = L.bins.size();
+    L.cum.assign(n + 1, 0);
+    for (size_t i = 0; i < n; ++i) L.cum[i + 1] = L.cum[i] + L.count[i];
+    L.alive = L.cum[n];
+    compute_bounds(L);
+  }
+}
+
+CutSolver::~CutSolver() = default;
+
+void CutSolver::compute_bounds(Layer& L) {
+  const size_t n = L.bins.size();
+  L.lo.assign(n, 0.0);
+  L.hi.assign(n, 0.0);
+  const double inf = std::numeric_limits<double>::infinity();
+  const bool exact = exact_bins(L.code);
+  const int shift = bin_shift(L.code);
+  ExactSum acc;  // exact sum of the bins above bin i
+  for (size_t i = n; i-- > 0;) {
+    const int b = L.bins[i];
+    const double v_lo = key_value(L.code, static_cast<int64_t>(b) << shift);
+    const double v_hi = exact ? v_lo : key_value(L.code, static_cast<int64_t>(b + 1) << shift);
+    if (!lamp_) {
+      L.lo[i] = v_lo;
+      L.hi[i] = v_hi;
+      continue;
+    }
+    // Highest score: the bin's last element, whose suffix is itself plus the bins above.
+    if (std::isinf(v_hi)) {
+      L.hi[i] = 1.0;
+    } else {
+      ExactSum t = acc;
+      add_square(t, v_hi);
+      L.hi[i] = lamp_score(v_hi, t.to_double());
+      if (!exact) L.hi[i] = widen(L.hi[i], inf);
+    }
+    // Lowest score: the bin's first element, whose suffix is the whole bin plus the bins above.
+    add_bin_sum(L, i, acc);
+    L.lo[i] = lamp_score(v_lo, acc.to_double());
+    if (!exact) L.lo[i] = widen(L.lo[i], 0.0);
+  }
+  // Make the bounds monotone (only ever widening them) so they can be binary-searched.
+  for (size_t i = n; i-- > 1;) L.lo[i - 1] = std::min(L.lo[i - 1], L.lo[i]);
+  for (size_t i = 1; i < n; ++i) L.hi[i] = std::max(L.hi[i], L.hi[i - 1]);
+}
+
+// Marks a layer done; the cut is set here when it keeps or prunes every alive element.
+void CutSolver::resolve(Layer& L, int64_t pruned) {
+  L.resolved = true;
+  if (pruned <= 0)
+    L.cut = {kKeepAll, 0, 0};
+  else if (pruned >= L.alive)
+    L.cut = {kPruneAll, 0, L.alive};
+}
+
+std::vector<CutSolver::Region> CutSolver::regions() const {
+  std::vector<Region> out;
+  for (const Layer& L : layers_) {
+    const bool open = !L.resolved && L.first <= L.last;
+    const bool gather = open && !exact_bins(L.code);
+    out.push_back({gather, open ? L.bins[L.first] : 0, open ? L.bins[L.last] : -1});
+  }
+  return out;
+}
+
+std::vector<CutSolver::Region> CutSolver::plan_global(int64_t k) {
+  mode_global_ = true;
+  k_ = k;
+  int64_t total = 0;
+  for (const Layer& L : layers_) total += L.alive;
+  if (k <= 0 || k >= total) {
+    for (Layer& L : layers_) resolve(L, k <= 0 ? 0 : L.alive);
+    return regions();
+  }
+  auto count_le = [&](const std::vector<double> Layer::*bound) {
+    return [this, bound](double t) {
+      int64_t s = 0;
+      for (const Layer& L : layers_) {
+        const auto& v = L.*bound;
+        s += L.cum[std::upper_bound(v.begin(), v.end(), t) - v.begin()];
+      }
+      return s;
+    };
+  };
+  const double t_min = min_t_reaching(count_le(&Layer::lo), k);  // at most k possibly-selected below it
+  const double t_max = min_t_reaching(count_le(&Layer::hi), k);  // k certainly-selected at or below it
+  for (Layer& L : layers_) {
+    L.first = static_cast<int>(std::lower_bound(L.hi.begin(), L.hi.end(), t_min) - L.hi.begin());
+    L.last = static_cast<int>(std::upper_bound(L.lo.begin(), L.lo.end(), t_max) - L.lo.begin()) - 1;
+    L.below = L.cum[L.first];
+    if (L.first > L.last) {  // no candidate: the cut lies between two bins
+      resolve(L, L.below);
+      if (L.below > 0 && L.below < L.alive)
+        L.cut = {static_cast<int64_t>(L.bins[L.first]) << bin_shift(L.code), 0, L.below};
+    }
+  }
+  return regions();
+}
+
+std::vector<CutSolver::Region> CutSolver::plan_counts(const std::vector<int64_t>& pruned) {
+  mode_global_ = false;
+  TORCH_CHECK(pruned.size() == layers_.size(), "CutSolver: one count per layer expected");
+  targets_ = pruned;
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    Layer& L = layers_[li];
+    const int64_t p = pruned[li];
+    if (p <= 0 || p >= L.alive) {
+      resolve(L, p);
+      continue;
+    }
+    // The bin holding the p-th alive element.
+    const int i = static_cast<int>(std::upper_bound(L.cum.begin(), L.cum.end(), p - 1) - L.cum.begin()) - 1;
+    L.first = L.last = i;
+    L.below = L.cum[i];
+  }
+  return regions();
+}
+
+void CutSolver::build_groups(Layer& L, const at::Tensor& gathered) {
+  L.groups.clear();
+  L.sums_above.clear();
+  if (exact_bins(L.code)) {
+    for (int i = L.first; i <= L.last; ++i)
+      L.groups.push_back({L.bins[i], key_value(L.code, L.bins[i]), L.count[i], 0, 0, -1});
+  } else {
+    const at::Tensor g = gathered.contiguous().to(at::kLong);
+    const int64_t* k = g.data_ptr<int64_t>();
+    const int64_t n = g.numel();
+    TORCH_CHECK(n == L.cum[L.last + 1] - L.cum[L.first], "CutSolver: gathered keys do not match the summary");
+    for (int64_t i = 0; i < n;) {
+      int64_t j = i;
+      while (j < n && k[j] == k[i]) ++j;
+      L.groups.push_back({k[i], key_value(L.code, k[i]), j - i, 0, 0, -1});
+      i = j;
+    }
+  }
+  ExactSum above;  // everything after the region
+  for (size_t i = L.last + 1; i < L.bins.size(); ++i) add_bin_sum(L, i, above);
+  for (size_t gi = L.groups.size(); gi-- > 0;) {
+    Group& G = L.groups[gi];
+    if (!lamp_) {
+      G.smin = G.smax = G.value;
+      continue;
+    }
+    if (G.count > 1) {
+      G.exact = static_cast<int>(L.sums_above.size());
+      L.sums_above.push_back(above);
+    }
+    ExactSum t = above;
+    add_square(t, G.value);
+    G.smax = lamp_score(G.value, t.to_double());
+    add_square_multiple(above, G.value, static_cast<uint64_t>(G.count));
+    G.smin = lamp_score(G.value, above.to_double());
+  }
+  L.group_cum.assign(L.groups.size() + 1, 0);
+  for (size_t i = 0; i < L.groups.size(); ++i) L.group_cum[i + 1] = L.group_cum[i] + L.groups[i].count;
+}
+
+// Elements of the layer's region with score <= t.
+int64_t CutSolver::region_count_le(const Layer& L, double t) const {
+  const auto& G = L.groups;
+  const size_t full = std::upper_bound(G.begin(), G.end(), t, [](double x, const Group& g) { return x < g.smax; }) -
+                      G.begin();
+  int64_t cnt = L.group_cum[full];
+  if (full < G.size() && G[full].smin <= t) {  // the one group that straddles t
+    const Group& g = G[full];
+    const ExactSum& base = L.sums_above[g.exact];
+    int64_t lo = 1, hi = g.count;  // smallest j with s(j) <= t; s(count) = smin <= t
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      ExactSum s = base;
+      add_square_multiple(s, g.value, static_cast<uint64_t>(mid));
+      if (lamp_score(g.value, s.to_double()) <= t)
+        hi = mid;
+      else
+        lo = mid + 1;
+    }
+    cnt += g.count - lo + 1;
+  }
+  return cnt;
+}
+
+// Cut for a layer of which `r` elements of the candidate region are pruned (all of `below` too).
+void CutSolver::set_cut(Layer& L, int64_t r) {
+  L.resolved = true;
+  const int64_t pruned = L.below + r;
+  if (pruned <= 0) {
+    L.cut = {kKeepAll, 0, 0};
+    return;
+  }
+  if (pruned >= L.alive) {
+    L.cut = {kPruneAll, 0, L.alive};
+    return;
+  }
+  if (r == 0) {  // between the definitely-pruned bins and the region
+    L.cut = {L.groups.front().key, 0, pruned};
+    return;
+  }
+  const size_t g = std::lower_bound(L.group_cum.begin(), L.group_cum.end(), r) - L.group_cum.begin() - 1;
+  L.cut = {L.groups[g].key, r - L.group_cum[g], pruned};
+}
+
+std::vector<CutSolver::Cut> CutSolver::finish(const std::vector<at::Tensor>& gathered) {
+  std::vector<Layer*> open;
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    Layer& L = layers_[li];
+    if (L.resolved) continue;
+    build_groups(L, li < gathered.size() ? gathered[li] : at::Tensor());
+    open.push_back(&L);
+  }
+  if (!mode_global_) {
+    for (size_t li = 0; li < layers_.size(); ++li)
+      if (!layers_[li].resolved) set_cut(layers_[li], targets_[li] - layers_[li].below);
+  } else if (!open.empty()) {
+    int64_t k = k_;
+    for (const Layer& L : layers_) k -= L.resolved ? L.cut.pruned : L.below;
+    const double T = min_t_reaching(
+        [&](double t) {
+          int64_t s = 0;
+          for (const Layer* L : open) s += region_count_le(*L, t);
+          return s;
+        },
+        k);
+    // Everything below T, then the elements equal to T in (layer, position) order.
+    const double below_T = T > 0 ? from_bits(to_bits(T) - 1) : -1.0;
+    std::vector<int64_t> lt(open.size()), eq(open.size());
+    for (size_t i = 0; i < open.size(); ++i) {
+      lt[i] = below_T < 0 ? 0 : region_count_le(*open[i], below_T);
+      eq[i] = region_count_le(*open[i], T) - lt[i];
+      k -= lt[i];
+    }
+    for (size_t i = 0; i < open.size(); ++i) {
+      const int64_t take = std::min(k, eq[i]);
+      k -= take;
+      set_cut(*open[i], lt[i] + take);
+    }
+  }
+  std::vector<Cut> cuts;
+  for (const Layer& L : layers_) cuts.push_back(L.cut);
+  return cuts;
+}
+
+}  // namespace lamp

@@ -1,0 +1,54 @@
+// Exact per-layer cuts from per-layer bin summaries (see cut_solver.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace lamp {
+
+struct ExactSum;
+
+class CutSolver {
+ public:
+  struct Region {  // candidate bins [bin_lo, bin_hi] of a layer; `gather` when their keys are needed
+    bool gather;
+    int64_t bin_lo, bin_hi;
+  };
+  struct Cut {  // keep alive elements with key > cut_key, or key == cut_key after the first `ties`
+    int64_t cut_key, ties, pruned;
+  };
+
+  // codes: DtypeCode per layer; counts[i]: int64[bins]; sums[i]: int64[bins, limbs] (bin_summary's output).
+  // lamp: LAMP scores, else global magnitude.
+  CutSolver(const std::vector<int64_t>& codes, const std::vector<at::Tensor>& counts,
+            const std::vector<at::Tensor>& sums, bool lamp);
+  ~CutSolver();
+
+  // Global selection of k alive elements (the masked ones are not counted).
+  std::vector<Region> plan_global(int64_t k);
+  // A given number of alive elements pruned in each layer.
+  std::vector<Region> plan_counts(const std::vector<int64_t>& pruned);
+  // gathered[i]: sorted keys of layer i's candidate bins where its region asks for them.
+  std::vector<Cut> finish(const std::vector<at::Tensor>& gathered);
+
+ private:
+  struct Group;
+  struct Layer;
+  static void add_bin_sum(const Layer& L, size_t i, ExactSum& acc);
+  void compute_bounds(Layer& L);
+  static void resolve(Layer& L, int64_t pruned);
+  std::vector<Region> regions() const;
+  void build_groups(Layer& L, const at::Tensor& gathered);
+  int64_t region_count_le(const Layer& L, double t) const;
+  static void set_cut(Layer& L, int64_t r);
+
+  bool lamp_;
+  bool mode_global_ = true;
+  int64_t k_ = 0;
+  std::vector<int64_t> targets_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace lamp

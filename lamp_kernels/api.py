@@ -1,0 +1,100 @@
+"""Public API: lamp_scores, prune_masks, layer_sparsities, and backend choice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from . import ops, reference, selection
+from .layers import Layers, check_sparsity
+
+METHODS = reference.METHODS
+BACKENDS = ("reference", "cpu", "cuda", "triton")
+
+
+def available_backends() -> list[str]:
+    """Backends that can run in this installation."""
+    return ["reference"] + (["cpu"] if ops._C is not None else [])
+
+
+def _choose_backend(backend: str | None, layers: Layers) -> str:
+    """'reference', or 'compiled': the summary pipeline whose per-layer ops run on each layer's device
+    (C++ kernels for CPU tensors, the torch kernels elsewhere) with the compiled exact solver."""
+    if backend is None:
+        return "compiled" if ops._C is not None else "reference"
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS} or None")
+    if backend == "reference":
+        return backend
+    if backend in ("cuda", "triton"):
+        raise RuntimeError(f"backend {backend!r} is not available: this build of lamp_kernels has no {backend} "
+                           "kernels (available: " + ", ".join(available_backends()) + ")")
+    if ops._C is None:
+        raise RuntimeError(f"backend 'cpu' is not available: the C++ extension failed to load "
+                           f"({ops.EXTENSION_ERROR}); {ops.BUILD_HINT}")
+    for w, name in zip(layers.tensors, layers.names):
+        if w.device.type != "cpu":
+            raise ValueError(f"backend 'cpu' needs CPU tensors; {name} is on {w.device}")
+    return "compiled"
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+
+
+def lamp_scores(weights: Any, masks: Any = None, *, backend: str | None = None,
+                dtype: torch.dtype = torch.float32) -> Any:
+    """LAMP scores w_u^2 / sum_{v >= u} w_v^2 of every weight, in the container given (Tensor, list or dict).
+
+    Sums are exact and rounded once to float64 (see reference.py); the score is returned as ``dtype``
+    (float32 or float64). Masked-out (mask False) and zero weights score 0.
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    layers = Layers.from_inputs(weights, masks)
+    chosen = _choose_backend(backend, layers)
+    layers.check_values()
+    if chosen == "reference":
+        return layers.pack([reference.lamp_scores(w, m).to(dtype) for w, m in zip(layers.tensors, layers.masks)])
+    out: list[torch.Tensor | None] = [None] * len(layers.tensors)
+    for device in {w.device for w in layers.tensors}:  # one call per device, layers stay where they are
+        idx = [i for i, w in enumerate(layers.tensors) if w.device == device]
+        scores = ops.lamp_scores([layers.tensors[i] for i in idx], [layers.masks[i] for i in idx],
+                                 dtype == torch.float64)
+        for i, s in zip(idx, scores):
+            out[i] = s
+    return layers.pack(out)
+
+
+def prune_masks(weights: Any, sparsity: float, method: str = "lamp", *, masks: Any = None,
+                backend: str | None = None) -> Any:
+    """Boolean masks (True = keep) in the container given.
+
+    lamp / global: exactly round(sparsity * N) entries are False (N counts every weight), unless the given
+    masks already prune more, in which case they come back unchanged. uniform / uniform_plus / erk prune a
+    fixed count per layer. Already-masked weights stay masked.
+    """
+    s = check_sparsity(sparsity)
+    _check_method(method)
+    layers = Layers.from_inputs(weights, masks)
+    if _choose_backend(backend, layers) == "reference":
+        layers.check_values()
+        return layers.pack(reference.prune_masks(layers, s, method))
+    return layers.pack(selection.prune_masks(layers, s, method))
+
+
+def layer_sparsities(weights: Any, sparsity: float, method: str = "lamp", *, masks: Any = None,
+                     backend: str | None = None) -> Any:
+    """Fraction of each layer's weights that the method prunes (the official code's "amounts"),
+    without materialising masks. Same container as weights, floats."""
+    s = check_sparsity(sparsity)
+    _check_method(method)
+    layers = Layers.from_inputs(weights, masks)
+    if _choose_backend(backend, layers) == "reference":
+        layers.check_values()
+        _, counts = reference.pruned_counts(layers, s, method)
+    else:
+        _, counts = selection.layer_cuts(layers, s, method)
+    return layers.pack([c / n if n else 0.0 for c, n in zip(counts, layers.numels())])

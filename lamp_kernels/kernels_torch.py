@@ -1,0 +1,79 @@
+"""Pure-torch twins of the per-layer kernels (csrc/cpu/layer_kernels.cpp). They run on any device and are
+the default implementations of the ops in ops.py; compiled kernels override them per device and must
+return identical tensors. Key, bin and limb conventions are those of csrc/cpu/float_keys.h.
+
+Shapes: w is any shape, mask is bool of w's shape or None; B = bins (2^15 for bf16/fp16, else 2^16),
+L = limbs (0 for bf16/fp16, 2 for fp32, 4 for fp64).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# dtype -> (code, bins, key bits shifted off to form the bin, limbs, int view dtype, |x| bit mask)
+DTYPE_INFO = {
+    torch.bfloat16: (0, 1 << 15, 0, 0, torch.int16, 0x7FFF),
+    torch.float16: (1, 1 << 15, 0, 0, torch.int16, 0x7FFF),
+    torch.float32: (2, 1 << 16, 15, 2, torch.int32, 0x7FFF_FFFF),
+    torch.float64: (3, 1 << 16, 47, 4, torch.int64, 0x7FFF_FFFF_FFFF_FFFF),
+}
+# First bin holding Inf/NaN keys.
+NONFINITE_BIN = {torch.bfloat16: 0x7F80, torch.float16: 0x7C00, torch.float32: 0xFF00, torch.float64: 0xFFE0}
+LIMB_BITS = 27
+LIMB_MASK = (1 << LIMB_BITS) - 1
+
+
+def magnitude_keys(w: torch.Tensor) -> torch.Tensor:
+    """int64 bit patterns of |w|, flattened: monotone in |w| for finite values."""
+    _, _, _, _, view, mask = DTYPE_INFO[w.dtype]
+    return w.detach().contiguous().reshape(-1).view(view).to(torch.int64) & mask
+
+
+def _alive_keys(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    keys = magnitude_keys(w)
+    return keys if mask is None else keys[mask.reshape(-1)]
+
+
+def square_limbs(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[n, L] int64: 27-bit limbs of M^2, M the integer significand (fp32/fp64 keys)."""
+    if dtype == torch.float32:
+        exp, frac = keys >> 23, keys & 0x7FFFFF
+        m = torch.where(exp > 0, frac | 0x800000, frac)
+        sq = m * m  # < 2^48
+        return torch.stack([sq & LIMB_MASK, sq >> LIMB_BITS], dim=1)
+    exp, frac = keys >> 52, keys & ((1 << 52) - 1)
+    m = torch.where(exp > 0, frac | (1 << 52), frac)
+    a, b = m >> LIMB_BITS, m & LIMB_MASK  # M = a 2^27 + b, so M^2 = a^2 2^54 + 2ab 2^27 + b^2
+    bb, ab2, aa = b * b, 2 * a * b, a * a
+    return torch.stack([bb & LIMB_MASK, (bb >> LIMB_BITS) + (ab2 & LIMB_MASK),
+                        (ab2 >> LIMB_BITS) + (aa & LIMB_MASK), aa >> LIMB_BITS], dim=1)
+
+
+def bin_summary_ref(w: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(counts int64[B], sums int64[B, L]): alive elements per bin and the limbs of their sum of M^2."""
+    _, bins, shift, limbs, _, _ = DTYPE_INFO[w.dtype]
+    keys = _alive_keys(w, mask)
+    idx = keys >> shift
+    counts = torch.bincount(idx, minlength=bins)
+    sums = torch.zeros(bins, limbs, dtype=torch.int64, device=w.device)
+    if limbs:
+        sums.index_add_(0, idx, square_limbs(keys, w.dtype))
+    return counts, sums
+
+
+def gather_bin_keys_ref(w: torch.Tensor, mask: torch.Tensor | None, bin_lo: int, bin_hi: int) -> torch.Tensor:
+    """Sorted int64 keys of the alive elements whose bin lies in [bin_lo, bin_hi]."""
+    shift = DTYPE_INFO[w.dtype][2]
+    keys = _alive_keys(w, mask)
+    b = keys >> shift
+    return torch.sort(keys[(b >= bin_lo) & (b <= bin_hi)]).values
+
+
+def apply_cut_ref(w: torch.Tensor, mask: torch.Tensor | None, cut_key: int, ties: int) -> torch.Tensor:
+    """Keep mask: alive and (key > cut_key, or key == cut_key with at least `ties` equal keys before it)."""
+    keys = magnitude_keys(w)
+    alive = torch.ones_like(keys, dtype=torch.bool) if mask is None else mask.reshape(-1)
+    equal = alive & (keys == cut_key)
+    rank = torch.cumsum(equal, 0) - 1  # among equal keys, in flat order
+    keep = alive & ((keys > cut_key) | (equal & (rank >= ties)))
+    return keep.reshape(w.shape)

@@ -1,0 +1,114 @@
+"""prune_: prune the Linear and Conv weights of an nn.Module in place, all or nothing."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from .api import prune_masks
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class LayerReport:
+    name: str
+    shape: tuple[int, ...]
+    numel: int
+    pruned: int
+
+    @property
+    def density(self) -> float:
+        return 1.0 - self.pruned / self.numel if self.numel else 1.0
+
+
+@dataclass
+class PruneReport:
+    method: str
+    sparsity: float
+    layers: list[LayerReport] = field(default_factory=list)
+
+    @property
+    def numel(self) -> int:
+        return sum(r.numel for r in self.layers)
+
+    @property
+    def pruned(self) -> int:
+        return sum(r.pruned for r in self.layers)
+
+    def __str__(self) -> str:
+        width = max([len(r.name) for r in self.layers] + [5])
+        lines = [f"{self.method} at sparsity {self.sparsity:g}: {self.pruned}/{self.numel} weights pruned",
+                 f"{'layer':<{width}}  {'shape':<20} {'weights':>10} {'density':>8}"]
+        lines += [f"{r.name:<{width}}  {str(r.shape):<20} {r.numel:>10} {r.density:>8.4f}" for r in self.layers]
+        return "\n".join(lines)
+
+
+def _matches(name: str, patterns: Iterable[str] | str | None) -> bool:
+    if patterns is None:
+        return False
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    return any(re.search(p, name) for p in patterns)
+
+
+def prunable_weights(model: nn.Module, include=None, exclude=None) -> dict[str, nn.Module]:
+    """'<module>.weight' -> module, for Linear/Conv1d/2d/3d, filtered by regexes on that name (re.search):
+    with ``include`` only matching names are taken; ``exclude`` removes names."""
+    found = {}
+    for mname, module in model.named_modules():
+        if not isinstance(module, PRUNABLE):
+            continue
+        name = f"{mname}.weight" if mname else "weight"
+        if include is not None and not _matches(name, include):
+            continue
+        if _matches(name, exclude):
+            continue
+        found[name] = module
+    return found
+
+
+def _current(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight values, mask) of a module, looking through torch.nn.utils.prune's reparametrisation."""
+    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+        return module.weight_orig.detach(), module.weight_mask.detach().bool()
+    return module.weight.detach(), None
+
+
+def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=None, exclude=None,
+           reparametrize: bool = True, backend: str | None = None) -> PruneReport:
+    """Prune ``model`` in place so that ``sparsity`` of the selected weights (in total) are zero.
+
+    reparametrize=True goes through ``torch.nn.utils.prune.custom_from_mask``: masks from earlier calls are
+    honoured, so repeated calls at rising sparsities prune iteratively, and ``prune.remove`` makes it
+    permanent. reparametrize=False writes zeros into the weights directly (no mask buffers; zeros are
+    pruned first on the next call). Every mask is computed before the model is touched, so bad input
+    raises with the model unchanged.
+    """
+    modules = prunable_weights(model, include, exclude)
+    if not modules:
+        raise ValueError("no prunable layers (Linear, Conv1d/2d/3d) selected in the model")
+    weights, masks = {}, {}
+    for name, module in modules.items():
+        weights[name], masks[name] = _current(module)
+    have_masks = {n: m for n, m in masks.items() if m is not None}
+    new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, backend=backend)
+    report = PruneReport(method, float(sparsity))
+    with torch.no_grad():
+        for name, module in modules.items():
+            keep = new_masks[name]
+            if reparametrize:
+                prune.custom_from_mask(module, "weight", keep)
+            else:
+                target = module.weight_orig if hasattr(module, "weight_orig") else module.weight
+                target.masked_fill_(~keep, 0)
+                if hasattr(module, "weight_mask"):
+                    module.weight_mask.mul_(keep.to(module.weight_mask.dtype))
+                    module.weight = module.weight_orig * module.weight_mask
+            report.layers.append(LayerReport(name, tuple(keep.shape), keep.numel(), int(keep.numel() - keep.sum())))
+    return report
