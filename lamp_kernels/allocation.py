@@ -12,7 +12,7 @@ calls at rising sparsities give iterative pruning; counts are computed in float6
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from .layers import pruned_count
 

@@ -7,8 +7,9 @@ results in the caller's container. Inputs are never modified.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -43,7 +44,7 @@ class Layers:
     keys: list[Any]
 
     @classmethod
-    def from_inputs(cls, weights: Any, masks: Any = None) -> "Layers":
+    def from_inputs(cls, weights: Any, masks: Any = None) -> Layers:
         if isinstance(weights, torch.Tensor):
             kind, keys, tensors = "tensor", [None], [weights]
             mask_list = [masks] if masks is not None else [None]

@@ -8,7 +8,6 @@ still imports, warns once, and the reference backend serves every call.
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -18,7 +17,7 @@ from . import kernels_torch, reference
 try:
     from . import _C  # type: ignore[attr-defined]
 
-    EXTENSION_ERROR: Optional[str] = None
+    EXTENSION_ERROR: str | None = None
 except ImportError as exc:  # not built, or built against another torch
     _C = None
     EXTENSION_ERROR = str(exc)
@@ -33,7 +32,7 @@ BUILD_HINT = "build it with `pip install --no-build-isolation -e .` against this
 
 
 @torch.library.custom_op("lamp_kernels::bin_summary", mutates_args=())
-def bin_summary(w: Tensor, mask: Optional[Tensor]) -> tuple[Tensor, Tensor]:
+def bin_summary(w: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
     """Per-bin alive counts and exact limb sums of squared significands (see kernels_torch)."""
     return kernels_torch.bin_summary_ref(w, mask)
 
@@ -45,7 +44,7 @@ def _(w, mask):
 
 
 @torch.library.custom_op("lamp_kernels::gather_bin_keys", mutates_args=())
-def gather_bin_keys(w: Tensor, mask: Optional[Tensor], bin_lo: int, bin_hi: int) -> Tensor:
+def gather_bin_keys(w: Tensor, mask: Tensor | None, bin_lo: int, bin_hi: int) -> Tensor:
     """Sorted keys of the alive elements in bins [bin_lo, bin_hi]."""
     return kernels_torch.gather_bin_keys_ref(w, mask, bin_lo, bin_hi)
 
@@ -57,7 +56,7 @@ def _(w, mask, bin_lo, bin_hi):
 
 
 @torch.library.custom_op("lamp_kernels::apply_cut", mutates_args=())
-def apply_cut(w: Tensor, mask: Optional[Tensor], cut_key: int, ties: int) -> Tensor:
+def apply_cut(w: Tensor, mask: Tensor | None, cut_key: int, ties: int) -> Tensor:
     """Boolean keep-mask of one layer from its cut (see kernels_torch.apply_cut_ref)."""
     return kernels_torch.apply_cut_ref(w, mask, cut_key, ties)
 
@@ -68,7 +67,7 @@ def _(w, mask, cut_key, ties):
 
 
 @torch.library.custom_op("lamp_kernels::lamp_scores", mutates_args=())
-def lamp_scores(weights: list[Tensor], masks: list[Optional[Tensor]], float64: bool) -> list[Tensor]:
+def lamp_scores(weights: list[Tensor], masks: list[Tensor | None], float64: bool) -> list[Tensor]:
     """LAMP scores of each layer (float32, or float64 when asked)."""
     dtype = torch.float64 if float64 else torch.float32
     return [reference.lamp_scores(w, m).to(dtype) for w, m in zip(weights, masks)]
