@@ -15,8 +15,9 @@ import torch
 
 SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 
-# float64 squares of magnitudes outside [2^-500, 2^500) leave float64's normal range; only fp64 can get there.
-MAGNITUDE_LIMIT = 2.0**500
+# Magnitudes outside [2^-496, 2^496) would let a sum of up to 2^31 squares leave float64's normal range
+# (the exact sums are rounded to normal float64 numbers); only fp64 weights can get there.
+MAGNITUDE_LIMIT = 2.0**496
 
 
 def pruned_count(sparsity: float, n: int) -> int:
@@ -115,7 +116,7 @@ class Layers:
 
     def check_fp64_range(self, i: int, max_abs: float) -> None:
         if max_abs >= MAGNITUDE_LIMIT or 0.0 < max_abs < 1.0 / MAGNITUDE_LIMIT:
-            raise ValueError(f"{self.names[i]}: largest |w| = {max_abs:g} is outside [2^-500, 2^500); "
+            raise ValueError(f"{self.names[i]}: largest |w| = {max_abs:g} is outside [2^-496, 2^496); "
                              "its square leaves float64's normal range")
 
     def numels(self) -> list[int]:

@@ -76,7 +76,7 @@ def test_unknown_and_unavailable_backends():
 
 
 def test_fp64_magnitudes_outside_float64_square_range():
-    for v in (2.0**520, 2.0**-520):
+    for v in (2.0**497, 2.0**-497):
         for backend in BACKENDS:
             with pytest.raises(ValueError, match="outside"):
                 lk.prune_masks([torch.tensor([v, 0.0], dtype=torch.float64)], 0.5, backend=backend)
@@ -111,3 +111,14 @@ def test_uniform_plus_impossible_sparsity_raises():
     layers = [torch.randn(4, 3, 3, 3), torch.randn(10, 36), torch.randn(2, 10)]
     with pytest.raises(ValueError, match="uniform_plus"):
         lk.prune_masks(layers, 1.0, "uniform_plus", backend="reference")
+
+
+def test_fp64_extremes_just_inside_the_limits_agree():
+    w = [torch.tensor([2.0**495, -(2.0**495), 1.0, 0.0] * 8, dtype=torch.float64),
+         torch.tensor([2.0**-495, 3 * 2.0**-496, 0.0], dtype=torch.float64)]
+    for backend in lk.available_backends():
+        s = lk.lamp_scores(w, backend=backend, dtype=torch.float64)
+        assert all(bool(torch.isfinite(x).all()) for x in s)
+    want = lk.prune_masks(w, 0.5, backend="reference")
+    for backend in lk.available_backends():
+        assert all(torch.equal(a, b) for a, b in zip(lk.prune_masks(w, 0.5, backend=backend), want))

@@ -22,7 +22,8 @@ struct ExactSum {
   static constexpr int kLimbs = 68;
   static constexpr int kBase = -2240;  // weight of bit 0 of limb 0; a multiple of 64
   uint64_t limb[kLimbs];
-  int top = -1;  // highest limb that may be nonzero
+  int top = -1;     // highest limb that may be nonzero
+  int bottom = kLimbs;  // no limb below this one was ever written (bounds the sticky-bit scan)
 
   ExactSum() { std::memset(limb, 0, sizeof(limb)); }
 
@@ -31,6 +32,7 @@ struct ExactSum {
     if (v == 0) return;
     const int off = exp2 - kBase;
     const int li = off >> 6, sh = off & 63;
+    if (li < bottom) bottom = li;
     const u128 low = v << sh;
     uint64_t w[3] = {static_cast<uint64_t>(low), static_cast<uint64_t>(low >> 64),
                      sh ? static_cast<uint64_t>(v >> (128 - sh)) : 0};
@@ -78,13 +80,20 @@ struct ExactSum {
     const uint64_t hi = limb[t];
     const uint64_t lo = t > 0 ? limb[t - 1] : 0;
     bool sticky = false;
-    for (int i = t - 2; i >= 0 && !sticky; --i) sticky = limb[i] != 0;
+    for (int i = t - 2; i >= bottom && !sticky; --i) sticky = limb[i] != 0;
     const int lz = __builtin_clzll(hi);
     const uint64_t lead = lz ? (hi << lz) | (lo >> (64 - lz)) : hi;
     const uint64_t rest = lz ? (lo << lz) : lo;
     sticky = sticky || rest != 0;
-    const double d = static_cast<double>(lead | static_cast<uint64_t>(sticky));
-    return std::ldexp(d, 64 * t + kBase - lz);
+    const double d = static_cast<double>(lead | static_cast<uint64_t>(sticky));  // in [2^63, 2^64]
+    // Scale by 2^(64t + kBase - lz) by adding to the exponent field: exact, and cheaper than ldexp, because
+    // the result is a normal float64 (the magnitude limits of layers.py keep every sum within [2^-992, 2^1023)).
+    uint64_t bits;
+    std::memcpy(&bits, &d, 8);
+    bits += static_cast<uint64_t>(static_cast<int64_t>(64 * t + kBase - lz)) << 52;
+    double out;
+    std::memcpy(&out, &bits, 8);
+    return out;
   }
 };
 
