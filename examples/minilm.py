@@ -123,7 +123,8 @@ def load(path: Path | None = None) -> tuple[MiniLM, Encode]:
     path = Path(path) if path else model_dir()
     model = MiniLM(json.loads((path / "config.json").read_text()))
     # The pooler is unused by mean pooling; position_ids is a constant buffer.
-    state = {k: v for k, v in load_file(str(path / "model.safetensors")).items() if not k.endswith("position_ids") and not k.startswith("pooler.")}
+    state = {k: v for k, v in load_file(str(path / "model.safetensors")).items()
+             if not k.endswith("position_ids") and not k.startswith("pooler.")}
     model.load_state_dict(state)
     model.eval()
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
