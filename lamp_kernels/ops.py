@@ -31,59 +31,61 @@ except ImportError as exc:  # not built, or built against another torch
 BUILD_HINT = "build it with `pip install --no-build-isolation -e .` against this torch"
 
 
-@torch.library.custom_op("lamp_kernels::bin_summary", mutates_args=())
-def bin_summary(w: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Per-bin alive counts and exact limb sums of squared significands (see kernels_torch)."""
-    return kernels_torch.bin_summary_ref(w, mask)
+# Declared with torch.library.Library rather than torch.library.custom_op: calls go straight through the
+# dispatcher, without custom_op's first-call import of torch._dynamo (about a second per process).
+_lib = torch.library.Library("lamp_kernels", "DEF")
+_lib.define("bin_summary(Tensor w, Tensor? mask) -> (Tensor, Tensor)")
+_lib.define("gather_bin_keys(Tensor w, Tensor? mask, int bin_lo, int bin_hi) -> Tensor")
+_lib.define("apply_cut(Tensor w, Tensor? mask, int cut_key, int ties) -> Tensor")
+_lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Tensor[]")
 
 
-@bin_summary.register_fake
+def _lamp_scores_default(weights: list[Tensor], masks: list[Tensor | None], float64: bool) -> list[Tensor]:
+    dtype = torch.float64 if float64 else torch.float32
+    return [reference.lamp_scores(w, m).to(dtype) for w, m in zip(weights, masks)]
+
+
+# Defaults: pure torch, every device.
+_lib.impl("bin_summary", kernels_torch.bin_summary_ref, "CompositeExplicitAutograd")
+_lib.impl("gather_bin_keys", kernels_torch.gather_bin_keys_ref, "CompositeExplicitAutograd")
+_lib.impl("apply_cut", kernels_torch.apply_cut_ref, "CompositeExplicitAutograd")
+_lib.impl("lamp_scores", _lamp_scores_default, "CompositeExplicitAutograd")
+
+
+@torch.library.register_fake("lamp_kernels::bin_summary", lib=_lib)
 def _(w, mask):
     _, bins, _, limbs, _, _ = kernels_torch.DTYPE_INFO[w.dtype]
     return w.new_empty((bins,), dtype=torch.int64), w.new_empty((bins, limbs), dtype=torch.int64)
 
 
-@torch.library.custom_op("lamp_kernels::gather_bin_keys", mutates_args=())
-def gather_bin_keys(w: Tensor, mask: Tensor | None, bin_lo: int, bin_hi: int) -> Tensor:
-    """Sorted keys of the alive elements in bins [bin_lo, bin_hi]."""
-    return kernels_torch.gather_bin_keys_ref(w, mask, bin_lo, bin_hi)
-
-
-@gather_bin_keys.register_fake
+@torch.library.register_fake("lamp_kernels::gather_bin_keys", lib=_lib)
 def _(w, mask, bin_lo, bin_hi):
     n = torch.library.get_ctx().new_dynamic_size()
     return w.new_empty((n,), dtype=torch.int64)
 
 
-@torch.library.custom_op("lamp_kernels::apply_cut", mutates_args=())
-def apply_cut(w: Tensor, mask: Tensor | None, cut_key: int, ties: int) -> Tensor:
-    """Boolean keep-mask of one layer from its cut (see kernels_torch.apply_cut_ref)."""
-    return kernels_torch.apply_cut_ref(w, mask, cut_key, ties)
-
-
-@apply_cut.register_fake
+@torch.library.register_fake("lamp_kernels::apply_cut", lib=_lib)
 def _(w, mask, cut_key, ties):
     return torch.empty_like(w, dtype=torch.bool)
 
 
-@torch.library.custom_op("lamp_kernels::lamp_scores", mutates_args=())
-def lamp_scores(weights: list[Tensor], masks: list[Tensor | None], float64: bool) -> list[Tensor]:
-    """LAMP scores of each layer (float32, or float64 when asked)."""
-    dtype = torch.float64 if float64 else torch.float32
-    return [reference.lamp_scores(w, m).to(dtype) for w, m in zip(weights, masks)]
-
-
-@lamp_scores.register_fake
+@torch.library.register_fake("lamp_kernels::lamp_scores", lib=_lib)
 def _(weights, masks, float64):
     dtype = torch.float64 if float64 else torch.float32
     return [torch.empty_like(w, dtype=dtype) for w in weights]
 
 
+# Overrides: the compiled kernels.
 if _C is not None:
-    bin_summary.register_kernel("cpu")(lambda w, mask: tuple(_C.bin_summary(w, mask)))
-    gather_bin_keys.register_kernel("cpu")(_C.gather_bin_keys)
-    apply_cut.register_kernel("cpu")(_C.apply_cut)
-    lamp_scores.register_kernel("cpu")(lambda weights, masks, float64: _C.lamp_scores(weights, masks, float64))
+    _lib.impl("bin_summary", lambda w, mask: tuple(_C.bin_summary(w, mask)), "CPU")
+    _lib.impl("gather_bin_keys", _C.gather_bin_keys, "CPU")
+    _lib.impl("apply_cut", _C.apply_cut, "CPU")
+    _lib.impl("lamp_scores", _C.lamp_scores, "CPU")
+
+bin_summary = torch.ops.lamp_kernels.bin_summary  # per-bin alive counts + exact limb sums (kernels_torch)
+gather_bin_keys = torch.ops.lamp_kernels.gather_bin_keys  # sorted keys of alive elements in bins [lo, hi]
+apply_cut = torch.ops.lamp_kernels.apply_cut  # keep-mask of one layer from its cut
+lamp_scores = torch.ops.lamp_kernels.lamp_scores  # LAMP scores per layer (float32, or float64)
 
 
 def solver(codes: list[int], counts: list[Tensor], sums: list[Tensor], lamp: bool):
