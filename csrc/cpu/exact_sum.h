@@ -52,22 +52,10 @@ struct ExactSum {
     if (i - 1 > top) top = i - 1;
   }
 
-  void add(const ExactSum& o) {
-    for (int i = 0; i <= o.top; ++i) {
-      if (o.limb[i]) add(static_cast<u128>(o.limb[i]), kBase + 64 * i);
-    }
-  }
-
   // v * j * 2^exp2 for v < 2^106, j < 2^31, split so every partial product fits in 128 bits.
   void add_multiple(u128 v, uint64_t j, int exp2) {
     add(v * (j & 0xFFFF), exp2);
     add(v * (j >> 16), exp2 + 16);
-  }
-
-  bool is_zero() const {
-    for (int i = top; i >= 0; --i)
-      if (limb[i]) return false;
-    return true;
   }
 
   // Nearest float64, ties to even. The 64 leading bits are converted with a sticky bit OR-ed into the lowest
