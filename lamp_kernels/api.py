@@ -96,5 +96,5 @@ def layer_sparsities(weights: Any, sparsity: float, method: str = "lamp", *, mas
         layers.check_values()
         _, counts = reference.pruned_counts(layers, s, method)
     else:
-        _, counts = selection.layer_cuts(layers, s, method)
+        counts = selection.layer_cuts(layers, s, method).pruned
     return layers.pack([c / n if n else 0.0 for c, n in zip(counts, layers.numels())])

@@ -77,3 +77,8 @@ def apply_cut_ref(w: torch.Tensor, mask: torch.Tensor | None, cut_key: int, ties
     rank = torch.cumsum(equal, 0) - 1  # among equal keys, in flat order
     keep = alive & ((keys > cut_key) | (equal & (rank >= ties)))
     return keep.reshape(w.shape)
+
+
+def zero_cut_ref(w: torch.Tensor, mask: torch.Tensor | None, cut_key: int, ties: int) -> None:
+    """In place: every weight that apply_cut would not keep (pruned or masked out) becomes 0."""
+    w.masked_fill_(~apply_cut_ref(w, mask, cut_key, ties), 0)

@@ -10,7 +10,9 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .api import prune_masks
+from . import ops, selection
+from .api import _check_method, _choose_backend, prune_masks
+from .layers import Layers, check_sparsity
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -90,6 +92,8 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     pruned first on the next call). Every mask is computed before the model is touched, so bad input
     raises with the model unchanged.
     """
+    _check_method(method)
+    check_sparsity(sparsity)
     modules = prunable_weights(model, include, exclude)
     if not modules:
         raise ValueError("no prunable layers (Linear, Conv1d/2d/3d) selected in the model")
@@ -97,8 +101,11 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     for name, module in modules.items():
         weights[name], masks[name] = _current(module)
     have_masks = {n: m for n, m in masks.items() if m is not None}
-    new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, backend=backend)
     report = PruneReport(method, float(sparsity))
+    if not reparametrize and not have_masks and _choose_backend(backend, Layers.from_inputs(weights)) != "reference":
+        _zero_in_place(weights, sparsity, method, report)
+        return report
+    new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, backend=backend)
     with torch.no_grad():
         for name, module in modules.items():
             keep = new_masks[name]
@@ -112,3 +119,13 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
                     module.weight = module.weight_orig * module.weight_mask
             report.layers.append(LayerReport(name, tuple(keep.shape), keep.numel(), int(keep.numel() - keep.sum())))
     return report
+
+
+def _zero_in_place(weights: dict[str, torch.Tensor], sparsity: float, method: str, report: PruneReport) -> None:
+    """Cuts from the summaries, then each weight zeroed in place by its cut: no mask is ever allocated."""
+    layers = Layers.from_inputs(weights)
+    cuts = selection.layer_cuts(layers, check_sparsity(sparsity), method)
+    with torch.no_grad():
+        for (name, w), (key, ties), pruned in zip(weights.items(), cuts.cuts, cuts.pruned):
+            ops.zero_cut_(w, None, key, ties)
+            report.layers.append(LayerReport(name, tuple(w.shape), w.numel(), pruned))

@@ -37,6 +37,7 @@ _lib = torch.library.Library("lamp_kernels", "DEF")
 _lib.define("bin_summary(Tensor w, Tensor? mask) -> (Tensor, Tensor)")
 _lib.define("gather_bin_keys(Tensor w, Tensor? mask, int bin_lo, int bin_hi) -> Tensor")
 _lib.define("apply_cut(Tensor w, Tensor? mask, int cut_key, int ties) -> Tensor")
+_lib.define("zero_cut_(Tensor(a!) w, Tensor? mask, int cut_key, int ties) -> ()")
 _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Tensor[]")
 
 
@@ -49,6 +50,7 @@ def _lamp_scores_default(weights: list[Tensor], masks: list[Tensor | None], floa
 _lib.impl("bin_summary", kernels_torch.bin_summary_ref, "CompositeExplicitAutograd")
 _lib.impl("gather_bin_keys", kernels_torch.gather_bin_keys_ref, "CompositeExplicitAutograd")
 _lib.impl("apply_cut", kernels_torch.apply_cut_ref, "CompositeExplicitAutograd")
+_lib.impl("zero_cut_", kernels_torch.zero_cut_ref, "CompositeExplicitAutograd")
 _lib.impl("lamp_scores", _lamp_scores_default, "CompositeExplicitAutograd")
 
 
@@ -69,10 +71,24 @@ def _(w, mask, cut_key, ties):
     return torch.empty_like(w, dtype=torch.bool)
 
 
+@torch.library.register_fake("lamp_kernels::zero_cut_", lib=_lib)
+def _(w, mask, cut_key, ties):
+    return None
+
+
 @torch.library.register_fake("lamp_kernels::lamp_scores", lib=_lib)
 def _(weights, masks, float64):
     dtype = torch.float64 if float64 else torch.float32
     return [torch.empty_like(w, dtype=dtype) for w in weights]
+
+
+def _zero_cut_cpu(w: Tensor, mask: Tensor | None, cut_key: int, ties: int) -> None:
+    if w.is_contiguous():
+        _C.zero_cut_(w, mask, cut_key, ties)
+    else:  # the kernel walks flat memory: work on a contiguous copy
+        tmp = w.contiguous()
+        _C.zero_cut_(tmp, mask, cut_key, ties)
+        w.copy_(tmp)
 
 
 # Overrides: the compiled kernels.
@@ -80,11 +96,13 @@ if _C is not None:
     _lib.impl("bin_summary", lambda w, mask: tuple(_C.bin_summary(w, mask)), "CPU")
     _lib.impl("gather_bin_keys", _C.gather_bin_keys, "CPU")
     _lib.impl("apply_cut", _C.apply_cut, "CPU")
+    _lib.impl("zero_cut_", _zero_cut_cpu, "CPU")
     _lib.impl("lamp_scores", _C.lamp_scores, "CPU")
 
 bin_summary = torch.ops.lamp_kernels.bin_summary  # per-bin alive counts + exact limb sums (kernels_torch)
 gather_bin_keys = torch.ops.lamp_kernels.gather_bin_keys  # sorted keys of alive elements in bins [lo, hi]
 apply_cut = torch.ops.lamp_kernels.apply_cut  # keep-mask of one layer from its cut
+zero_cut_ = torch.ops.lamp_kernels.zero_cut_  # the same cut applied in place: pruned weights := 0
 lamp_scores = torch.ops.lamp_kernels.lamp_scores  # LAMP scores per layer (float32, or float64)
 
 

@@ -1,53 +1,106 @@
-"""Exact pruning masks from per-layer summaries (DESIGN-NOTES §2): the path every compiled backend takes.
+"""Exact pruning cuts from per-layer summaries (DESIGN-NOTES §2): the path every compiled backend takes.
 
-    1. bin_summary per layer, on the layer's device  -> counts (+ exact sums) per 16-bit bin, a few hundred KB
+    1. summarize each layer, on its device           -> counts (+ exact sums) per 16-bit bin, a few hundred KB
     2. CutSolver.plan on the host                     -> a small candidate region of bins per layer
-    3. gather_bin_keys (fp32/fp64 layers only)        -> the keys in those bins, one more read
+    3. gather the keys of those bins (fp32/fp64)      -> one more read of the layers that need it
     4. CutSolver.finish                               -> one exact cut (key, ties) per layer
-    5. apply_cut per layer, on its device             -> the boolean masks
+    5. apply_cut / zero_cut_ per layer, on its device -> masks, or weights zeroed in place
 
-Weights never move or get concatenated: only summaries and cuts cross devices.
+Summaries are additive, so they can come from tensors in memory, from a checkpoint streamed one tensor at a
+time (checkpoint.py), or be summed over ranks (distributed.py); solve() does not care where they came from.
+Weights never move or get concatenated: only summaries, candidate keys and cuts travel.
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from . import allocation, ops
 from .kernels_torch import DTYPE_INFO, NONFINITE_BIN
-from .layers import Layers, pruned_count
+from .layers import MAGNITUDE_LIMIT, Layers, pruned_count
 
 
-def layer_cuts(layers: Layers, sparsity: float, method: str) -> tuple[list[tuple[int, int]], list[int]]:
-    """Per layer: the cut (cut_key, ties) and the number of weights pruned (already-masked ones included)."""
-    counts, sums = [], []
-    for i, (w, m) in enumerate(zip(layers.tensors, layers.masks)):
-        c, s = ops.bin_summary(w, m)
-        c, s = c.cpu(), s.cpu()
-        if int(c[NONFINITE_BIN[w.dtype]:].sum()):
-            raise ValueError(f"{layers.names[i]} has NaN or Inf weights")
-        counts.append(c)
-        sums.append(s)
-    for i, w in enumerate(layers.tensors):
-        if w.dtype == torch.float64:
-            a = w.detach().abs() if layers.masks[i] is None else w.detach().abs() * layers.masks[i]
-            layers.check_fp64_range(i, float(a.max()) if a.numel() else 0.0)
-    numels = layers.numels()
-    masked = [n - int(c.sum()) for n, c in zip(numels, counts)]
-    solver = ops.solver([DTYPE_INFO[w.dtype][0] for w in layers.tensors], counts, sums, method == "lamp")
+@dataclass
+class Summary:
+    """One layer's histogram: alive elements per bin and the limbs of their exact sums of squares (CPU)."""
+
+    dtype: torch.dtype
+    numel: int
+    counts: torch.Tensor
+    sums: torch.Tensor
+
+    @property
+    def alive(self) -> int:
+        return int(self.counts.sum())
+
+
+@dataclass
+class Cuts:
+    cuts: list[tuple[int, int]]  # per layer: keep alive weights with key > cut_key, or == cut_key after `ties`
+    pruned: list[int]  # per layer, already-masked weights included
+    threshold: float | None  # the k-th score (|w| for global) when a global selection chose one
+
+
+def summarize(w: torch.Tensor, mask: torch.Tensor | None) -> Summary:
+    counts, sums = ops.bin_summary(w, mask)
+    return Summary(w.dtype, w.numel(), counts.cpu(), sums.cpu())
+
+
+def _bin_of(value: float, dtype: torch.dtype) -> int:
+    key = int(torch.tensor([value], dtype=dtype).view(DTYPE_INFO[dtype][4])[0])
+    return key >> DTYPE_INFO[dtype][2]
+
+
+def check_summary(s: Summary, name: str) -> None:
+    """NaN/Inf among alive weights, and fp64 magnitudes outside [2^-496, 2^496), read off the bins. The
+    limits are powers of two, so they fall on bin boundaries and the check is exact."""
+    if int(s.counts[NONFINITE_BIN[s.dtype]:].sum()):
+        raise ValueError(f"{name} has NaN or Inf weights")
+    if s.dtype != torch.float64:
+        return
+    if int(s.counts[_bin_of(MAGNITUDE_LIMIT, s.dtype):].sum()):
+        raise ValueError(f"{name}: a magnitude is outside [2^-496, 2^496) (2^496 or more); "
+                         "its square leaves float64's normal range")
+    low = _bin_of(1.0 / MAGNITUDE_LIMIT, s.dtype)
+    nonzero_below = int(s.counts[1:low].sum()) or int(s.sums[0].sum())  # bin 0: zeros and subnormals
+    if int(s.counts[low:].sum()) == 0 and nonzero_below:
+        raise ValueError(f"{name}: the largest magnitude is outside [2^-496, 2^496) (below 2^-496); "
+                         "its square leaves float64's normal range")
+
+
+def solve(summaries: list[Summary], names: list[str], shapes: list[tuple[int, ...]], sparsity: float,
+          method: str, gather: Callable[[int, int, int], torch.Tensor]) -> Cuts:
+    """Per-layer cuts for `method` at `sparsity`. gather(i, bin_lo, bin_hi) returns the sorted keys of layer
+    i's alive weights in those bins; it is called for fp32/fp64 layers whose cut lies in such bins."""
+    for s, name in zip(summaries, names):
+        check_summary(s, name)
+    numels = [s.numel for s in summaries]
+    masked = [s.numel - s.alive for s in summaries]
+    solver = ops.solver([DTYPE_INFO[s.dtype][0] for s in summaries], [s.counts for s in summaries],
+                        [s.sums for s in summaries], method == "lamp")
     if method in ("lamp", "global"):
         regions = solver.plan_global(pruned_count(sparsity, sum(numels)) - sum(masked))
     else:
-        targets = allocation.layer_counts(method, [tuple(w.shape) for w in layers.tensors], sparsity)
+        targets = allocation.layer_counts(method, shapes, sparsity)
         regions = solver.plan_counts([max(0, t - m) for t, m in zip(targets, masked)])
-    gathered = [
-        ops.gather_bin_keys(w, m, lo, hi).cpu() if gather else torch.empty(0, dtype=torch.int64)
-        for (gather, lo, hi), w, m in zip(regions, layers.tensors, layers.masks)
-    ]
-    cuts = solver.finish(gathered)
-    return [(key, ties) for key, ties, _ in cuts], [m + p for m, (_, _, p) in zip(masked, cuts)]
+    gathered = [gather(i, lo, hi) if need else torch.empty(0, dtype=torch.int64)
+                for i, (need, lo, hi) in enumerate(regions)]
+    result = solver.finish(gathered)
+    threshold = solver.threshold
+    return Cuts([(key, ties) for key, ties, _ in result], [m + p for m, (_, _, p) in zip(masked, result)],
+                None if math.isnan(threshold) else threshold)
+
+
+def layer_cuts(layers: Layers, sparsity: float, method: str) -> Cuts:
+    summaries = [summarize(w, m) for w, m in zip(layers.tensors, layers.masks)]
+    return solve(summaries, layers.names, [tuple(w.shape) for w in layers.tensors], sparsity, method,
+                 lambda i, lo, hi: ops.gather_bin_keys(layers.tensors[i], layers.masks[i], lo, hi).cpu())
 
 
 def prune_masks(layers: Layers, sparsity: float, method: str) -> list[torch.Tensor]:
-    cuts, _ = layer_cuts(layers, sparsity, method)
+    cuts = layer_cuts(layers, sparsity, method).cuts
     return [ops.apply_cut(w, m, key, ties) for (key, ties), w, m in zip(cuts, layers.tensors, layers.masks)]

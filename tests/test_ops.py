@@ -24,6 +24,7 @@ def test_opcheck(dtype):
     torch.library.opcheck(ops.bin_summary, (w, None))
     torch.library.opcheck(ops.apply_cut, (w, m, int(kernels_torch.magnitude_keys(w)[5]), 1))
     torch.library.opcheck(ops.lamp_scores, ([w, w[:10]], [m, None], False))
+    torch.library.opcheck(ops.zero_cut_, (w.clone(), m, int(kernels_torch.magnitude_keys(w)[5]), 1))
     torch.library.opcheck(ops.gather_bin_keys, (w, m, 0, 1 << 20),
                           test_utils=("test_schema", "test_faketensor"))
 
@@ -41,6 +42,10 @@ def test_twins_match_compiled(dtype):
         assert torch.equal(ops._C.gather_bin_keys(w, mask, lo, hi), kernels_torch.gather_bin_keys_ref(w, mask, lo, hi))
         for key, ties in [(int(keys[17]), 0), (int(keys[17]), 1), (0, 3), (-1, 0), (2**63 - 1, 0)]:
             assert torch.equal(ops._C.apply_cut(w, mask, key, ties), kernels_torch.apply_cut_ref(w, mask, key, ties))
+            a, b = w.clone(), w.clone()
+            ops.zero_cut_(a, mask, key, ties)
+            kernels_torch.zero_cut_ref(b, mask, key, ties)
+            assert torch.equal(a, b)
 
 
 def test_pipeline_on_torch_twins(monkeypatch):

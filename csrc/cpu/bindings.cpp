@@ -13,6 +13,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bin_summary", &lamp::bin_summary, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("apply_cut", &lamp::apply_cut, py::call_guard<py::gil_scoped_release>());
+  m.def("zero_cut_", &lamp::zero_cut_, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores", &lamp::lamp_scores, py::call_guard<py::gil_scoped_release>());
   py::class_<CutSolver>(m, "CutSolver")
       .def(py::init<const std::vector<int64_t>&, const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
@@ -29,9 +30,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
              for (const auto& r : s.plan_counts(pruned)) out.emplace_back(r.gather, r.bin_lo, r.bin_hi);
              return out;
            })
-      .def("finish", [](CutSolver& s, const std::vector<at::Tensor>& gathered) {
-        std::vector<std::tuple<int64_t, int64_t, int64_t>> out;
-        for (const auto& c : s.finish(gathered)) out.emplace_back(c.cut_key, c.ties, c.pruned);
-        return out;
-      });
+      .def("finish",
+           [](CutSolver& s, const std::vector<at::Tensor>& gathered) {
+             std::vector<std::tuple<int64_t, int64_t, int64_t>> out;
+             for (const auto& c : s.finish(gathered)) out.emplace_back(c.cut_key, c.ties, c.pruned);
+             return out;
+           })
+      .def_property_readonly("threshold", &CutSolver::threshold);
 }

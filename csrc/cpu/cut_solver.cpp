@@ -345,6 +345,7 @@ std::vector<CutSolver::Cut> CutSolver::finish(const std::vector<at::Tensor>& gat
           return s;
         },
         k);
+    threshold_ = T;
     // Everything below T, then the elements equal to T in (layer, position) order.
     const double below_T = T > 0 ? from_bits(to_bits(T) - 1) : -1.0;
     std::vector<int64_t> lt(open.size()), eq(open.size());

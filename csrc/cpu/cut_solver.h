@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 namespace lamp {
@@ -32,6 +33,9 @@ class CutSolver {
   std::vector<Region> plan_counts(const std::vector<int64_t>& pruned);
   // gathered[i]: sorted keys of layer i's candidate bins where its region asks for them.
   std::vector<Cut> finish(const std::vector<at::Tensor>& gathered);
+  // The k-th smallest score (|w| for global magnitude) of a global selection that had to choose one; NaN when
+  // none was needed (k = 0, everything pruned, per-layer counts).
+  double threshold() const { return threshold_; }
 
  private:
   struct Group;
@@ -47,6 +51,7 @@ class CutSolver {
   bool lamp_;
   bool mode_global_ = true;
   int64_t k_ = 0;
+  double threshold_ = std::numeric_limits<double>::quiet_NaN();
   std::vector<int64_t> targets_;
   std::vector<Layer> layers_;
 };

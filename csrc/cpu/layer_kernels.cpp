@@ -4,6 +4,7 @@
 //   gather_bin_keys(w, mask, lo, hi)  -> sorted keys of the alive elements whose bin lies in [lo, hi]
 //   apply_cut(w, mask, cut_key, ties) -> keep mask: alive and (key > cut_key, or key == cut_key and among the
 //                                        equal keys at least `ties` precede it in flat order)
+//   zero_cut_(w, mask, cut_key, ties) -> the same decision, applied in place: pruned (and masked-out) weights := 0
 //   lamp_scores(ws, masks, float64)   -> LAMP scores, exact suffix sums (exact_sum.h), one layer per thread
 #include "layer_kernels.h"
 
@@ -165,12 +166,10 @@ std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor&
   return all;
 }
 
-template <typename scalar_t>
-void apply_cut_impl(const at::Tensor& w, const at::Tensor& mask, int64_t cut_key, int64_t ties, bool* o) {
+// One pass deciding keep/prune for every element; sink(i, keep) records the decision.
+template <typename scalar_t, typename Sink>
+void cut_pass(const scalar_t* x, const bool* m, int64_t n, int64_t cut_key, int64_t ties, Sink sink) {
   using K = Keys<scalar_t>;
-  const int64_t n = w.numel();
-  const scalar_t* x = w.data_ptr<scalar_t>();
-  const bool* m = mask_ptr(mask);
   const int chunks = threads_for(n);
   // Equal keys at the cut are pruned in flat order: chunk c starts with rank = equal keys in chunks < c.
   std::vector<int64_t> first_rank(chunks + 1, 0);
@@ -193,9 +192,23 @@ void apply_cut_impl(const at::Tensor& w, const at::Tensor& mask, int64_t cut_key
       const int64_t k = static_cast<int64_t>(K::key(x[i]));
       bool keep = alive && k > cut_key;
       if (alive && k == cut_key) keep = rank++ >= ties;
-      o[i] = keep;
+      sink(i, keep);
     }
   }
+}
+
+template <typename scalar_t>
+void apply_cut_impl(const at::Tensor& w, const at::Tensor& mask, int64_t cut_key, int64_t ties, bool* o) {
+  cut_pass(w.data_ptr<scalar_t>(), mask_ptr(mask), w.numel(), cut_key, ties, [o](int64_t i, bool keep) { o[i] = keep; });
+}
+
+template <typename scalar_t>
+void zero_cut_impl(at::Tensor& w, const at::Tensor& mask, int64_t cut_key, int64_t ties) {
+  scalar_t* x = w.data_ptr<scalar_t>();
+  // Writing zeros only where the key has already been read for this element keeps the pass race-free.
+  cut_pass(static_cast<const scalar_t*>(x), mask_ptr(mask), w.numel(), cut_key, ties, [x](int64_t i, bool keep) {
+    if (!keep) x[i] = scalar_t(0);
+  });
 }
 
 }  // namespace
@@ -229,6 +242,13 @@ at::Tensor apply_cut(const at::Tensor& w_in, const std::optional<at::Tensor>& ma
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "apply_cut",
                                   [&] { apply_cut_impl<scalar_t>(w, mask, cut_key, ties, out.data_ptr<bool>()); });
   return out;
+}
+
+void zero_cut_(at::Tensor& w, const std::optional<at::Tensor>& mask_in, int64_t cut_key, int64_t ties) {
+  TORCH_CHECK(w.is_contiguous(), "zero_cut_: the weight must be contiguous");
+  const at::Tensor mask = contiguous_mask(mask_in);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "zero_cut_",
+                                  [&] { zero_cut_impl<scalar_t>(w, mask, cut_key, ties); });
 }
 
 std::vector<at::Tensor> lamp_scores(const std::vector<at::Tensor>& weights,
