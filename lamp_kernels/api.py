@@ -68,16 +68,38 @@ def lamp_scores(weights: Any, masks: Any = None, *, backend: str | None = None,
     return layers.pack(out)
 
 
+def _distributed_layers(weights: Any, masks: Any, backend: str | None, group) -> Layers:
+    """Validate local layers on every rank, agreeing on errors before any collective runs."""
+    from .distributed import agree_on_errors
+
+    def check() -> Layers:
+        layers = Layers.from_inputs(weights, masks)
+        if layers.kind != "dict":
+            raise ValueError("with group=..., weights must be a dict: names identify layers across ranks")
+        if _choose_backend(backend, layers) == "reference":
+            raise ValueError("the reference backend does not run distributed; use backend=None or 'cpu'")
+        return layers
+
+    return agree_on_errors(check, group)
+
+
 def prune_masks(weights: Any, sparsity: float, method: str = "lamp", *, masks: Any = None,
-                backend: str | None = None) -> Any:
+                backend: str | None = None, group: Any = None) -> Any:
     """Boolean masks (True = keep) in the container given.
 
     lamp / global: exactly round(sparsity * N) entries are False (N counts every weight), unless the given
     masks already prune more, in which case they come back unchanged. uniform / uniform_plus / erk prune a
     fixed count per layer. Already-masked weights stay masked.
+
+    group: a torch.distributed process group (e.g. ``torch.distributed.group.WORLD``). Each rank passes a
+    dict of its local layers; a name on several ranks is the row shards of one layer in rank order. Every
+    rank gets the masks of its own layers from one selection over the whole model (see distributed.py).
     """
     s = check_sparsity(sparsity)
     _check_method(method)
+    if group is not None:
+        layers = _distributed_layers(weights, masks, backend, group)
+        return layers.pack(selection.prune_masks(layers, s, method, group))
     layers = Layers.from_inputs(weights, masks)
     if _choose_backend(backend, layers) == "reference":
         layers.check_values()
@@ -86,11 +108,16 @@ def prune_masks(weights: Any, sparsity: float, method: str = "lamp", *, masks: A
 
 
 def layer_sparsities(weights: Any, sparsity: float, method: str = "lamp", *, masks: Any = None,
-                     backend: str | None = None) -> Any:
+                     backend: str | None = None, group: Any = None) -> Any:
     """Fraction of each layer's weights that the method prunes (the official code's "amounts"),
-    without materialising masks. Same container as weights, floats."""
+    without materialising masks. Same container as weights, floats. With ``group``, as in prune_masks; a row
+    shard reports its whole layer's fraction."""
     s = check_sparsity(sparsity)
     _check_method(method)
+    if group is not None:
+        layers = _distributed_layers(weights, masks, backend, group)
+        cuts = selection.layer_cuts(layers, s, method, group)
+        return layers.pack([p / n if n else 0.0 for p, n in zip(cuts.pruned, cuts.numels)])
     layers = Layers.from_inputs(weights, masks)
     if _choose_backend(backend, layers) == "reference":
         layers.check_values()

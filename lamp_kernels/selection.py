@@ -42,6 +42,7 @@ class Summary:
 class Cuts:
     cuts: list[tuple[int, int]]  # per layer: keep alive weights with key > cut_key, or == cut_key after `ties`
     pruned: list[int]  # per layer, already-masked weights included
+    numels: list[int]  # the size of the layer each count refers to (the whole layer, for a row shard)
     threshold: float | None  # the k-th score (|w| for global) when a global selection chose one
 
 
@@ -92,15 +93,49 @@ def solve(summaries: list[Summary], names: list[str], shapes: list[tuple[int, ..
     result = solver.finish(gathered)
     threshold = solver.threshold
     return Cuts([(key, ties) for key, ties, _ in result], [m + p for m, (_, _, p) in zip(masked, result)],
-                None if math.isnan(threshold) else threshold)
+                numels, None if math.isnan(threshold) else threshold)
 
 
-def layer_cuts(layers: Layers, sparsity: float, method: str) -> Cuts:
-    summaries = [summarize(w, m) for w, m in zip(layers.tensors, layers.masks)]
-    return solve(summaries, layers.names, [tuple(w.shape) for w in layers.tensors], sparsity, method,
-                 lambda i, lo, hi: ops.gather_bin_keys(layers.tensors[i], layers.masks[i], lo, hi).cpu())
+@dataclass
+class LayerSource:
+    """Layers as the solver needs them, wherever their weights are (memory, disk, another device)."""
+
+    names: list[str]
+    dtypes: list[torch.dtype]
+    shapes: list[tuple[int, ...]]
+    summarize: Callable[[int], Summary]  # layer i's summary
+    gather: Callable[[int, int, int], torch.Tensor]  # layer i's sorted alive keys in bins [lo, hi], on CPU
+    count_key: Callable[[int, int], int]  # alive weights of layer i whose key equals the given one
+
+    @classmethod
+    def from_layers(cls, layers: Layers) -> LayerSource:
+        from .kernels_torch import magnitude_keys
+
+        def count_key(i: int, key: int) -> int:
+            eq = magnitude_keys(layers.tensors[i]) == key
+            m = layers.masks[i]
+            return int((eq if m is None else eq & m.reshape(-1)).sum())
+
+        return cls(layers.names, [w.dtype for w in layers.tensors], [tuple(w.shape) for w in layers.tensors],
+                   lambda i: summarize(layers.tensors[i], layers.masks[i]),
+                   lambda i, lo, hi: ops.gather_bin_keys(layers.tensors[i], layers.masks[i], lo, hi).cpu(),
+                   count_key)
 
 
-def prune_masks(layers: Layers, sparsity: float, method: str) -> list[torch.Tensor]:
-    cuts = layer_cuts(layers, sparsity, method).cuts
+def find_cuts(source: LayerSource, sparsity: float, method: str, group=None) -> Cuts:
+    """Cuts of the source's layers; with a process group, of the model those layers are part of."""
+    if group is not None:
+        from .distributed import distributed_cuts
+
+        return distributed_cuts(source, sparsity, method, group)
+    summaries = [source.summarize(i) for i in range(len(source.names))]
+    return solve(summaries, source.names, source.shapes, sparsity, method, source.gather)
+
+
+def layer_cuts(layers: Layers, sparsity: float, method: str, group=None) -> Cuts:
+    return find_cuts(LayerSource.from_layers(layers), sparsity, method, group)
+
+
+def prune_masks(layers: Layers, sparsity: float, method: str, group=None) -> list[torch.Tensor]:
+    cuts = layer_cuts(layers, sparsity, method, group).cuts
     return [ops.apply_cut(w, m, key, ties) for (key, ties), w, m in zip(cuts, layers.tensors, layers.masks)]
