@@ -1,10 +1,13 @@
-"""make demo: prune the all-MiniLM-L6-v2 sentence encoder (ships offline) with LAMP and the paper's baselines,
-one-shot (no retraining), and show how close the pruned embeddings stay to the dense model's, plus the
-layerwise survival each method chooses."""
+"""make demo: prune the all-MiniLM-L6-v2 sentence encoder checkpoint (ships offline) with `lamp-prune`, by LAMP
+and the paper's baselines at several sparsities, one-shot (no retraining); then compare each pruned
+checkpoint's sentence embeddings with the dense model's, and show the layerwise survival each method chose.
+
+Outputs (reports, a survival plot) go to out/minilm/; pruned checkpoints are deleted after evaluation."""
 
 from __future__ import annotations
 
-import copy
+import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import minilm  # noqa: E402
 
 import lamp_kernels as lk  # noqa: E402
+from lamp_kernels.cli import main as lamp_prune  # noqa: E402
 
 SENTENCES = [
     "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
@@ -33,55 +37,63 @@ SENTENCES = [
     "A storm is expected to hit the coast tonight.", "Read the contract carefully before signing.",
     "The library has a large collection of rare maps.",
 ]
-SPARSITIES = [0.2, 0.4, 0.6, 0.8, 0.9]
-KINDS = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-         "intermediate.dense", "output.dense"]
+SPARSITIES = [0.2, 0.4, 0.6, 0.8]
+SURVIVAL_AT = 0.6
+OUT = Path(__file__).resolve().parent.parent / "out" / "minilm"
+# The pooler is not used by the sentence embedding (mean pooling), so it is left out of the pruning.
+ARGS = ["--exclude", "^pooler", "--quiet", "--force"]
 
 
-def encoder_weights(model):
-    """The 36 Linear weights of the encoder (embeddings are not pruned)."""
-    return {name: w for name, w in model.named_parameters() if name.startswith("encoder.") and w.dim() == 2}
-
-
-def main():
-    torch.manual_seed(0)
-    model, encode = minilm.load()
-    batch = encode(SENTENCES)
+def embed(model_path: Path, batch_sentences) -> torch.Tensor:
+    model, encode = minilm.load(model_path)
     with torch.no_grad():
-        dense = model(*batch)
-    weights = encoder_weights(model)
-    n = sum(w.numel() for w in weights.values())
-    print(f"all-MiniLM-L6-v2: {len(weights)} encoder Linear layers, {n / 1e6:.2f}M prunable weights; "
-          f"backends available: {', '.join(lk.available_backends())}; {len(SENTENCES)} sentences\n")
+        return model(*encode(batch_sentences))
 
-    print("Mean cosine similarity of pruned to dense embeddings (one-shot magnitude pruning, no retraining)")
-    print(f"| method | {' | '.join(f'{s:.0%}' for s in SPARSITIES)} | prune time |")
+
+def main() -> None:
+    src = minilm.model_dir()
+    OUT.mkdir(parents=True, exist_ok=True)
+    dense = embed(src, SENTENCES)
+    print(f"all-MiniLM-L6-v2 from {src.name}/ ({len(SENTENCES)} sentences); backends: "
+          f"{', '.join(lk.available_backends())}\n")
+    print("Mean cosine similarity of pruned to dense sentence embeddings (one-shot, no retraining)")
+    print(f"| method | {' | '.join(f'{s:.0%}' for s in SPARSITIES)} | lamp-prune time |")
     print("|---|" + "---:|" * (len(SPARSITIES) + 1))
+    reports = {}
     for method in lk.METHODS:
         cells, times = [], []
         for s in SPARSITIES:
-            pruned = copy.deepcopy(model)
+            dst, report = OUT / f"{method}-{s:g}", OUT / f"{method}-{s:g}.json"
+            argv = [str(src), "--sparsity", str(s), "--method", method, "--out", str(dst), "--report", str(report)]
+            if method == "lamp" and s == SURVIVAL_AT:
+                argv += ["--plot", str(OUT / f"lamp-{s:g}-survival.png")]
             t = time.perf_counter()
-            try:
-                lk.prune_(pruned, s, method, include=r"^encoder\.", reparametrize=False)
-            except ValueError as err:
+            with open("/dev/null", "w") as quiet:
+                stdout, sys.stdout = sys.stdout, quiet
+                try:
+                    rc = lamp_prune(argv + ARGS)
+                finally:
+                    sys.stdout = stdout
+            if rc != 0:
                 cells.append("n/a")
-                print(f"  ({method} at {s:.0%}: {err})", file=sys.stderr)
                 continue
             times.append(time.perf_counter() - t)
-            with torch.no_grad():
-                cells.append(f"{(pruned(*batch) * dense).sum(-1).mean().item():.4f}")
+            cells.append(f"{(embed(dst, SENTENCES) * dense).sum(-1).mean().item():.4f}")
+            reports[(method, s)] = json.loads(report.read_text())
+            shutil.rmtree(dst)
         print(f"| {method} | {' | '.join(cells)} | {1e3 * sum(times) / max(1, len(times)):.0f} ms |")
+    print(f"\n(each cell: `lamp-prune {src.name} --sparsity S --method M --out DST {' '.join(ARGS[:2])}`)")
 
-    s = 0.8
-    print(f"\nLayerwise survival (fraction of weights kept) at {s:.0%} sparsity")
-    rows = {m: lk.layer_sparsities(weights, s, m) for m in ("lamp", "global", "erk", "uniform_plus")}
-    print(f"| layer | {' | '.join(rows)} |")
-    print("|---|" + "---:|" * len(rows))
-    for block in range(6):
-        for kind in KINDS:
-            name = f"encoder.layer.{block}.{kind}.weight"
-            print(f"| {block}.{kind} | " + " | ".join(f"{1 - rows[m][name]:.3f}" for m in rows) + " |")
+    shown = [m for m in ("lamp", "global", "erk", "uniform_plus") if (m, SURVIVAL_AT) in reports]
+    print(f"\nLayerwise survival (fraction of weights kept) at {SURVIVAL_AT:.0%} sparsity")
+    print(f"| layer | {' | '.join(shown)} |")
+    print("|---|" + "---:|" * len(shown))
+    layers = [x["name"] for x in reports[(shown[0], SURVIVAL_AT)]["layers"]]
+    density = {m: {x["name"]: x["density"] for x in reports[(m, SURVIVAL_AT)]["layers"]} for m in shown}
+    for name in layers:
+        short = name.removeprefix("encoder.layer.").removesuffix(".weight")
+        print(f"| {short} | " + " | ".join(f"{density[m][name]:.3f}" for m in shown) + " |")
+    print(f"\nReports and the LAMP survival plot: {OUT}")
 
 
 if __name__ == "__main__":
