@@ -32,7 +32,7 @@ from .safetensors_io import (
     Checkpoint,
     CheckpointError,
     TensorEntry,
-    read_tensor,
+    with_mapped,
     write_shard,
 )
 
@@ -135,8 +135,8 @@ def prune_checkpoint(job: PruneJob) -> dict:
     t0 = time.perf_counter()
     rank, world = _rank_world(job.group)
     ckpt, chosen, mine = _agree(lambda: _open(job, rank, world), job.group)
-    total_bytes = sum(e.nbytes for e in mine) + (0 if job.dry_run else sum(
-        s.size for i, s in enumerate(ckpt.shards) if i in _owned(ckpt, rank, world)))
+    written = 0 if job.dry_run else sum(ckpt.shards[i].size for i in _owned(ckpt, rank, world))
+    total_bytes = sum(e.nbytes for e in mine) + written
     progress = _Progress()
     if job.progress and rank == 0:
         from tqdm import tqdm
@@ -177,20 +177,20 @@ def _open(job: PruneJob, rank: int, world: int):
 
 
 def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, progress) -> selection.Cuts:
-    def load(i: int) -> torch.Tensor:
-        t = read_tensor(mine[i]).to(device)
+    def with_tensor(i: int, fn):  # fn sees a read-only view of the file; summaries are new tensors
+        out = with_mapped(mine[i], lambda t: fn(t.to(device)))
         progress(mine[i].nbytes)
-        return t
+        return out
 
     def count_key(i: int, key: int) -> int:  # only row-sharded layers need it; checkpoint names are unique
         from .kernels_torch import magnitude_keys
 
-        return int((magnitude_keys(load(i)) == key).sum())
+        return with_tensor(i, lambda t: int((magnitude_keys(t) == key).sum()))
 
     source = selection.LayerSource(
         [e.name for e in mine], [e.torch_dtype for e in mine], [e.shape for e in mine],
-        lambda i: selection.summarize(load(i), None),
-        lambda i, lo, hi: ops.gather_bin_keys(load(i), None, lo, hi).cpu(),
+        lambda i: with_tensor(i, lambda t: selection.summarize(t, None)),
+        lambda i, lo, hi: with_tensor(i, lambda t: ops.gather_bin_keys(t, None, lo, hi).cpu()),
         count_key)
     try:
         return selection.find_cuts(source, job.sparsity, job.method, job.group)
@@ -228,13 +228,24 @@ def _write(job: PruneJob, ckpt: Checkpoint, by_name: dict, device: torch.device,
     dst = job.dst
     tmp = dst.parent / f".{dst.name}.lamp-prune-tmp"
 
-    def pruned(entry: TensorEntry):
+    buffer = torch.empty(0, dtype=torch.uint8)  # reused for every tensor: no fresh pages per tensor
+
+    def prune(entry: TensorEntry, source: torch.Tensor) -> torch.Tensor | None:
+        nonlocal buffer
         if entry.name not in by_name:
             return None
         (key, ties), _ = by_name[entry.name]
-        t = read_tensor(entry).to(device)
-        ops.zero_cut_(t, None, key, ties)
-        return t
+        if buffer.numel() < entry.nbytes:
+            buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
+        out = buffer[:entry.nbytes].view(source.dtype).reshape(source.shape)
+        if device.type == "cpu":
+            out.copy_(source)
+            ops.zero_cut_(out, None, key, ties)
+        else:
+            t = source.to(device)
+            ops.zero_cut_(t, None, key, ties)
+            out.copy_(t)
+        return out
 
     def write_mine():
         if rank == 0:
@@ -247,7 +258,7 @@ def _write(job: PruneJob, ckpt: Checkpoint, by_name: dict, device: torch.device,
             dist.barrier(group=job.group)
         for i in sorted(_owned(ckpt, rank, world)):
             shard = ckpt.shards[i]
-            write_shard(shard, tmp / shard.path.name if ckpt.is_dir else tmp, pruned, progress)
+            write_shard(shard, tmp / shard.path.name if ckpt.is_dir else tmp, prune, progress)
         if rank == 0 and ckpt.is_dir:
             _copy_other_files(ckpt, tmp, job)
 

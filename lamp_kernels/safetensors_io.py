@@ -2,14 +2,19 @@
 
 A safetensors file is an 8-byte little-endian header length, a JSON header (dtype, shape and data offsets of
 every tensor) and the data. Pruning changes values, never sizes, so an output shard reuses its source's
-header bytes unchanged and is written front to back: pruned tensors from memory, everything else copied
-byte for byte. Every problem is a CheckpointError whose one-line message names the file (and tensor).
+header bytes and layout: tensors are read through short-lived memory maps (no copy, resident memory of one
+tensor), pruned tensors are written from a reused buffer, and everything else is copied byte for byte inside
+the kernel (copy_file_range). Every problem is a CheckpointError whose one-line message names the file (and tensor).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
+import os
 import struct
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,45 +153,71 @@ class Checkpoint:
         return cls(src, shards, index)
 
 
-def read_tensor(entry: TensorEntry) -> torch.Tensor:
-    """One tensor, read into its own CPU buffer (no memory map: resident memory is this tensor only)."""
-    buf = bytearray(entry.nbytes)
-    with open(entry.file, "rb") as f:
-        f.seek(entry.begin)
-        if f.readinto(buf) != entry.nbytes:
-            raise CheckpointError(f"{entry.file}: tensor {entry.name}: file ends before its data (truncated?)")
+def with_mapped(entry: TensorEntry, fn: Callable[[torch.Tensor], object], fileobj=None):
+    """fn(tensor) where the tensor views the file's pages for entry's data (read-only, zero-copy); the map is
+    closed when fn returns, so resident memory stays one tensor. fn must return new tensors, not views."""
     if not entry.nbytes:
-        return torch.empty(entry.shape, dtype=entry.torch_dtype)
-    return torch.frombuffer(buf, dtype=entry.torch_dtype).reshape(entry.shape)
+        return fn(torch.empty(entry.shape, dtype=entry.torch_dtype))
+    start = entry.begin - entry.begin % mmap.ALLOCATIONGRANULARITY
+    with contextlib.ExitStack() as stack:
+        f = fileobj or stack.enter_context(open(entry.file, "rb"))
+        try:
+            mm = mmap.mmap(f.fileno(), entry.end - start, offset=start, access=mmap.ACCESS_READ)
+        except (ValueError, OSError) as exc:
+            raise CheckpointError(f"{entry.file}: tensor {entry.name}: cannot map its data ({exc})") from None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch warns that a read-only buffer is not writable
+                raw = torch.frombuffer(mm, dtype=torch.uint8, offset=entry.begin - start, count=entry.nbytes)
+            result = fn(raw.view(entry.torch_dtype).reshape(entry.shape))
+            del raw
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # a view escaped fn; the garbage collector unmaps it later
+                pass
+    return result
 
 
 def _copy_range(src, dst, begin: int, end: int, progress: Callable[[int], None]) -> None:
-    src.seek(begin)
-    left = end - begin
-    while left:
-        chunk = src.read(min(COPY_CHUNK, left))
-        if not chunk:
+    """Copy bytes [begin, end) of src to the same offsets of dst, inside the kernel where it can."""
+    pos = begin
+    while pos < end:
+        try:
+            n = os.copy_file_range(src.fileno(), dst.fileno(), min(COPY_CHUNK, end - pos), pos, pos)
+        except OSError:  # not supported between these files: copy through user space
+            src.seek(pos)
+            dst.seek(pos)
+            n = dst.write(src.read(min(COPY_CHUNK, end - pos)))
+        if n == 0:
             raise CheckpointError(f"{src.name}: file ends early (truncated?)")
-        dst.write(chunk)
-        left -= len(chunk)
-        progress(len(chunk))
+        pos += n
+        progress(n)
 
 
-def write_shard(shard: Shard, out: Path, pruned: Callable[[TensorEntry], torch.Tensor | None],
+def write_shard(shard: Shard, out: Path, prune: Callable[[TensorEntry, torch.Tensor], torch.Tensor | None],
                 progress: Callable[[int], None] = lambda n: None) -> None:
-    """Write `shard` to `out`: same header, each tensor's bytes from pruned(entry) when it returns a tensor,
-    otherwise copied unchanged from the source."""
-    with open(shard.path, "rb") as src, open(out, "wb") as dst:
+    """Write `shard` to `out` with the same header and layout. prune(entry, source view) returns the pruned
+    tensor's data (contiguous, on the CPU; it may be a reused buffer) or None to copy the bytes unchanged."""
+    with open(shard.path, "rb") as src, open(out, "w+b") as dst:
+        dst.truncate(shard.size)
         dst.write(shard.header)
         pos = len(shard.header)
         for entry in shard.entries:
             _copy_range(src, dst, pos, entry.begin, progress)  # padding between tensors, if any
-            t = pruned(entry)
-            if t is None:
-                _copy_range(src, dst, entry.begin, entry.end, progress)
-            else:
-                data = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-                dst.write(memoryview(data))
+
+            def write_pruned(source: torch.Tensor, entry=entry) -> bool:
+                data = prune(entry, source)
+                if data is None:
+                    return False
+                if os.pwrite(dst.fileno(), memoryview(data.reshape(-1).view(torch.uint8).numpy()),
+                             entry.begin) != entry.nbytes:
+                    raise CheckpointError(f"{out}: short write of tensor {entry.name}")
+                return True
+
+            if entry.nbytes and with_mapped(entry, write_pruned, src):
                 progress(entry.nbytes)
+            else:
+                _copy_range(src, dst, entry.begin, entry.end, progress)
             pos = entry.end
         _copy_range(src, dst, pos, shard.size, progress)

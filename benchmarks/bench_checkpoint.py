@@ -1,0 +1,175 @@
+"""lamp-prune on a Llama-3.2-1B-shaped bf16 checkpoint (synthetic weights, 3 shards, ~2.5 GB), on CPU.
+
+Measured in one run, alternating, medians of --repeats:
+  * read+write: every shard read and written back in 64 MiB chunks (the floor for any tool that rewrites it)
+  * lamp-prune in-process (the job's own wall time) and as a command (interpreter start-up included)
+  * peak resident memory of the command, against the largest shard
+  * torchrun with 2 gloo ranks: the output must be byte-identical to the single-process output
+Writes benchmarks/results/cpu-checkpoint-<date>.json. Usage: python benchmarks/bench_checkpoint.py [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+import lamp_kernels
+from lamp_kernels.checkpoint import PruneJob, prune_checkpoint
+
+RESULTS = Path(__file__).parent / "results"
+SPARSITY = 0.5
+
+
+def llama32_1b_tensors():
+    """(name, shape) of Llama-3.2-1B's stored tensors (lm_head is tied to the embeddings, not stored)."""
+    yield "model.embed_tokens.weight", (128256, 2048)
+    for i in range(16):
+        p = f"model.layers.{i}."
+        yield p + "input_layernorm.weight", (2048,)
+        for n, s in (("q_proj", (2048, 2048)), ("k_proj", (512, 2048)), ("v_proj", (512, 2048)),
+                     ("o_proj", (2048, 2048))):
+            yield p + f"self_attn.{n}.weight", s
+        yield p + "post_attention_layernorm.weight", (2048,)
+        for n, s in (("gate_proj", (8192, 2048)), ("up_proj", (8192, 2048)), ("down_proj", (2048, 8192))):
+            yield p + f"mlp.{n}.weight", s
+    yield "model.norm.weight", (2048,)
+
+
+def make_checkpoint(root: Path, shards: int = 3) -> None:
+    g = torch.Generator().manual_seed(0)
+    specs = list(llama32_1b_tensors())
+    total = sum(torch.Size(s).numel() * 2 for _, s in specs)
+    per, files, current, size = total / shards, [], {}, 0
+    for name, shape in specs:
+        current[name] = (torch.randn(shape, generator=g) * 0.02).bfloat16()
+        size += current[name].numel() * 2
+        if size >= per * (len(files) + 1) or name == specs[-1][0]:
+            files.append(current)
+            current = {}
+    names = [f"model-{i + 1:05d}-of-{len(files):05d}.safetensors" for i in range(len(files))]
+    root.mkdir(parents=True)
+    weight_map = {}
+    for fname, tensors in zip(names, files):
+        save_file(tensors, str(root / fname), metadata={"format": "pt"})
+        weight_map.update({k: fname for k in tensors})
+    (root / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}))
+    (root / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 2048}))
+
+
+def read_write(src: Path, dst: Path) -> float:
+    t = time.perf_counter()
+    dst.mkdir()
+    for f in sorted(src.iterdir()):
+        with open(f, "rb") as a, open(dst / f.name, "wb") as b:
+            while chunk := a.read(64 << 20):
+                b.write(chunk)
+    return time.perf_counter() - t
+
+
+def run_command(args: list[str], env=None) -> tuple[float, int]:
+    """(wall seconds, peak RSS bytes) of a command."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{args} failed")
+    return wall, usage.ru_maxrss * 1024
+
+
+def digest(root: Path) -> dict:
+    out = {}
+    for f in sorted(root.iterdir()):
+        h = hashlib.sha256()
+        with open(f, "rb") as fh:
+            while chunk := fh.read(64 << 20):
+                h.update(chunk)
+        out[f.name] = h.hexdigest()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    args = ap.parse_args()
+    work = args.keep or Path(tempfile.mkdtemp(prefix="lamp-bench-"))
+    src = work / "src"
+    try:
+        if not src.exists():
+            t = time.perf_counter()
+            make_checkpoint(src)
+            print(f"made {src} in {time.perf_counter() - t:.1f} s")
+        shard_sizes = [f.stat().st_size for f in src.glob("*.safetensors")]
+        total = sum(shard_sizes)
+        rw, job_s, cmd_s, rss = [], [], [], []
+        for r in range(args.repeats + 1):  # the first round warms the page cache and is dropped
+            for d in ("copy", "out", "out-cmd"):
+                shutil.rmtree(work / d, ignore_errors=True)
+            # Each timed step starts with no dirty pages waiting to be written back, so none pays for
+            # another's writes (the page cache still holds the source: all steps read it warm).
+            os.sync()
+            a = read_write(src, work / "copy")
+            job = PruneJob(src, work / "out", SPARSITY, progress=False)
+            os.sync()
+            t = time.perf_counter()
+            report = prune_checkpoint(job)
+            b = time.perf_counter() - t
+            os.sync()
+            c, peak = run_command([sys.executable, "-m", "lamp_kernels", str(src), "--sparsity", str(SPARSITY),
+                                   "--out", str(work / "out-cmd"), "--quiet"])
+            if r:
+                rw.append(a)
+                job_s.append(b)
+                cmd_s.append(c)
+                rss.append(peak)
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        shutil.rmtree(work / "out-2ranks", ignore_errors=True)
+        os.sync()
+        two_s, _ = run_command([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                "2", "-m", "lamp_kernels", str(src), "--sparsity", str(SPARSITY), "--out",
+                                str(work / "out-2ranks"), "--quiet"], env=env)
+        identical = digest(work / "out") == digest(work / "out-2ranks") == digest(work / "out-cmd")
+        med = statistics.median
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+        record = {
+            "device": f"CPU, {torch.get_num_threads()} threads", "torch": torch.__version__, "commit": commit,
+            "date": datetime.date.today().isoformat(), "lamp_kernels": lamp_kernels.__version__,
+            "checkpoint": {"shards": len(shard_sizes), "bytes": total, "largest_shard": max(shard_sizes),
+                           "tensors_pruned": len(report["layers"]), "weights_pruned": report["pruned"]},
+            "read_write_s": round(med(rw), 3), "prune_job_s": round(med(job_s), 3),
+            "prune_command_s": round(med(cmd_s), 3),
+            "job_over_read_write": round(med(job_s) / med(rw), 3),
+            "command_over_read_write": round(med(cmd_s) / med(rw), 3),
+            "peak_rss_mb": round(max(rss) / 2**20, 1), "largest_shard_mb": round(max(shard_sizes) / 2**20, 1),
+            "rss_beyond_largest_shard_mb": round((max(rss) - max(shard_sizes)) / 2**20, 1),
+            "two_ranks_command_s": round(two_s, 3), "two_ranks_byte_identical": identical,
+            "job_timings_s": report["timings_s"],
+        }
+        RESULTS.mkdir(exist_ok=True)
+        path = RESULTS / f"cpu-checkpoint-{record['date']}.json"
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        print(json.dumps(record, indent=1))
+        print(f"written to {path}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
