@@ -196,3 +196,14 @@ def test_python_m_and_torchrun_two_ranks_byte_identical(ckpt, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert tree_digest(one) == tree_digest(two)
     assert json.loads((tmp_path / "r2.json").read_text())["world_size"] == 2
+
+
+def test_command_detection(monkeypatch):
+    """Only the command (not library users) gets the OpenMP passive-wait setting."""
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "lamp_kernels", "src"])
+    assert lk._running_as_command()
+    monkeypatch.setattr(sys, "orig_argv", ["python", "train.py"])
+    monkeypatch.setattr(sys, "argv", ["train.py"])
+    assert not lk._running_as_command()
+    monkeypatch.setattr(sys, "argv", ["/usr/local/bin/lamp-prune", "src"])
+    assert lk._running_as_command()
