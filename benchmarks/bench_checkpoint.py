@@ -2,7 +2,8 @@
 
 Measured in one run, alternating, medians of --repeats:
   * read+write: every shard read and written back in 64 MiB chunks (the floor for any tool that rewrites it)
-  * lamp-prune in-process (the job's own wall time) and as a command (interpreter start-up included)
+  * lamp-prune in-process (the job's own wall time) and as a command (interpreter and torch start-up
+    included), against the read+write loop in-process and as a command of its own
   * peak resident memory of the command, against the largest shard
   * torchrun with 2 gloo ranks: the output must be byte-identical to the single-process output
 Writes benchmarks/results/cpu-checkpoint-<date>.json. Usage: python benchmarks/bench_checkpoint.py [--keep DIR]
@@ -106,7 +107,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    ap.add_argument("--read-write", nargs=2, type=Path, help=argparse.SUPPRESS)  # the baseline as a command
     args = ap.parse_args()
+    if args.read_write:
+        read_write(*args.read_write)
+        return
     work = args.keep or Path(tempfile.mkdtemp(prefix="lamp-bench-"))
     src = work / "src"
     try:
@@ -116,9 +121,9 @@ def main():
             print(f"made {src} in {time.perf_counter() - t:.1f} s")
         shard_sizes = [f.stat().st_size for f in src.glob("*.safetensors")]
         total = sum(shard_sizes)
-        rw, job_s, cmd_s, rss = [], [], [], []
+        rw, rw_cmd, job_s, cmd_s, rss = [], [], [], [], []
         for r in range(args.repeats + 1):  # the first round warms the page cache and is dropped
-            for d in ("copy", "out", "out-cmd"):
+            for d in ("copy", "copy-cmd", "out", "out-cmd"):
                 shutil.rmtree(work / d, ignore_errors=True)
             # Each timed step starts with no dirty pages waiting to be written back, so none pays for
             # another's writes (the page cache still holds the source: all steps read it warm).
@@ -132,7 +137,10 @@ def main():
             os.sync()
             c, peak = run_command([sys.executable, "-m", "lamp_kernels", str(src), "--sparsity", str(SPARSITY),
                                    "--out", str(work / "out-cmd"), "--quiet"])
+            os.sync()
+            d, _ = run_command([sys.executable, __file__, "--read-write", str(src), str(work / "copy-cmd")])
             if r:
+                rw_cmd.append(d)
                 rw.append(a)
                 job_s.append(b)
                 cmd_s.append(c)
@@ -154,8 +162,9 @@ def main():
                            "tensors_pruned": len(report["layers"]), "weights_pruned": report["pruned"]},
             "read_write_s": round(med(rw), 3), "prune_job_s": round(med(job_s), 3),
             "prune_command_s": round(med(cmd_s), 3),
+            "read_write_command_s": round(med(rw_cmd), 3),
             "job_over_read_write": round(med(job_s) / med(rw), 3),
-            "command_over_read_write": round(med(cmd_s) / med(rw), 3),
+            "command_over_read_write_command": round(med(cmd_s) / med(rw_cmd), 3),
             "peak_rss_mb": round(max(rss) / 2**20, 1), "largest_shard_mb": round(max(shard_sizes) / 2**20, 1),
             "rss_beyond_largest_shard_mb": round((max(rss) - max(shard_sizes)) / 2**20, 1),
             "two_ranks_command_s": round(two_s, 3), "two_ranks_byte_identical": identical,
