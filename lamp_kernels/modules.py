@@ -102,9 +102,11 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
         weights[name], masks[name] = _current(module)
     have_masks = {n: m for n, m in masks.items() if m is not None}
     report = PruneReport(method, float(sparsity))
-    if not reparametrize and not have_masks and _choose_backend(backend, Layers.from_inputs(weights)) != "reference":
-        _zero_in_place(weights, sparsity, method, report)
-        return report
+    if not reparametrize and not have_masks:
+        layers = Layers.from_inputs(weights)
+        if _choose_backend(backend, layers) != "reference":
+            _zero_in_place(layers, sparsity, method, report)
+            return report
     new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, backend=backend)
     with torch.no_grad():
         for name, module in modules.items():
@@ -121,11 +123,10 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     return report
 
 
-def _zero_in_place(weights: dict[str, torch.Tensor], sparsity: float, method: str, report: PruneReport) -> None:
+def _zero_in_place(layers: Layers, sparsity: float, method: str, report: PruneReport) -> None:
     """Cuts from the summaries, then each weight zeroed in place by its cut: no mask is ever allocated."""
-    layers = Layers.from_inputs(weights)
     cuts = selection.layer_cuts(layers, check_sparsity(sparsity), method)
     with torch.no_grad():
-        for (name, w), (key, ties), pruned in zip(weights.items(), cuts.cuts, cuts.pruned):
+        for name, w, (key, ties), pruned in zip(layers.keys, layers.tensors, cuts.cuts, cuts.pruned):
             ops.zero_cut_(w, None, key, ties)
             report.layers.append(LayerReport(name, tuple(w.shape), w.numel(), pruned))
