@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from . import allocation, ops
-from .kernels_torch import DTYPE_INFO, NONFINITE_BIN
+from .kernels_torch import DTYPE_INFO, NONFINITE_BIN, magnitude_keys
 from .layers import MAGNITUDE_LIMIT, Layers, pruned_count
 
 
@@ -109,8 +109,6 @@ class LayerSource:
 
     @classmethod
     def from_layers(cls, layers: Layers) -> LayerSource:
-        from .kernels_torch import magnitude_keys
-
         def count_key(i: int, key: int) -> int:
             eq = magnitude_keys(layers.tensors[i]) == key
             m = layers.masks[i]
