@@ -62,17 +62,20 @@ def iterative(name: str, lines: list[str]) -> None:
 
     last = len(density) - 1
     layers = list(r["runs"]["lamp"][0]["layer_density"][last - 1])
-    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    rounds = [i for i in (10, 14, last) if i <= last]
+    fig, axes = plt.subplots(1, len(rounds), figsize=(4.2 * len(rounds), 3.4), sharey=True)
     width = 0.8 / 3
-    for j, m in enumerate(["lamp", "global", "erk"]):
-        vals = [statistics.mean(run["layer_density"][last - 1][n] for run in r["runs"][m]) for n in layers]
-        ax.bar([i + (j - 1) * width for i in range(len(layers))], vals, width, label=m, color=COLORS[m])
-    ax.set_xticks(range(len(layers)), [n.removesuffix(".weight") for n in layers])
-    ax.set_yscale("log")
-    ax.set_ylabel("fraction of weights kept")
-    ax.set_xlabel("layer")
-    ax.set_title(f"{r['dataset']}: layerwise survival at {density[last] * 100:.2f}% weights left")
-    ax.legend(frameon=False)
+    for ax, i in zip(axes, rounds):
+        for j, m in enumerate(["lamp", "global", "erk"]):
+            vals = [statistics.mean(run["layer_density"][i - 1][n] for run in r["runs"][m]) for n in layers]
+            ax.bar([k + (j - 1) * width for k in range(len(layers))], vals, width, label=m, color=COLORS[m])
+        ax.set_xticks(range(len(layers)), [n.removesuffix(".weight") for n in layers])
+        ax.set_yscale("log")
+        ax.set_xlabel("layer")
+        ax.set_title(f"{density[i] * 100:.2f}% of weights left")
+    axes[0].set_ylabel("fraction of weights kept")
+    axes[0].legend(frameon=False)
+    fig.suptitle(f"{r['dataset']}: layerwise survival (mean over seeds)")
     fig.tight_layout()
     fig.savefig(RESULTS / f"iterative-{name}-layerwise.png", dpi=120)
     plt.close(fig)
@@ -111,20 +114,22 @@ def minilm(lines: list[str]) -> None:
         lines.append(f"| {m} | " + " | ".join(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in r["cosine"][m]) + " |")
     lines.append("")
 
-    at = "0.9"
     layers = r["layers"]
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    short = [n.removeprefix("encoder.layer.").removesuffix(".weight").replace("attention.self.", "")
+             .replace("attention.output.dense", "attn.out").replace("intermediate.dense", "ffn.in")
+             .replace("output.dense", "ffn.out") for n in layers]
+    levels = list(r["layerwise_sparsity"]["lamp"])
+    fig, axes = plt.subplots(len(levels), 1, figsize=(10, 2.6 * len(levels)), sharex=True)
     width = 0.8 / 3
-    for j, m in enumerate(["lamp", "global", "erk"]):
-        vals = [1 - r["layerwise_sparsity"][m][at][n] for n in layers]
-        ax.bar([i + (j - 1) * width for i in range(len(layers))], vals, width, label=m, color=COLORS[m])
-    ax.set_xticks(range(len(layers)), [n.removeprefix("encoder.layer.").removesuffix(".weight")
-                                       .replace("attention.self.", "").replace("attention.output.dense", "attn.out")
-                                       .replace("intermediate.dense", "ffn.in").replace("output.dense", "ffn.out")
-                                       for n in layers], rotation=90, fontsize=7)
-    ax.set_ylabel("fraction of weights kept")
-    ax.set_title("all-MiniLM-L6-v2: layerwise survival at 90% sparsity")
-    ax.legend(frameon=False)
+    for ax, at in zip(axes, levels):
+        for j, m in enumerate(["lamp", "global", "erk"]):
+            vals = [1 - r["layerwise_sparsity"][m][at][n] for n in layers]
+            ax.bar([i + (j - 1) * width for i in range(len(layers))], vals, width, label=m, color=COLORS[m])
+        ax.set_ylabel("kept")
+        ax.set_title(f"{float(at):.0%} sparsity", fontsize=10)
+    axes[-1].set_xticks(range(len(layers)), short, rotation=90, fontsize=7)
+    axes[0].legend(frameon=False, ncol=3)
+    fig.suptitle("all-MiniLM-L6-v2: layerwise survival (fraction of weights kept)")
     fig.tight_layout()
     fig.savefig(RESULTS / "minilm-layerwise.png", dpi=120)
     plt.close(fig)
