@@ -15,28 +15,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import minilm  # noqa: E402
+from sentences import SENTENCES  # noqa: E402  (the 200 fixed sentences of docs/results.md)
 
 import lamp_kernels as lk  # noqa: E402
 from lamp_kernels.cli import main as lamp_prune  # noqa: E402
 
-SENTENCES = [
-    "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
-    "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods.",
-    "A man is riding a white horse on an enclosed ground.", "A monkey is playing drums.",
-    "The new movie is awesome.", "The cat sits outside.", "The stock market fell sharply today.",
-    "Interest rates were left unchanged by the central bank.", "How do I reset my password?",
-    "Preheat the oven to 200 degrees before baking the bread.", "The match ended in a draw after extra time.",
-    "Quantum computers use qubits instead of bits.", "She booked a flight to Lisbon for next week.",
-    "Photosynthesis converts light into chemical energy.", "The server returned a 500 error.",
-    "Please water the plants while I am away.", "The museum is closed on Mondays.",
-    "He finished the marathon in under three hours.", "Add salt and pepper to taste.",
-    "The train to Berlin is delayed by twenty minutes.", "Volcanoes can change the climate for years.",
-    "My laptop battery drains too quickly.", "The children built a sandcastle on the beach.",
-    "Neural networks can be pruned without losing much accuracy.", "The orchestra tuned their instruments.",
-    "A storm is expected to hit the coast tonight.", "Read the contract carefully before signing.",
-    "The library has a large collection of rare maps.",
-]
 SPARSITIES = [0.2, 0.4, 0.6, 0.8]
 SURVIVAL_AT = 0.6
 OUT = Path(__file__).resolve().parent.parent / "out" / "minilm"

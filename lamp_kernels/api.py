@@ -57,7 +57,7 @@ def lamp_scores(weights: Any, masks: Any = None, *, backend: str | None = None,
     chosen = _choose_backend(backend, layers)
     layers.check_values()
     if chosen == "reference":
-        return layers.pack([reference.lamp_scores(w, m).to(dtype) for w, m in zip(layers.tensors, layers.masks)])
+        return layers.pack(ops.reference_lamp_scores(layers.tensors, layers.masks, dtype == torch.float64))
     out: list[torch.Tensor | None] = [None] * len(layers.tensors)
     for device in {w.device for w in layers.tensors}:  # one call per device, layers stay where they are
         idx = [i for i, w in enumerate(layers.tensors) if w.device == device]

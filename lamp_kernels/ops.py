@@ -41,7 +41,8 @@ _lib.define("zero_cut_(Tensor(a!) w, Tensor? mask, int cut_key, int ties) -> ()"
 _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Tensor[]")
 
 
-def _lamp_scores_default(weights: list[Tensor], masks: list[Tensor | None], float64: bool) -> list[Tensor]:
+def reference_lamp_scores(weights: list[Tensor], masks: list[Tensor | None], float64: bool) -> list[Tensor]:
+    """The reference's scores as float32 (or float64): the op's default kernel and the reference backend."""
     dtype = torch.float64 if float64 else torch.float32
     return [reference.lamp_scores(w, m).to(dtype) for w, m in zip(weights, masks)]
 
@@ -51,7 +52,7 @@ _lib.impl("bin_summary", kernels_torch.bin_summary_ref, "CompositeExplicitAutogr
 _lib.impl("gather_bin_keys", kernels_torch.gather_bin_keys_ref, "CompositeExplicitAutograd")
 _lib.impl("apply_cut", kernels_torch.apply_cut_ref, "CompositeExplicitAutograd")
 _lib.impl("zero_cut_", kernels_torch.zero_cut_ref, "CompositeExplicitAutograd")
-_lib.impl("lamp_scores", _lamp_scores_default, "CompositeExplicitAutograd")
+_lib.impl("lamp_scores", reference_lamp_scores, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("lamp_kernels::bin_summary", lib=_lib)
