@@ -24,6 +24,9 @@ from .kernels_torch import DTYPE_INFO, NONFINITE_BIN, magnitude_keys
 from .layers import MAGNITUDE_LIMIT, Layers, pruned_count
 
 
+GatherMany = Callable[[list[tuple[int, int, int, int]]], dict[int, torch.Tensor]]
+
+
 @dataclass
 class Summary:
     """One layer's histogram: alive elements per bin and the limbs of their exact sums of squares (CPU)."""
@@ -74,9 +77,10 @@ def check_summary(s: Summary, name: str) -> None:
 
 
 def solve(summaries: list[Summary], names: list[str], shapes: list[tuple[int, ...]], sparsity: float,
-          method: str, gather: Callable[[int, int, int], torch.Tensor]) -> Cuts:
+          method: str, gather: Callable[[int, int, int], torch.Tensor], gather_many: GatherMany | None = None) -> Cuts:
     """Per-layer cuts for `method` at `sparsity`. gather(i, bin_lo, bin_hi) returns the sorted keys of layer
-    i's alive weights in those bins; it is called for fp32/fp64 layers whose cut lies in such bins."""
+    i's alive weights in those bins; it is called for fp32/fp64 layers whose cut lies in such bins. A backend
+    that gathers many layers in one pass passes gather_many instead: [(i, lo, hi, size)] -> {i: keys}."""
     for s, name in zip(summaries, names):
         check_summary(s, name)
     numels = [s.numel for s in summaries]
@@ -88,8 +92,14 @@ def solve(summaries: list[Summary], names: list[str], shapes: list[tuple[int, ..
     else:
         targets = allocation.layer_counts(method, shapes, sparsity)
         regions = solver.plan_counts([max(0, t - m) for t, m in zip(targets, masked)])
-    gathered = [gather(i, lo, hi) if need else torch.empty(0, dtype=torch.int64)
-                for i, (need, lo, hi) in enumerate(regions)]
+    if gather_many is not None:
+        requests = [(i, lo, hi, int(summaries[i].counts[lo:hi + 1].sum()))
+                    for i, (need, lo, hi) in enumerate(regions) if need]
+        found = gather_many(requests) if requests else {}
+        gathered = [found.get(i, torch.empty(0, dtype=torch.int64)) for i in range(len(regions))]
+    else:
+        gathered = [gather(i, lo, hi) if need else torch.empty(0, dtype=torch.int64)
+                    for i, (need, lo, hi) in enumerate(regions)]
     result = solver.finish(gathered)
     threshold = solver.threshold
     return Cuts([(key, ties) for key, ties, _ in result], [m + p for m, (_, _, p) in zip(masked, result)],
@@ -106,6 +116,7 @@ class LayerSource:
     summarize: Callable[[int], Summary]  # layer i's summary
     gather: Callable[[int, int, int], torch.Tensor]  # layer i's sorted alive keys in bins [lo, hi], on CPU
     count_key: Callable[[int, int], int]  # alive weights of layer i whose key equals the given one
+    gather_many: GatherMany | None = None  # batched gather, where the backend has one (see solve)
 
     @classmethod
     def from_layers(cls, layers: Layers) -> LayerSource:
@@ -127,7 +138,7 @@ def find_cuts(source: LayerSource, sparsity: float, method: str, group=None) -> 
 
         return distributed_cuts(source, sparsity, method, group)
     summaries = [source.summarize(i) for i in range(len(source.names))]
-    return solve(summaries, source.names, source.shapes, sparsity, method, source.gather)
+    return solve(summaries, source.names, source.shapes, sparsity, method, source.gather, source.gather_many)
 
 
 def layer_cuts(layers: Layers, sparsity: float, method: str, group=None) -> Cuts:
