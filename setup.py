@@ -1,7 +1,8 @@
 """Build of lamp_kernels.
 
 The C++ CPU kernels (csrc/cpu) are built as the extension ``lamp_kernels._C`` with torch's
-``BuildExtension``. Install with
+``BuildExtension``; where torch has CUDA (and nvcc is found), the CUDA kernels (csrc/cuda) as
+``lamp_kernels._cuda``. Elsewhere the CUDA backend compiles itself on first use on a GPU machine. Install with
 
     pip install torch==2.13.0                 # or the torch you already have
     pip install --no-build-isolation -e .     # builds against that torch; no download of another one
@@ -32,7 +33,18 @@ def extensions():
         extra_compile_args={"cxx": flags},
         extra_link_args=["-fopenmp"],
     )
-    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+    exts = [ext]
+    import torch
+    from torch.utils.cpp_extension import CUDA_HOME, CUDAExtension
+
+    if torch.version.cuda is not None and CUDA_HOME is not None and os.environ.get("LAMP_KERNELS_NO_CUDA", "0") != "1":
+        cuda_dir = ROOT / "csrc" / "cuda"
+        exts.append(CUDAExtension(
+            "lamp_kernels._cuda",
+            [str((cuda_dir / f).relative_to(ROOT)) for f in ("cuda_bindings.cpp", "lamp_scores.cu", "global_cut.cu")],
+            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17"]},
+        ))
+    return exts, {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
 ext_modules, cmdclass = extensions()

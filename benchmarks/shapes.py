@@ -23,6 +23,12 @@ def llama32_1b(blocks=16):
     return block * blocks
 
 
+def llama7b(blocks=32):
+    """LLaMA-7B linear layers (hidden 4096, MLP 11008): 224 layers, 6.48B weights."""
+    block = [(4096, 4096)] * 4 + [(11008, 4096), (11008, 4096), (4096, 11008)]
+    return block * blocks
+
+
 def make_weights(shapes, dtype=torch.float32, seed=0):
     """Kaiming-like random weights, generated layer by layer (no full-model float32 temporary)."""
     g = torch.Generator().manual_seed(seed)

@@ -104,8 +104,9 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     report = PruneReport(method, float(sparsity))
     if not reparametrize and not have_masks:
         layers = Layers.from_inputs(weights)
-        if _choose_backend(backend, layers) != "reference":
-            _zero_in_place(layers, sparsity, method, report)
+        chosen = _choose_backend(backend, layers)
+        if chosen in ("compiled", "triton"):
+            _zero_in_place(layers, sparsity, method, report, chosen)
             return report
     new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, backend=backend)
     with torch.no_grad():
@@ -123,8 +124,17 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     return report
 
 
-def _zero_in_place(layers: Layers, sparsity: float, method: str, report: PruneReport) -> None:
+def _zero_in_place(layers: Layers, sparsity: float, method: str, report: PruneReport, chosen: str) -> None:
     """Cuts from the summaries, then each weight zeroed in place by its cut: no mask is ever allocated."""
+    if chosen == "triton":
+        from .triton_backend import TritonLayers
+
+        tl = TritonLayers(layers)
+        cuts = tl.cuts(check_sparsity(sparsity), method)
+        tl.zero_from_(cuts)
+        for name, w, pruned in zip(layers.keys, layers.tensors, cuts.pruned):
+            report.layers.append(LayerReport(name, tuple(w.shape), w.numel(), pruned))
+        return
     cuts = selection.layer_cuts(layers, check_sparsity(sparsity), method)
     with torch.no_grad():
         for name, w, (key, ties), pruned in zip(layers.keys, layers.tensors, cuts.cuts, cuts.pruned):

@@ -23,7 +23,6 @@ from . import allocation, ops
 from .kernels_torch import DTYPE_INFO, NONFINITE_BIN, magnitude_keys
 from .layers import MAGNITUDE_LIMIT, Layers, pruned_count
 
-
 GatherMany = Callable[[list[tuple[int, int, int, int]]], dict[int, torch.Tensor]]
 
 

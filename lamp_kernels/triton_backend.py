@@ -69,7 +69,7 @@ class TritonLayers:
                                             layer_table.DEFAULT_TILE) for g, idx in self.groups.items()}
 
     def summaries(self) -> list[selection.Summary]:
-        from .triton_kernels import histogram, layer_table, keys
+        from .triton_kernels import histogram, keys, layer_table
 
         out: list[selection.Summary | None] = [None] * len(self.weights)
         for (device, dtype), idx in self.groups.items():

@@ -7,7 +7,10 @@ from cases import CASES, DTYPES, random_masks
 
 import lamp_kernels as lk
 
-FAST = [b for b in lk.available_backends() if b != "reference"]
+# Backends that take these tests' CPU tensors: the C++ kernels, and the Triton kernels when they run through
+# the interpreter (no GPU). GPU backends on CUDA tensors: test_gpu.py.
+FAST = [b for b in lk.available_backends() if b == "cpu" or (b == "triton" and not torch.cuda.is_available())]
+SCORES = [b for b in FAST if b != "triton"]  # Triton computes masks only
 pytestmark = pytest.mark.skipif(not FAST, reason="no compiled backend built")
 SPARSITIES = [0.0, 0.2, 0.5, 0.9, 0.99, 1.0]
 
@@ -41,7 +44,7 @@ def test_masks_match_reference(backend, dtype, case, masked):
             assert sp == [float((~m).sum()) / m.numel() for m in want]
 
 
-@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("backend", SCORES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_scores_match_reference(backend, dtype, case):
@@ -64,8 +67,9 @@ def test_dict_inputs_keep_keys_and_order(backend):
     masks = lk.prune_masks(weights, 0.5, backend=backend)
     assert list(masks) == list(weights)
     assert sum(int((~m).sum()) for m in masks.values()) == 24
-    scores = lk.lamp_scores(weights, backend=backend)
-    assert list(scores) == list(weights) and scores["a.weight"].shape == (16,)
+    if backend in SCORES:
+        scores = lk.lamp_scores(weights, backend=backend)
+        assert list(scores) == list(weights) and scores["a.weight"].shape == (16,)
     assert isinstance(lk.layer_sparsities(weights, 0.5, backend=backend), dict)
 
 

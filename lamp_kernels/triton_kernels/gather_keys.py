@@ -43,7 +43,8 @@ def _gather_keys_kernel(numels, w_ptrs, mask_ptrs, tile_layer, tile_start, bin_l
 
 
 def gather_keys(weights: list[torch.Tensor], masks: list[torch.Tensor | None], regions: list[tuple[int, int]],
-                sizes: list[int], table: layer_table.LayerTable | None = None, block: int = BLOCK) -> list[torch.Tensor]:
+                sizes: list[int], table: layer_table.LayerTable | None = None,
+                block: int = BLOCK) -> list[torch.Tensor]:
     """Sorted int64 keys of layer i's alive elements in bins regions[i] = (lo, hi) (sizes[i] of them, from
     the histogram), for contiguous same-dtype layers on one device, in one launch."""
     device = weights[0].device
@@ -63,7 +64,8 @@ def gather_keys(weights: list[torch.Tensor], masks: list[torch.Tensor | None], r
                                             table.tile_start, lo, hi, cursors, out, INT=int_type,
                                             KEY_MASK=key_mask, SHIFT=shift, TILE=table.tile, BLOCK=block)
     # sort by key, then stably by layer: every layer's keys end up sorted in its own segment
-    layer_of = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+    layer_of = torch.repeat_interleave(torch.arange(len(sizes), device=device),
+                                       torch.tensor(sizes, device=device), output_size=total)
     keys, order = torch.sort(out)
     segments = keys[torch.sort(layer_of[order], stable=True).indices]
     return list(torch.split(segments, sizes))
