@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from dataclasses import replace
 
 import torch
 
@@ -74,7 +75,7 @@ class TritonLayers:
         out: list[selection.Summary | None] = [None] * len(self.weights)
         for (device, dtype), idx in self.groups.items():
             bins, _, limbs = keys.layout(dtype)
-            for chunk in _chunks(idx, bins * (1 + limbs) * 8):
+            for chunk in _chunks(idx, bins * (1 + max(limbs, 1)) * 8):  # int64 counts + limb sums
                 ws, ms = [self.weights[i] for i in chunk], [self.masks[i] for i in chunk]
                 table = self.tables[(device, dtype)] if len(chunk) == len(idx) else \
                     layer_table.build(ws, ms, layer_table.DEFAULT_TILE)
@@ -102,9 +103,8 @@ class TritonLayers:
 
     def cuts(self, sparsity: float, method: str, group=None) -> selection.Cuts:
         summaries = self.summaries()
-        source = selection.LayerSource.from_layers(self.layers)
-        source.summarize = lambda i: summaries[i]
-        source.gather_many = self.gather_many
+        source = replace(selection.LayerSource.from_layers(self.layers), summarize=lambda i: summaries[i],
+                         gather_many=self.gather_many)
         return selection.find_cuts(source, sparsity, method, group)
 
     def masks_from(self, cuts: selection.Cuts) -> list[torch.Tensor]:
