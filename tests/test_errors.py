@@ -8,7 +8,10 @@ from torch import nn
 
 import lamp_kernels as lk
 
-BACKENDS = lk.available_backends()
+# Backends that take CPU tensors (Triton only through its interpreter, when there is no GPU).
+BACKENDS = [b for b in lk.available_backends() if b in ("reference", "cpu")
+            or (b == "triton" and not torch.cuda.is_available())]
+SCORES = [b for b in BACKENDS if b != "triton"]  # Triton computes masks only
 
 
 def _layers():
@@ -22,9 +25,11 @@ def _layers():
 def test_nonfinite_names_the_layer(backend, bad, dtype):
     layers = [w.to(dtype) for w in _layers()]
     layers[1][7] = bad
-    for call in (lambda: lk.prune_masks(layers, 0.5, backend=backend),
-                 lambda: lk.lamp_scores(layers, backend=backend),
-                 lambda: lk.layer_sparsities(layers, 0.5, "global", backend=backend)):
+    calls = [lambda: lk.prune_masks(layers, 0.5, backend=backend),
+             lambda: lk.layer_sparsities(layers, 0.5, "global", backend=backend)]
+    if backend in SCORES:
+        calls.append(lambda: lk.lamp_scores(layers, backend=backend))
+    for call in calls:
         with pytest.raises(ValueError, match="layer 1"):
             call()
 
@@ -71,7 +76,9 @@ def test_unknown_and_unavailable_backends():
     with pytest.raises(ValueError, match="unknown backend"):
         lk.prune_masks(_layers(), 0.5, backend="fast")
     for name in ("cuda", "triton"):
-        with pytest.raises(RuntimeError, match="not available"):
+        if name in BACKENDS:
+            continue
+        with pytest.raises((RuntimeError, ValueError), match="not available|needs|runs CUDA"):
             lk.prune_masks(_layers(), 0.5, backend=name)
 
 
@@ -89,7 +96,8 @@ def test_inputs_not_modified(backend):
     before = [w.clone() for w in layers], [m.clone() for m in masks]
     for method in lk.METHODS:
         lk.prune_masks(layers, 0.6, method, masks=masks, backend=backend)
-    lk.lamp_scores(layers, masks, backend=backend)
+    if backend in SCORES:
+        lk.lamp_scores(layers, masks, backend=backend)
     assert all(torch.equal(a, b) for a, b in zip(layers, before[0]))
     assert all(torch.equal(a, b) for a, b in zip(masks, before[1]))
 
@@ -116,9 +124,9 @@ def test_uniform_plus_impossible_sparsity_raises():
 def test_fp64_extremes_just_inside_the_limits_agree():
     w = [torch.tensor([2.0**495, -(2.0**495), 1.0, 0.0] * 8, dtype=torch.float64),
          torch.tensor([2.0**-495, 3 * 2.0**-496, 0.0], dtype=torch.float64)]
-    for backend in lk.available_backends():
+    for backend in SCORES:
         s = lk.lamp_scores(w, backend=backend, dtype=torch.float64)
         assert all(bool(torch.isfinite(x).all()) for x in s)
     want = lk.prune_masks(w, 0.5, backend="reference")
-    for backend in lk.available_backends():
+    for backend in BACKENDS:
         assert all(torch.equal(a, b) for a, b in zip(lk.prune_masks(w, 0.5, backend=backend), want))
