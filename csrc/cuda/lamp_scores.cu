@@ -58,6 +58,17 @@ __device__ __forceinline__ Segment segment_of(const Segment* segs, int n, int64_
   return segs[lo];
 }
 
+// The sorted positions [begin, end) of a tile, and its segment.
+struct TileRange {
+  Segment sg;
+  int64_t begin, end;
+};
+__device__ __forceinline__ TileRange tile_range(const Segment* segs, int n, int64_t tile) {
+  const Segment sg = segment_of(segs, n, tile);
+  const int64_t begin = sg.offset + (tile - sg.first_tile) * kScanTile;
+  return {sg, begin, min(begin + int64_t(kScanTile), sg.offset + sg.numel)};
+}
+
 template <int Code>
 __device__ __forceinline__ uint64_t magnitude_key(uint64_t order_key) {  // 0 for masked elements, as for zeros
   return order_key ? order_key - 1 : 0;
@@ -70,9 +81,7 @@ tile_sums_kernel(const OrderKey<Code>* keys, const Segment* segs, int nsegs, typ
   using Reduce = cub::BlockReduce<typename S::W, S::kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   const int64_t tile = blockIdx.x;
-  const Segment sg = segment_of(segs, nsegs, tile);
-  const int64_t begin = sg.offset + (tile - sg.first_tile) * kScanTile;
-  const int64_t end = min(begin + int64_t(kScanTile), sg.offset + sg.numel);
+  const auto [sg, begin, end] = tile_range(segs, nsegs, tile);
   auto acc = S::W::zero();
 #pragma unroll 4
   for (int j = 0; j < S::kItems; ++j) {
@@ -116,9 +125,7 @@ scan_scores_kernel(const OrderKey<Code>* keys, const uint32_t* index, const Segm
   using BlockScan = cub::BlockScan<typename S::W, S::kThreads>;
   __shared__ typename BlockScan::TempStorage tmp;
   const int64_t tile = blockIdx.x;
-  const Segment sg = segment_of(segs, nsegs, tile);
-  const int64_t begin = sg.offset + (tile - sg.first_tile) * kScanTile;
-  const int64_t end = min(begin + int64_t(kScanTile), sg.offset + sg.numel);
+  const auto [sg, begin, end] = tile_range(segs, nsegs, tile);
   const int64_t first = begin + int64_t(S::kThreads - 1 - threadIdx.x) * S::kItems;  // reversed, as above
   uint64_t key[S::kItems];
   auto mine = S::W::zero();

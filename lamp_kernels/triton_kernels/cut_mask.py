@@ -26,12 +26,7 @@ BLOCK = 1 << 11
 def _cut_mask_kernel(numels, w_ptrs, mask_ptrs, out_ptrs, tile_layer, tile_start, tile_prev, cut_keys, ties,
                      chain, INT: tl.constexpr, KEY_MASK: tl.constexpr, ZERO: tl.constexpr,
                      TILE: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    layer = tl.load(tile_layer + pid)
-    start = tl.load(tile_start + pid)
-    n = tl.load(numels + layer)
-    w_ptr = tl.load(w_ptrs + layer)
-    mask_ptr = tl.load(mask_ptrs + layer)
+    layer, start, n, w_ptr, mask_ptr = layer_table.program_tile(numels, w_ptrs, mask_ptrs, tile_layer, tile_start)
     cut = tl.load(cut_keys + layer)
     n_ties = tl.load(ties + layer)
     before = start * 0  # int64: equal keys in this layer before the current position
@@ -42,6 +37,7 @@ def _cut_mask_kernel(numels, w_ptrs, mask_ptrs, out_ptrs, tile_layer, tile_start
             alive = load_alive(mask_ptr, offs, offs < n)
             key = load_keys(w_ptr, offs, alive, INT, KEY_MASK)
             count += tl.sum((alive & (key == cut)).to(tl.int64), 0)
+        pid = tl.program_id(0)
         prev = tl.load(tile_prev + pid)
         if prev >= 0:
             seen = tl.atomic_add(chain + prev, 0)

@@ -23,12 +23,7 @@ BLOCK = 1 << 11
 def _histogram_kernel(numels, w_ptrs, mask_ptrs, tile_layer, tile_start, counts, sums,
                       INT: tl.constexpr, KEY_MASK: tl.constexpr, SHIFT: tl.constexpr, BINS: tl.constexpr,
                       LIMBS: tl.constexpr, TILE: tl.constexpr, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    layer = tl.load(tile_layer + pid)
-    start = tl.load(tile_start + pid)
-    n = tl.load(numels + layer)
-    w_ptr = tl.load(w_ptrs + layer)
-    mask_ptr = tl.load(mask_ptrs + layer)
+    layer, start, n, w_ptr, mask_ptr = layer_table.program_tile(numels, w_ptrs, mask_ptrs, tile_layer, tile_start)
     row = layer.to(tl.int64) * BINS
     for i in range(0, TILE, BLOCK):
         offs = start + i + tl.arange(0, BLOCK)

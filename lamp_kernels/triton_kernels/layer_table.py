@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 
 import torch
+import triton
+import triton.language as tl
 
 # Elements per program: 16 blocks of 2048 on a GPU; one block under the interpreter, where each program
 # is a Python loop iteration and the tests' layers are small.
@@ -34,6 +36,14 @@ class LayerTable:
     @property
     def tiles(self) -> int:
         return self.tile_layer.numel()
+
+
+@triton.jit
+def program_tile(numels, w_ptrs, mask_ptrs, tile_layer, tile_start):
+    """This program's (layer, first element, layer size, weight address, mask address or 0)."""
+    layer = tl.load(tile_layer + tl.program_id(0))
+    return (layer, tl.load(tile_start + tl.program_id(0)), tl.load(numels + layer), tl.load(w_ptrs + layer),
+            tl.load(mask_ptrs + layer))
 
 
 def build(weights: list[torch.Tensor], masks: list[torch.Tensor | None], tile: int) -> LayerTable:
