@@ -68,17 +68,18 @@ def erk_scale(shape: Shape) -> int:
 def erk_counts(shapes: Sequence[Shape], sparsity: float) -> list[int]:
     """Surviving weights proportional to erk_scale (density proportional to erk_scale / n). A layer whose
     share exceeds its size is kept dense and the rest re-shared, largest overflow first, as in the official
-    code; survivors are rounded per layer."""
+    code; survivors are rounded per layer. A layer with no elements takes no share (its dimensions would
+    otherwise claim survivors it cannot hold, and the others would be pruned harder)."""
     sizes = [math.prod(s) for s in shapes]
     scales = [erk_scale(s) for s in shapes]
     survive = sum(sizes) - pruned_count(sparsity, sum(sizes))
-    dense: set[int] = set()
+    dense = {i for i, n in enumerate(sizes) if n == 0}
     while True:
         rest = [i for i in range(len(sizes)) if i not in dense]
         budget = survive - sum(sizes[i] for i in dense)
         scale_sum = sum(scales[i] for i in rest)
         share = {i: round(budget * scales[i] / scale_sum) if scale_sum else 0 for i in rest}
-        over = [(share[i] / sizes[i], -i) for i in rest if sizes[i] and share[i] > sizes[i]]
+        over = [(share[i] / sizes[i], -i) for i in rest if share[i] > sizes[i]]
         if not over:
             break
         dense.add(-max(over)[1])

@@ -6,8 +6,10 @@ pass 2 writes every shard front to back, zeroing each selected tensor by its cut
 largest tensor plus the summaries (O(layers x bins)). Under torch.distributed the shards are split over the
 ranks, one selection spans them all, and each rank writes its own shards.
 
-Safety: the source is only read; output goes to a temporary path beside the destination and is renamed
-into place at the end; on any error the temporary output is removed and nothing is left behind.
+Safety: the source is only read, and every argument is checked before anything is written (path_checks.py);
+output goes to this run's private temporary directory beside the destination and is moved into place at the
+end, refusing a destination that changed meanwhile (staging.py); on any error or interrupt the temporary output
+is removed. Links in the source are copied as links, never followed out of it.
 """
 
 from __future__ import annotations
@@ -16,16 +18,20 @@ import json
 import os
 import re
 import shutil
+import stat
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from . import __version__, ops, selection
+from . import __version__, ops, selection, staging
 from .api import METHODS
 from .layers import check_sparsity
+from .naming import DEFAULT_EXCLUDE
+from .path_checks import check_output, check_side_output
 from .safetensors_io import (
     FLOAT_DTYPES,
     INDEX_NAME,
@@ -35,9 +41,6 @@ from .safetensors_io import (
     with_mapped,
     write_shard,
 )
-
-# Not pruned unless asked for: token/position embeddings and the output head.
-DEFAULT_EXCLUDE = r"embed|(^|\.)(wte|wpe)\.|lm_head"
 
 
 def select(entries: Sequence[TensorEntry], include: Sequence[str] = (), exclude: Sequence[str] = ()) -> list:
@@ -93,24 +96,56 @@ class PruneJob:
     progress: bool = True
     group: object = None
     timings: dict = field(default_factory=dict)
+    report_path: Path | None = None  # JSON report, written before the output is moved into place
+    plot_path: Path | None = None  # layerwise survival plot (any format matplotlib writes, by extension)
+    notices: list[str] = field(default_factory=list)  # warnings for the user (stale or concurrent runs)
+    target: Path | None = field(default=None, init=False)  # dst's absolute location
+    seen: tuple | None = field(default=None, init=False)  # what was at target when the run started
 
-    def check(self) -> None:
+    def check(self, rank: int = 0) -> None:
+        """Every argument, before anything is written. On rank 0 this also repairs what a run killed in the
+        middle of a replace left (staging.recover) and records what is at the destination."""
         self.sparsity = check_sparsity(self.sparsity)
         if self.method not in METHODS:
             raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        for pattern in (*self.include, *self.exclude):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise CheckpointError(f"invalid regular expression {pattern!r} in --include/--exclude "
+                                      f"({exc})") from None
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device not in ("cpu", "cuda") or (self.device == "cuda" and not torch.cuda.is_available()):
             raise CheckpointError(f"device {self.device!r} is not available here")
-        if self.dry_run:
+        if not self.dry_run:
+            if self.dst is None:
+                raise CheckpointError("--out is required (or use --dry-run)")
+            self.target = check_output(self.src, self.dst)
+        check_side_output(self.report_path, "--report", self.src, self.target)
+        check_side_output(self.plot_path, "--plot", self.src, self.target)
+        if self.report_path is not None and self.plot_path is not None and \
+                os.path.abspath(self.report_path) == os.path.abspath(self.plot_path):
+            raise CheckpointError("--report and --plot name the same file")
+        if self.plot_path is not None:
+            _check_plot_format(self.plot_path)
+        if self.dry_run or rank != 0:
             return
-        if self.dst is None:
-            raise CheckpointError("--out is required (or use --dry-run)")
-        src, dst = self.src.resolve(), self.dst.resolve()
-        if dst == src or src in dst.parents:
-            raise CheckpointError(f"{self.dst}: the output must not be the source or inside it")
-        if dst.exists() and not self.force:
+        staging.recover(self.target, self.notices.append)
+        if os.path.lexists(self.target) and not self.force:
             raise CheckpointError(f"{self.dst} exists; pass --force to replace it")
+        self.seen = staging.identity(self.target)
+
+
+def _check_plot_format(path: Path) -> None:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise CheckpointError("--plot needs matplotlib (pip install matplotlib)") from None
+    formats = Figure().canvas.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise CheckpointError(f"--plot {path}: unknown image format {path.suffix or '(no extension)'}; "
+                              f"use one of {', '.join('.' + f for f in sorted(formats))}")
 
 
 def _rank_world(group) -> tuple[int, int]:
@@ -127,14 +162,21 @@ def _agree(fn, group):
         return fn()
     from .distributed import agree_on_errors
 
-    return agree_on_errors(fn, group)
+    def fn_or_checkpoint_error():
+        try:
+            return fn()
+        except OSError as exc:
+            raise CheckpointError(str(exc)) from None
+
+    return agree_on_errors(fn_or_checkpoint_error, group)
 
 
 def prune_checkpoint(job: PruneJob) -> dict:
-    """Run the job; returns the report (also on every rank under torch.distributed)."""
+    """Run the job; returns the report (also on every rank under torch.distributed). The report and plot
+    files, if asked for, are written before the output is moved into place and appear with it."""
     t0 = time.perf_counter()
     rank, world = _rank_world(job.group)
-    ckpt, chosen, mine = _agree(lambda: _open(job, rank, world), job.group)
+    ckpt, chosen, mine, others = _agree(lambda: _open(job, rank, world), job.group)
     written = 0 if job.dry_run else sum(ckpt.shards[i].size for i in _owned(ckpt, rank, world))
     total_bytes = sum(e.nbytes for e in mine) + written
     progress = _Progress()
@@ -144,22 +186,27 @@ def prune_checkpoint(job: PruneJob) -> dict:
         progress.bar = tqdm(total=total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="lamp-prune",
                             leave=False)
     device = torch.device(job.device)
+
+    def finish(report: dict) -> dict:
+        job.timings["total_s"] = round(time.perf_counter() - t0, 3)
+        report["timings_s"] = dict(job.timings)
+        report["bytes_read_and_written"] = progress.done
+        return report
+
     try:
         cuts = _agree(lambda: _find_cuts(job, mine, device, progress), job.group)
         job.timings["select_s"] = round(time.perf_counter() - t0, 3)
         by_name = dict(zip([e.name for e in mine], zip(cuts.cuts, cuts.pruned)))
         report = _report(job, chosen, mine, cuts, by_name)
-        if not job.dry_run:
-            t1 = time.perf_counter()
-            _write(job, ckpt, by_name, device, progress, rank, world)
-            job.timings["write_s"] = round(time.perf_counter() - t1, 3)
+        if job.dry_run:
+            if rank == 0:
+                _commit_side_outputs(_stage_side_outputs(job, finish(report)))
+        else:
+            _write(job, ckpt, others, by_name, device, progress, rank, world, lambda: finish(report))
     finally:
         if progress.bar is not None:
             progress.bar.close()
-    job.timings["total_s"] = round(time.perf_counter() - t0, 3)
-    report["timings_s"] = dict(job.timings)
-    report["bytes_read_and_written"] = progress.done
-    return report
+    return finish(report)
 
 
 def _owned(ckpt: Checkpoint, rank: int, world: int) -> set[int]:
@@ -167,13 +214,14 @@ def _owned(ckpt: Checkpoint, rank: int, world: int) -> set[int]:
 
 
 def _open(job: PruneJob, rank: int, world: int):
-    job.check()
+    job.check(rank)
     ckpt = Checkpoint.open(job.src)
     chosen = select(list(ckpt.entries()), job.include, job.exclude)
     if not chosen:
         raise CheckpointError(f"{job.src}: no tensors selected for pruning")
+    others = other_files(ckpt) if ckpt.is_dir and rank == 0 and not job.dry_run else []
     owned = {ckpt.shards[i].path for i in _owned(ckpt, rank, world)}
-    return ckpt, chosen, [e for e in chosen if e.file in owned]
+    return ckpt, chosen, [e for e in chosen if e.file in owned], others
 
 
 def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, progress) -> selection.Cuts:
@@ -194,6 +242,8 @@ def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, pro
         count_key)
     try:
         return selection.find_cuts(source, job.sparsity, job.method, job.group)
+    except CheckpointError:
+        raise
     except ValueError as exc:  # name the file of the tensor the message is about
         msg = str(exc)
         for e in mine:
@@ -224,10 +274,8 @@ def _report(job: PruneJob, chosen, mine, cuts, by_name) -> dict:
             "density": round(1 - total_pruned / elements, 6) if elements else 1.0, "layers": layers}
 
 
-def _write(job: PruneJob, ckpt: Checkpoint, by_name: dict, device: torch.device, progress, rank, world) -> None:
-    dst = job.dst
-    tmp = dst.parent / f".{dst.name}.lamp-prune-tmp"
-
+def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device: torch.device, progress,
+           rank: int, world: int, finish) -> None:
     buffer = torch.empty(0, dtype=torch.uint8)  # reused for every tensor: no fresh pages per tensor
 
     def prune(entry: TensorEntry, source: torch.Tensor) -> torch.Tensor | None:
@@ -247,57 +295,129 @@ def _write(job: PruneJob, ckpt: Checkpoint, by_name: dict, device: torch.device,
             out.copy_(t)
         return out
 
-    def write_mine():
+    stage: staging.Staging | None = None
+    side: list[tuple[Path, Path]] = []
+
+    def create() -> str | None:  # rank 0 makes this run's private directory
+        nonlocal stage
+        if rank != 0:
+            return None
+        stage = staging.Staging.create(job.target, job.seen)
+        if ckpt.is_dir:
+            stage.output.mkdir()
+        return str(stage.root)
+
+    def write_mine(root: Path) -> None:
+        t1 = time.perf_counter()
+        output = root / staging.OUTPUT
+        for i in sorted(_owned(ckpt, rank, world)):
+            shard = ckpt.shards[i]
+            write_shard(shard, output / shard.path.name if ckpt.is_dir else output, prune, progress)
+        if rank == 0 and ckpt.is_dir:
+            _copy_other_files(ckpt, others, output, job)
+        job.timings["write_s"] = round(time.perf_counter() - t1, 3)
+
+    def commit() -> None:  # rank 0: report and plot staged, then the output moved into place, then they
+        nonlocal side
         if rank == 0:
-            _remove(tmp)
-            if ckpt.is_dir:
-                tmp.mkdir(parents=True)
+            side = _stage_side_outputs(job, finish())
+            with staging.signals_blocked():  # a stop signal waits until everything is in place
+                stage.commit()
+                _commit_side_outputs(side)
+                side = []
+
+    try:
+        root = _agree(create, job.group)
         if job.group is not None:
             import torch.distributed as dist
 
-            dist.barrier(group=job.group)
-        for i in sorted(_owned(ckpt, rank, world)):
-            shard = ckpt.shards[i]
-            write_shard(shard, tmp / shard.path.name if ckpt.is_dir else tmp, prune, progress)
-        if rank == 0 and ckpt.is_dir:
-            _copy_other_files(ckpt, tmp, job)
+            shared = [root]
+            dist.broadcast_object_list(shared, src=dist.get_global_rank(job.group, 0), group=job.group)
+            root = shared[0]
+        _agree(lambda: write_mine(Path(root)), job.group)
+        _agree(commit, job.group)
+    finally:
+        if stage is not None:
+            stage.discard()  # the old output after a replace; everything of this run after a failure
+        for tmp, _ in side:
+            tmp.unlink(missing_ok=True)
 
+
+def _stage_side_outputs(job: PruneJob, report: dict) -> list[tuple[Path, Path]]:
+    """Write the report and plot under temporary names beside their targets: (temporary, target) pairs."""
+    staged: list[tuple[Path, Path]] = []
     try:
-        _agree(write_mine, job.group)
-        if rank == 0:
-            if dst.exists():  # --force: replace it only once the new output is complete
-                old = dst.parent / f".{dst.name}.lamp-prune-old"
-                _remove(old)
-                os.replace(dst, old)
-                os.replace(tmp, dst)
-                _remove(old)
-            else:
-                os.replace(tmp, dst)
+        for target, write in ((job.report_path, lambda p: p.write_text(json.dumps(report, indent=1) + "\n")),
+                              (job.plot_path, lambda p: _plot(report, p))):
+            if target is None:
+                continue
+            tmp = target.parent / f".{target.name}{staging.MARK}{uuid.uuid4().hex[:8]}{target.suffix}"
+            tmp.open("x").close()
+            staged.append((tmp, target))
+            write(tmp)
     except BaseException:
-        if rank == 0:
-            _remove(tmp)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
         raise
+    return staged
 
 
-def _copy_other_files(ckpt: Checkpoint, out: Path, job: PruneJob) -> None:
-    shard_names = {s.path.name for s in ckpt.shards}
-    for item in ckpt.source.iterdir():
-        if item.name in shard_names or item.name == INDEX_NAME:
-            continue
-        target = out / item.name
-        if item.is_dir():
-            shutil.copytree(item, target)
+def _plot(report: dict, path: Path) -> None:
+    from .survival_plot import plot_survival
+
+    plot_survival(report, path)
+
+
+def _commit_side_outputs(staged: list[tuple[Path, Path]]) -> None:
+    for tmp, target in staged:
+        os.replace(tmp, target)
+
+
+def other_files(ckpt: Checkpoint) -> list[tuple[Path, str]]:
+    """Everything in a checkpoint directory besides its shards and index, as (relative path, "dir" | "file" |
+    "link"), parents before children, walked without following links. Anything else (a FIFO, a socket, a
+    device) is refused: copying it could block or read without end."""
+    skip = {s.path.name for s in ckpt.shards} | {INDEX_NAME}
+    found: list[tuple[Path, str]] = []
+    stack = [Path()]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(ckpt.source / rel) as it:
+            for entry in sorted(it, key=lambda d: d.name):
+                path = rel / entry.name
+                if rel == Path() and entry.name in skip:
+                    continue
+                if entry.is_symlink():
+                    found.append((path, "link"))
+                elif entry.is_dir(follow_symlinks=False):
+                    found.append((path, "dir"))
+                    stack.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    found.append((path, "file"))
+                else:
+                    raise CheckpointError(f"{ckpt.source / path}: not a regular file, directory or symbolic link; "
+                                          "lamp-prune copies only those")
+    return found
+
+
+def _copy_other_files(ckpt: Checkpoint, others: list[tuple[Path, str]], out: Path, job: PruneJob) -> None:
+    """Copy the other files with their permission bits; a symbolic link is copied as a link (its target is
+    never read, wherever it points); directories get their modes last (a read-only one could not be filled)."""
+    for rel, kind in others:
+        source, target = ckpt.source / rel, out / rel
+        if kind == "link":
+            os.symlink(os.readlink(source), target)
+        elif kind == "dir":
+            target.mkdir()
         else:
-            shutil.copy2(item, target)
+            shutil.copy2(source, target, follow_symlinks=False)
     if ckpt.index is not None:
         index = json.loads(json.dumps(ckpt.index))
         index.setdefault("metadata", {})["pruned_by"] = (
             f"lamp_kernels {__version__}: method={job.method} sparsity={job.sparsity}")
         (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+        os.chmod(out / INDEX_NAME, stat.S_IMODE(os.stat(ckpt.source / INDEX_NAME).st_mode))
+    for rel, kind in reversed(others):
+        if kind == "dir":
+            shutil.copystat(ckpt.source / rel, out / rel, follow_symlinks=False)
+    os.chmod(out, stat.S_IMODE(os.stat(ckpt.source).st_mode))

@@ -6,14 +6,18 @@
 
 Under torchrun (WORLD_SIZE > 1) the shards are split over the ranks: one global selection, each rank writes
 its own shards. Errors print one line naming the file or tensor and exit with status 2; nothing is written.
+SIGINT, SIGTERM and SIGHUP remove the temporary output and exit with status 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .api import METHODS
@@ -57,34 +61,69 @@ def _process_group(device: str):
     return dist.group.WORLD
 
 
+class Interrupted(BaseException):
+    """A signal asked the command to stop; raised where the program is, so cleanup code runs on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals_raise() -> Iterator[None]:
+    """The first of SIGINT/SIGTERM/SIGHUP raises Interrupted; later ones are ignored so cleanup can finish."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    group = _process_group(args.device)
-    rank = 0 if group is None else __import__("torch.distributed").distributed.get_rank()
     job = PruneJob(args.src, args.out, args.sparsity, args.method, args.include, args.exclude, args.device,
-                   args.dry_run, args.force, not args.quiet and sys.stderr.isatty(), group)
-    try:
-        report = prune_checkpoint(job)
-        if rank == 0:
-            if args.report:
-                args.report.write_text(json.dumps(report, indent=1) + "\n")
-            if args.plot:
-                from .survival_plot import plot_survival
+                   args.dry_run, args.force, not args.quiet and sys.stderr.isatty(), None,
+                   report_path=args.report, plot_path=args.plot)
+    group, error, status = None, None, 0
+    with _stop_signals_raise():
+        try:
+            group = job.group = _process_group(args.device)
+            rank = 0 if group is None else __import__("torch.distributed").distributed.get_rank()
+            report = prune_checkpoint(job)
+            if rank == 0:
+                where = "dry run, nothing written" if args.dry_run else f"wrote {args.out}"
+                print(f"lamp-prune: {report['method']} pruned {report['pruned']} of {report['elements']} weights "
+                      f"in {len(report['layers'])} tensors (density {report['density']:.4f}) in "
+                      f"{report['timings_s']['total_s']:.2f} s; {where}")
+        except (CheckpointError, ValueError, TypeError, OSError, MemoryError) as exc:
+            error, status = str(exc) or type(exc).__name__, 2
+        except (Interrupted, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            error = f"interrupted by {signal.Signals(signum).name}; temporary output removed"
+            status = 128 + signum
+        finally:
+            if group is not None:
+                import torch.distributed as dist
 
-                plot_survival(report, args.plot)
-            where = "dry run, nothing written" if args.dry_run else f"wrote {args.out}"
-            print(f"lamp-prune: {report['method']} pruned {report['pruned']} of {report['elements']} weights "
-                  f"in {len(report['layers'])} tensors (density {report['density']:.4f}) in "
-                  f"{report['timings_s']['total_s']:.2f} s; {where}")
-        return 0
-    except (CheckpointError, ValueError, TypeError, OSError) as exc:
-        print(f"lamp-prune: error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
-    finally:
-        if group is not None:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+                dist.destroy_process_group()
+    for notice in job.notices:
+        print(f"lamp-prune: warning: {' '.join(notice.split())}", file=sys.stderr)
+    if error is not None:
+        print(f"lamp-prune: error: {' '.join(error.split())}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

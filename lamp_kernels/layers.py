@@ -7,6 +7,7 @@ results in the caller's container. Inputs are never modified.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,14 +21,35 @@ SUPPORTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32, torch.float64)
 MAGNITUDE_LIMIT = 2.0**496
 
 
+try:
+    from numpy import bool_ as np_bool
+except ImportError:  # numpy is optional: without it no numpy bool can be passed
+
+    class np_bool:  # type: ignore[no-redef]
+        pass
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}, dtype {value.dtype} on {value.device}"
+    text = repr(value)
+    return text if len(text) <= 60 else f"a {type(value).__name__}"
+
+
 def pruned_count(sparsity: float, n: int) -> int:
     """k = round(sparsity * n), rounding half to even (Python's ``round``)."""
     return int(round(sparsity * n))
 
 
 def check_sparsity(sparsity: Any) -> float:
-    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)):
-        raise ValueError(f"sparsity must be a number in [0, 1], got {sparsity!r}")
+    """The sparsity as a float in [0, 1]. Accepted: a real number (Python int/float, NumPy integer/floating
+    scalar, fractions.Fraction, ...: numbers.Real) or a one-element real torch tensor; not bool."""
+    if isinstance(sparsity, torch.Tensor) and sparsity.numel() == 1 and sparsity.device.type != "meta" \
+            and not (sparsity.dtype == torch.bool or sparsity.is_complex()):
+        sparsity = sparsity.item()
+    if isinstance(sparsity, (bool, np_bool)) or not isinstance(sparsity, numbers.Real):
+        raise ValueError("sparsity must be a real number in [0, 1] (a Python, NumPy or one-element torch "
+                         f"scalar), got {_describe(sparsity)}")
     s = float(sparsity)
     if math.isnan(s) or not 0.0 <= s <= 1.0:
         raise ValueError(f"sparsity must be in [0, 1], got {sparsity!r}")
@@ -89,6 +111,9 @@ class Layers:
         for w, m, name in zip(self.tensors, self.masks, self.names):
             if not isinstance(w, torch.Tensor):
                 raise TypeError(f"{name}: expected a tensor, got {type(w).__name__}")
+            if w.device.type == "meta":
+                raise ValueError(f"{name} is a meta tensor (a shape without data): load or materialise the "
+                                 "weights before pruning")
             if w.dtype not in SUPPORTED_DTYPES:
                 raise TypeError(f"{name}: dtype {w.dtype} is not a floating type this library prunes "
                                 "(bfloat16, float16, float32, float64)")
@@ -98,6 +123,8 @@ class Layers:
                 continue
             if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
                 raise ValueError(f"{name}: mask must be a bool tensor (True = alive)")
+            if m.device.type == "meta":
+                raise ValueError(f"{name}: mask is a meta tensor (a shape without data)")
             if m.shape != w.shape:
                 raise ValueError(f"{name}: mask shape {tuple(m.shape)} != weight shape {tuple(w.shape)}")
             if m.device != w.device:

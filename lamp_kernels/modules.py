@@ -1,7 +1,8 @@
-"""prune_: prune the Linear and Conv weights of an nn.Module in place, all or nothing."""
+"""prune_: prune the Linear and Conv weights of an nn.Module in place, all or nothing; tied weights as one."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from torch.nn.utils import prune
 from . import ops, selection
 from .api import _check_method, _choose_backend, prune_masks
 from .layers import Layers, check_sparsity
+from .naming import DEFAULT_EXCLUDE
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -23,6 +25,7 @@ class LayerReport:
     shape: tuple[int, ...]
     numel: int
     pruned: int
+    shared_with: tuple[str, ...] = ()  # other modules' names for the same (tied) tensor
 
     @property
     def density(self) -> float:
@@ -47,7 +50,8 @@ class PruneReport:
         width = max([len(r.name) for r in self.layers] + [5])
         lines = [f"{self.method} at sparsity {self.sparsity:g}: {self.pruned}/{self.numel} weights pruned",
                  f"{'layer':<{width}}  {'shape':<20} {'weights':>10} {'density':>8}"]
-        lines += [f"{r.name:<{width}}  {str(r.shape):<20} {r.numel:>10} {r.density:>8.4f}" for r in self.layers]
+        lines += [f"{r.name:<{width}}  {str(r.shape):<20} {r.numel:>10} {r.density:>8.4f}"
+                  + (f"  (also {', '.join(r.shared_with)})" if r.shared_with else "") for r in self.layers]
         return "\n".join(lines)
 
 
@@ -59,32 +63,73 @@ def _matches(name: str, patterns: Iterable[str] | str | None) -> bool:
     return any(re.search(p, name) for p in patterns)
 
 
-def prunable_weights(model: nn.Module, include=None, exclude=None) -> dict[str, nn.Module]:
-    """'<module>.weight' -> module, for Linear/Conv1d/2d/3d, filtered by regexes on that name (re.search):
-    with ``include`` only matching names are taken; ``exclude`` removes names."""
-    found = {}
+def _selected(name: str, include, exclude) -> bool:
+    """Default: every name but DEFAULT_EXCLUDE (embeddings, output heads); include= replaces that rule."""
+    take = not re.search(DEFAULT_EXCLUDE, name) if include is None else _matches(name, include)
+    return take and not _matches(name, exclude)
+
+
+def _reparametrized(module: nn.Module) -> bool:
+    return hasattr(module, "weight_orig") and hasattr(module, "weight_mask")
+
+
+def _stored_weight(module: nn.Module) -> torch.Tensor:
+    """The weight tensor a module stores (weight_orig under torch.nn.utils.prune's reparametrisation)."""
+    return module.weight_orig if _reparametrized(module) else module.weight
+
+
+def _storage_key(t: torch.Tensor) -> tuple:
+    """Equal for two tensors that are the same values in memory: one Parameter used by several modules, or
+    two Parameters over the same storage (weight tying either way)."""
+    if t.device.type == "meta" or t.numel() == 0:
+        return ("object", id(t))
+    return (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+
+
+def select_layers(model: nn.Module, include=None, exclude=None) -> dict[str, list[tuple[str, nn.Module]]]:
+    """The layers prune_ prunes: name -> [(name, module), ...] of every module that uses that weight tensor,
+    in module order; the layer is named after its first use. One tensor is one layer, however many modules
+    share it (tied weights).
+
+    Candidates are the weights of Linear and Conv1d/2d/3d modules, named '<module>.weight'; with include=
+    also Embedding weights. Default: all of them but names matching DEFAULT_EXCLUDE (embeddings and output
+    heads such as lm_head); include= (regexes, re.search) replaces that rule, exclude= removes names. A
+    shared tensor is pruned everywhere or nowhere: if any of its uses is selected, all of them must be
+    (another parameter of any module using the same tensor counts as a use), else ValueError."""
+    types = PRUNABLE if include is None else PRUNABLE + (nn.Embedding,)
+    uses: dict[tuple, list[str]] = {}  # tensor -> every '<module>.<parameter>' holding it
+    candidates: dict[tuple, list[tuple[str, nn.Module]]] = {}
     for mname, module in model.named_modules():
-        if not isinstance(module, PRUNABLE):
+        for pname, param in module.named_parameters(recurse=False, remove_duplicate=False):
+            if pname == "weight_orig" and _reparametrized(module):
+                pname = "weight"
+            uses.setdefault(_storage_key(param), []).append(f"{mname}.{pname}" if mname else pname)
+        if isinstance(module, types):
+            name = f"{mname}.weight" if mname else "weight"
+            candidates.setdefault(_storage_key(_stored_weight(module)), []).append((name, module))
+    layers = {}
+    for key, users in candidates.items():
+        chosen = [n for n, _ in users if _selected(n, include, exclude)]
+        if not chosen:
             continue
-        name = f"{mname}.weight" if mname else "weight"
-        if include is not None and not _matches(name, include):
-            continue
-        if _matches(name, exclude):
-            continue
-        found[name] = module
-    return found
-
-
-def _current(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(weight values, mask) of a module, looking through torch.nn.utils.prune's reparametrisation."""
-    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-        return module.weight_orig.detach(), module.weight_mask.detach().bool()
-    return module.weight.detach(), None
+        left_out = [n for n in dict.fromkeys(uses.get(key, []) + [n for n, _ in users]) if n not in chosen]
+        if left_out:
+            raise ValueError(f"{chosen[0]} shares its tensor with {', '.join(left_out[:3])}, which would not be "
+                             "pruned: a shared tensor is pruned in all its uses or in none (select them all with "
+                             "include=, or leave this one out)")
+        layers[users[0][0]] = users
+    return layers
 
 
 def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=None, exclude=None,
            reparametrize: bool = True, backend: str | None = None) -> PruneReport:
     """Prune ``model`` in place so that ``sparsity`` of the selected weights (in total) are zero.
+
+    Selection (see select_layers): Linear and Conv1d/2d/3d weights except embeddings and output heads
+    (names matching DEFAULT_EXCLUDE, e.g. ``lm_head``); ``include`` regexes replace that rule (and may also
+    name Embedding weights), ``exclude`` regexes remove names. A tensor shared by several modules (a tied
+    ``lm_head``/``embed_tokens``) is one layer: counted once and given one mask, applied in every module that
+    uses it.
 
     reparametrize=True goes through ``torch.nn.utils.prune.custom_from_mask``: masks from earlier calls are
     honoured, so repeated calls at rising sparsities prune iteratively, and ``prune.remove`` makes it
@@ -94,33 +139,38 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     """
     _check_method(method)
     check_sparsity(sparsity)
-    modules = prunable_weights(model, include, exclude)
-    if not modules:
+    layers = select_layers(model, include, exclude)
+    if not layers:
         raise ValueError("no prunable layers (Linear, Conv1d/2d/3d) selected in the model")
     weights, masks = {}, {}
-    for name, module in modules.items():
-        weights[name], masks[name] = _current(module)
+    for name, users in layers.items():
+        weights[name] = _stored_weight(users[0][1]).detach()
+        held = [m.weight_mask.detach().bool() for _, m in users if _reparametrized(m)]
+        masks[name] = functools.reduce(torch.logical_and, held) if held else None  # masked out anywhere: pruned
     have_masks = {n: m for n, m in masks.items() if m is not None}
-    report = PruneReport(method, float(sparsity))
+    report = PruneReport(method, float(check_sparsity(sparsity)))
     if not reparametrize and not have_masks:
-        layers = Layers.from_inputs(weights)
-        chosen = _choose_backend(backend, layers)
+        chosen = _choose_backend(backend, Layers.from_inputs(weights))
         if chosen in ("compiled", "triton"):
-            _zero_in_place(layers, sparsity, method, report, chosen)
+            _zero_in_place(Layers.from_inputs(weights), sparsity, method, report, chosen)
+            for r, users in zip(report.layers, layers.values()):
+                r.shared_with = tuple(n for n, _ in users[1:])
             return report
     new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, backend=backend)
     with torch.no_grad():
-        for name, module in modules.items():
+        for name, users in layers.items():
             keep = new_masks[name]
             if reparametrize:
-                prune.custom_from_mask(module, "weight", keep)
+                for _, module in users:
+                    prune.custom_from_mask(module, "weight", keep)
             else:
-                target = module.weight_orig if hasattr(module, "weight_orig") else module.weight
-                target.masked_fill_(~keep, 0)
-                if hasattr(module, "weight_mask"):
-                    module.weight_mask.mul_(keep.to(module.weight_mask.dtype))
-                    module.weight = module.weight_orig * module.weight_mask
-            report.layers.append(LayerReport(name, tuple(keep.shape), keep.numel(), int(keep.numel() - keep.sum())))
+                _stored_weight(users[0][1]).masked_fill_(~keep, 0)  # once: every user sees the same tensor
+                for _, module in users:
+                    if _reparametrized(module):
+                        module.weight_mask.mul_(keep.to(module.weight_mask.dtype))
+                        module.weight = module.weight_orig * module.weight_mask
+            report.layers.append(LayerReport(name, tuple(keep.shape), keep.numel(), int(keep.numel() - keep.sum()),
+                                             tuple(n for n, _ in users[1:])))
     return report
 
 

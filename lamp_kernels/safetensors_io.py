@@ -11,30 +11,37 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import mmap
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import torch
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
-DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+# Bits per element of every dtype the safetensors format defines (safetensors 0.8). A tensor of any of them is
+# copied; only the floating ones in FLOAT_DTYPES can be pruned.
+DTYPE_BITS = {
+    "BOOL": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+    "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32,
+    "F32": 32, "C64": 64, "F64": 64, "I64": 64, "U64": 64,
 }
-FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 COPY_CHUNK = 64 << 20
-MAX_HEADER = 100 << 20
+MAX_HEADER = 100_000_000  # the safetensors library's limit on a header; ours on an index file too
+U64_LIMIT = 2**64  # header integers are unsigned 64-bit in the format
+TORCH_SIZE_LIMIT = 2**63  # torch sizes are int64: the product of a shape's non-zero dims must stay below
 
 
-class CheckpointError(Exception):
-    """A problem with a checkpoint or the command's arguments; the message is one line."""
+class CheckpointError(ValueError):
+    """A problem with a checkpoint or the command's arguments; the message is one line. A ValueError, so that
+    torch.distributed runs agree on it (distributed.agree_on_errors)."""
 
 
 @dataclass
@@ -48,10 +55,7 @@ class TensorEntry:
 
     @property
     def numel(self) -> int:
-        n = 1
-        for d in self.shape:
-            n *= d
-        return n
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:
@@ -59,19 +63,80 @@ class TensorEntry:
 
     @property
     def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return FLOAT_DTYPES[self.dtype]
 
 
 @dataclass
 class Shard:
     path: Path
     header: bytes  # the 8 length bytes and the JSON, exactly as in the file
-    entries: list[TensorEntry]  # sorted by offset
+    entries: list[TensorEntry]  # sorted by offset; together they cover the data section exactly
     size: int
 
 
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _unique_keys(pairs: list) -> dict:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        seen: set = set()
+        duplicate = next(k for k in keys if k in seen or seen.add(k))
+        raise ValueError(f"duplicate name {_short(duplicate)}")
+    return dict(pairs)
+
+
+def _not_a_number(token: str) -> None:
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def parse_json(path: Path, data: bytes, what: str) -> object:
+    """Strict JSON: UTF-8, no duplicate names in an object, no NaN/Infinity; every failure (deep nesting
+    included) is a one-line CheckpointError naming the file. Memory stays proportional to len(data)."""
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys, parse_constant=_not_a_number)
+    except RecursionError:
+        raise CheckpointError(f"{path}: corrupt {what} (nested too deeply)") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"{path}: corrupt {what} ({exc})") from None
+
+
+def _is_u64(x: object) -> bool:
+    return type(x) is int and 0 <= x < U64_LIMIT  # not bool, not float
+
+
+def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> TensorEntry:
+    """One header entry, checked as the safetensors library checks it (types, sizes) and against the file."""
+    where = f"{path}: tensor {_short(name)}"
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{where}: corrupt header entry (not an object)")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
+        raise CheckpointError(f"{where}: unknown dtype {_short(dtype)}")
+    if not isinstance(shape, list) or not all(_is_u64(d) for d in shape):
+        raise CheckpointError(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_u64(x) for x in offsets):
+        raise CheckpointError(f"{where}: data_offsets must be two non-negative integers, got {_short(offsets)}")
+    if math.prod(d for d in shape if d) >= TORCH_SIZE_LIMIT:
+        raise CheckpointError(f"{where}: shape {_short(shape)} is too large")
+    b, e = offsets
+    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    if bits % 8 or e < b or e - b != bits // 8:
+        raise CheckpointError(f"{where}: data offsets {b}..{e} do not match its shape {_short(shape)} and "
+                              f"dtype {dtype}")
+    if data_start + e > size:
+        raise CheckpointError(f"{where}: data offsets {b}..{e} reach past the end of the file "
+                              f"({size} bytes; truncated?)")
+    return TensorEntry(name, path, dtype, tuple(shape), data_start + b, data_start + e)
+
+
 def read_shard(path: Path) -> Shard:
-    """Parse and check a shard's header (offsets inside the file, sizes matching dtypes and shapes)."""
+    """Parse and validate a shard's header at least as strictly as the safetensors library: a UTF-8 JSON
+    object of at most 100 MB, string metadata, known dtypes, integer shapes and offsets, sizes that match,
+    no duplicate names, and tensors that tile the data section exactly (no overlap, no gap, nothing after).
+    Parsing allocates memory proportional to the header, which is part of the file."""
     if not path.is_file():
         raise CheckpointError(f"{path}: shard is missing")
     size = path.stat().st_size
@@ -83,31 +148,60 @@ def read_shard(path: Path) -> Shard:
         if n > min(MAX_HEADER, size - 8):
             raise CheckpointError(f"{path}: corrupt safetensors header (length {n} does not fit the file)")
         text = f.read(n)
-    try:
-        header = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt safetensors header ({exc})") from None
+    if len(text) != n:
+        raise CheckpointError(f"{path}: the file changed while it was read")
+    header = parse_json(path, text, "safetensors header")
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: corrupt safetensors header (not a JSON object)")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
+        raise CheckpointError(f"{path}: corrupt safetensors header (__metadata__ must map names to strings)")
     start = 8 + n
-    entries = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (b, e) = info["dtype"], tuple(int(d) for d in info["shape"]), info["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path}: tensor {name}: corrupt header entry") from None
-        if dtype not in DTYPES:
-            raise CheckpointError(f"{path}: tensor {name}: unknown dtype {dtype}")
-        entry = TensorEntry(name, path, dtype, shape, start + int(b), start + int(e))
-        itemsize = DTYPES[dtype].itemsize
-        if not start <= entry.begin <= entry.end <= size or entry.nbytes != entry.numel * itemsize:
-            raise CheckpointError(f"{path}: tensor {name}: data offsets {b}..{e} do not match its shape "
-                                  f"{list(shape)} and dtype {dtype} within the file (truncated or corrupt?)")
-        entries.append(entry)
-    entries.sort(key=lambda x: x.begin)
+    entries = sorted((_entry(path, name, info, start, size) for name, info in header.items()),
+                     key=lambda x: (x.begin, x.end))
+    pos = start
+    for e in entries:
+        if e.begin != pos:
+            problem = "overlap another tensor's" if e.begin < pos else "leave a gap after the previous tensor's"
+            raise CheckpointError(f"{path}: tensor {_short(e.name)}: data offsets {e.begin - start}..{e.end - start} "
+                                  f"{problem} data")
+        pos = e.end
+    if pos != size:
+        raise CheckpointError(f"{path}: {size - pos} bytes after the last tensor's data (corrupt?)")
     return Shard(path, raw + text, entries, size)
+
+
+def _inside(root: Path, path: Path) -> None:
+    """Refuse a path (a shard or the index, maybe through a symbolic link) that leads out of the directory."""
+    if root.resolve() not in path.resolve().parents:
+        raise CheckpointError(f"{path}: leads out of the checkpoint directory (a symbolic link?); lamp-prune "
+                              "never follows a link out of SRC")
+
+
+def _shard_file(index_path: Path, name: str, value: object) -> str:
+    """The weight_map's file for a tensor, normalised ('./a' -> 'a'); it must be a file name in the directory."""
+    if not isinstance(value, str):
+        raise CheckpointError(f"{index_path}: tensor {_short(name)}: weight_map gives {_short(value)}, "
+                              "not a file name")
+    parts = PurePosixPath(value).parts
+    if len(parts) != 1 or parts[0] in ("..", "/"):
+        raise CheckpointError(f"{index_path}: tensor {_short(name)}: weight_map file {_short(value)} is not a "
+                              "file name in the checkpoint directory")
+    return parts[0]
+
+
+def read_index(src: Path) -> tuple[dict, dict[str, str]]:
+    """(the parsed index, tensor name -> shard file name), validated."""
+    path = src / INDEX_NAME
+    _inside(src, path)
+    if path.stat().st_size > MAX_HEADER:
+        raise CheckpointError(f"{path}: corrupt index (larger than {MAX_HEADER} bytes)")
+    index = parse_json(path, path.read_bytes(), "index")
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        raise CheckpointError(f"{path}: corrupt index (no weight_map object)")
+    if not isinstance(index.get("metadata", {}), dict):
+        raise CheckpointError(f"{path}: corrupt index (metadata must be an object)")
+    return index, {name: _shard_file(path, name, f) for name, f in index["weight_map"].items()}
 
 
 @dataclass
@@ -134,22 +228,25 @@ class Checkpoint:
             return cls(src, [read_shard(src)], None)
         if not src.is_dir():
             raise CheckpointError(f"{src}: no such file or directory")
-        index_path = src / INDEX_NAME
-        if not index_path.exists():
+        if not (src / INDEX_NAME).exists():
             if (src / SINGLE_NAME).is_file():
+                _inside(src, src / SINGLE_NAME)
                 return cls(src, [read_shard(src / SINGLE_NAME)], None)
             raise CheckpointError(f"{src}: neither {INDEX_NAME} nor {SINGLE_NAME} found")
-        try:
-            index = json.loads(index_path.read_text())
-            weight_map = index["weight_map"]
-            files = list(dict.fromkeys(weight_map.values()))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{index_path}: corrupt index ({exc})") from None
-        shards = [read_shard(src / f) for f in files]
-        found = {e.name: e.file.name for s in shards for e in s.entries}
+        index, weight_map = read_index(src)
+        shards = []
+        for f in dict.fromkeys(weight_map.values()):
+            _inside(src, src / f)
+            shards.append(read_shard(src / f))
+        found: dict[str, Path] = {}
+        for e in (e for s in shards for e in s.entries):
+            if e.name in found:
+                raise CheckpointError(f"{e.file}: tensor {_short(e.name)} is also in {found[e.name].name}")
+            found[e.name] = e.file
         for name, f in weight_map.items():
-            if found.get(name) != f:
-                raise CheckpointError(f"{src / f}: tensor {name} is listed in the index but not in this shard")
+            if name not in found or found[name].name != f:
+                raise CheckpointError(f"{src / f}: tensor {_short(name)} is listed in the index but not in "
+                                      "this shard")
         return cls(src, shards, index)
 
 
@@ -197,14 +294,14 @@ def _copy_range(src, dst, begin: int, end: int, progress: Callable[[int], None])
 
 def write_shard(shard: Shard, out: Path, prune: Callable[[TensorEntry, torch.Tensor], torch.Tensor | None],
                 progress: Callable[[int], None] = lambda n: None) -> None:
-    """Write `shard` to `out` with the same header and layout. prune(entry, source view) returns the pruned
-    tensor's data (contiguous, on the CPU; it may be a reused buffer) or None to copy the bytes unchanged."""
-    with open(shard.path, "rb") as src, open(out, "w+b") as dst:
+    """Write `shard` to the new file `out` with the same header, layout and permission bits. prune(entry,
+    source view) returns the pruned tensor's data (contiguous, on the CPU; it may be a reused buffer) or None
+    to copy the bytes unchanged."""
+    with open(shard.path, "rb") as src, open(out, "xb") as dst:
+        os.fchmod(dst.fileno(), stat.S_IMODE(os.fstat(src.fileno()).st_mode))
         dst.truncate(shard.size)
         dst.write(shard.header)
-        pos = len(shard.header)
-        for entry in shard.entries:
-            _copy_range(src, dst, pos, entry.begin, progress)  # padding between tensors, if any
+        for entry in shard.entries:  # they tile the data section (read_shard checked it)
 
             def write_pruned(source: torch.Tensor, entry=entry) -> bool:
                 data = prune(entry, source)
@@ -215,9 +312,7 @@ def write_shard(shard: Shard, out: Path, prune: Callable[[TensorEntry, torch.Ten
                     raise CheckpointError(f"{out}: short write of tensor {entry.name}")
                 return True
 
-            if entry.nbytes and with_mapped(entry, write_pruned, src):
+            if entry.nbytes and entry.dtype in FLOAT_DTYPES and with_mapped(entry, write_pruned, src):
                 progress(entry.nbytes)
             else:
                 _copy_range(src, dst, entry.begin, entry.end, progress)
-            pos = entry.end
-        _copy_range(src, dst, pos, shard.size, progress)
