@@ -320,6 +320,8 @@ def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device:
     def commit() -> None:  # rank 0: report and plot staged, then the output moved into place, then they
         nonlocal side
         if rank == 0:
+            if ckpt.is_dir:  # now that every rank has written its shards (a read-only mode would stop them)
+                os.chmod(stage.output, stat.S_IMODE(os.stat(ckpt.source).st_mode))
             side = _stage_side_outputs(job, finish())
             with staging.signals_blocked():  # a stop signal waits until everything is in place
                 stage.commit()
@@ -420,4 +422,3 @@ def _copy_other_files(ckpt: Checkpoint, others: list[tuple[Path, str]], out: Pat
     for rel, kind in reversed(others):
         if kind == "dir":
             shutil.copystat(ckpt.source / rel, out / rel, follow_symlinks=False)
-    os.chmod(out, stat.S_IMODE(os.stat(ckpt.source).st_mode))

@@ -40,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="leave tensors out by name")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--report", type=Path, help="write a JSON report (per layer: elements, pruned, density)")
-    p.add_argument("--plot", type=Path, help="write a PNG of layerwise survival")
+    p.add_argument("--plot", type=Path, help="write a plot of layerwise survival (.png, .svg, .pdf, ...)")
     p.add_argument("--dry-run", action="store_true", help="select and report only; write no checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

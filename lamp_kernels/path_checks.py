@@ -43,8 +43,11 @@ def location(path: Path) -> Path:
 def check_output(src: Path, dst: Path) -> Path:
     """DST must not be SRC, contain it, or be inside it (whether DST is replaced or written into);
     returns DST's location."""
-    if not Path(os.path.abspath(dst)).parent.is_dir():
+    parent = Path(os.path.abspath(dst)).parent
+    if not parent.is_dir():
         raise CheckpointError(f"{dst}: its directory {dst.parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{dst}: cannot write in its directory {dst.parent}")
     target, source = location(dst), src.resolve()
     for where in (target, target.resolve()):
         if is_within(where, source) or is_within(source, where):

@@ -26,6 +26,7 @@ import functools
 import os
 import shutil
 import signal
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,16 +58,12 @@ def identity(path: Path) -> tuple[int, int, int] | None:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path, blocking: bool = True) -> Iterator[bool]:
-    """flock(LOCK_EX) on a directory; yields False (without waiting) when not blocking and it is taken."""
+def _locked(directory: Path) -> Iterator[None]:
+    """flock(LOCK_EX) on a directory, waiting for it."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
     finally:
         os.close(fd)
 
@@ -100,12 +97,26 @@ def _renameat2(src: Path, dst: Path, flags: int) -> bool:
     raise OSError(err, os.strerror(err), str(dst))
 
 
-def _runs(dst: Path) -> Iterator[tuple[Path, bool]]:
-    """(temporary directory, True if a live run holds it) for every run's directory for dst."""
+def _live(directory: Path) -> bool | None:
+    """True if a live run holds the directory's lock, False if none does, None if it cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # another user's directory, say
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return False
+
+
+def _runs(dst: Path) -> Iterator[tuple[Path, bool | None]]:
+    """(temporary directory, _live of it) for every run's directory for dst."""
     for p in sorted(dst.parent.iterdir()):
         if p.name.startswith(prefix(dst)) and p.is_dir() and not p.is_symlink():
-            with _locked(p, blocking=False) as free:
-                yield p, not free
+            yield p, _live(p)
 
 
 def recover(dst: Path, notice: Callable[[str], None]) -> None:
@@ -113,6 +124,9 @@ def recover(dst: Path, notice: Callable[[str], None]) -> None:
     dead runs (kept for the user to inspect and delete) and of live ones."""
     with _locked(dst.parent):
         for p, live in _runs(dst):
+            if live is None:
+                notice(f"{p} looks like another lamp-prune run's temporary directory but cannot be opened")
+                continue
             if live:
                 notice(f"another lamp-prune run is writing {dst} (its temporary directory is {p}); "
                        "whichever finishes second will stop without replacing the other's output")
@@ -160,8 +174,17 @@ class Staging:
                 os.rename(self.output, self.dst)
 
     def discard(self) -> None:
-        """Remove the directory (the old DST after a replace, or a partial output after a failure)."""
-        shutil.rmtree(self.root, ignore_errors=True)
+        """Remove the directory (the old DST after a replace, or a partial output after a failure), read-only
+        subdirectories (copied from a read-only source) included."""
+
+        def writable_then_retry(fn, path, exc_info):
+            try:
+                os.chmod(os.path.dirname(path), stat.S_IRWXU)
+                fn(path)
+            except OSError:  # left behind; the next run reports it
+                pass
+
+        shutil.rmtree(self.root, onerror=writable_then_retry)
         if self.lock_fd is not None:
             os.close(self.lock_fd)
             self.lock_fd = None
