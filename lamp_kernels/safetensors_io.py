@@ -80,12 +80,12 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 def _unique_keys(pairs: list) -> dict:
-    keys = [k for k, _ in pairs]
-    if len(set(keys)) != len(keys):
+    found = dict(pairs)
+    if len(found) != len(pairs):
         seen: set = set()
-        duplicate = next(k for k in keys if k in seen or seen.add(k))
+        duplicate = next(k for k, _ in pairs if k in seen or seen.add(k))
         raise ValueError(f"duplicate name {_short(duplicate)}")
-    return dict(pairs)
+    return found
 
 
 def _not_a_number(token: str) -> None:
@@ -109,26 +109,27 @@ def _is_u64(x: object) -> bool:
 
 def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> TensorEntry:
     """One header entry, checked as the safetensors library checks it (types, sizes) and against the file."""
-    where = f"{path}: tensor {_short(name)}"
+
+    def bad(problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: tensor {_short(name)}: {problem}")
+
     if not isinstance(info, dict):
-        raise CheckpointError(f"{where}: corrupt header entry (not an object)")
+        raise bad("corrupt header entry (not an object)")
     dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-        raise CheckpointError(f"{where}: unknown dtype {_short(dtype)}")
+        raise bad(f"unknown dtype {_short(dtype)}")
     if not isinstance(shape, list) or not all(_is_u64(d) for d in shape):
-        raise CheckpointError(f"{where}: shape must be a list of non-negative integers, got {_short(shape)}")
+        raise bad(f"shape must be a list of non-negative integers, got {_short(shape)}")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_u64(x) for x in offsets):
-        raise CheckpointError(f"{where}: data_offsets must be two non-negative integers, got {_short(offsets)}")
+        raise bad(f"data_offsets must be two non-negative integers, got {_short(offsets)}")
     if math.prod(d for d in shape if d) >= TORCH_SIZE_LIMIT:
-        raise CheckpointError(f"{where}: shape {_short(shape)} is too large")
+        raise bad(f"shape {_short(shape)} is too large")
     b, e = offsets
     bits = math.prod(shape) * DTYPE_BITS[dtype]
     if bits % 8 or e < b or e - b != bits // 8:
-        raise CheckpointError(f"{where}: data offsets {b}..{e} do not match its shape {_short(shape)} and "
-                              f"dtype {dtype}")
+        raise bad(f"data offsets {b}..{e} do not match its shape {_short(shape)} and dtype {dtype}")
     if data_start + e > size:
-        raise CheckpointError(f"{where}: data offsets {b}..{e} reach past the end of the file "
-                              f"({size} bytes; truncated?)")
+        raise bad(f"data offsets {b}..{e} reach past the end of the file ({size} bytes; truncated?)")
     return TensorEntry(name, path, dtype, tuple(shape), data_start + b, data_start + e)
 
 
