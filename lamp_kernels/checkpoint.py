@@ -102,9 +102,8 @@ class PruneJob:
     target: Path | None = field(default=None, init=False)  # dst's absolute location
     seen: tuple | None = field(default=None, init=False)  # what was at target when the run started
 
-    def check(self, rank: int = 0) -> None:
-        """Every argument, before anything is written. On rank 0 this also repairs what a run killed in the
-        middle of a replace left (staging.recover) and records what is at the destination."""
+    def check(self) -> None:
+        """Every argument, before anything is read or written."""
         self.sparsity = check_sparsity(self.sparsity)
         if self.method not in METHODS:
             raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
@@ -129,8 +128,10 @@ class PruneJob:
             raise CheckpointError("--report and --plot name the same file")
         if self.plot_path is not None:
             _check_plot_format(self.plot_path)
-        if self.dry_run or rank != 0:
-            return
+
+    def claim_destination(self) -> None:
+        """Once the checkpoint is known good (rank 0): repair what a run killed in the middle of a replace
+        left (staging.recover), refuse an existing destination without --force, and record what is there."""
         staging.recover(self.target, self.notices.append)
         if os.path.lexists(self.target) and not self.force:
             raise CheckpointError(f"{self.dst} exists; pass --force to replace it")
@@ -214,12 +215,14 @@ def _owned(ckpt: Checkpoint, rank: int, world: int) -> set[int]:
 
 
 def _open(job: PruneJob, rank: int, world: int):
-    job.check(rank)
+    job.check()
     ckpt = Checkpoint.open(job.src)
     chosen = select(list(ckpt.entries()), job.include, job.exclude)
     if not chosen:
         raise CheckpointError(f"{job.src}: no tensors selected for pruning")
     others = other_files(ckpt) if ckpt.is_dir and rank == 0 and not job.dry_run else []
+    if rank == 0 and not job.dry_run:
+        job.claim_destination()
     owned = {ckpt.shards[i].path for i in _owned(ckpt, rank, world)}
     return ckpt, chosen, [e for e in chosen if e.file in owned], others
 
@@ -302,7 +305,8 @@ def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device:
         nonlocal stage
         if rank != 0:
             return None
-        stage = staging.Staging.create(job.target, job.seen)
+        with staging.signals_blocked():  # no stop between making the directory and knowing it is ours
+            stage = staging.Staging.create(job.target, job.seen)
         if ckpt.is_dir:
             stage.output.mkdir()
         return str(stage.root)
@@ -354,8 +358,8 @@ def _stage_side_outputs(job: PruneJob, report: dict) -> list[tuple[Path, Path]]:
             if target is None:
                 continue
             tmp = target.parent / f".{target.name}{staging.MARK}{uuid.uuid4().hex[:8]}{target.suffix}"
-            tmp.open("x").close()
             staged.append((tmp, target))
+            tmp.open("x").close()
             write(tmp)
     except BaseException:
         for tmp, _ in staged:

@@ -49,13 +49,14 @@ def _state(model):
 
 # ---- tied weights: one layer, counted once, pruned consistently --------------------------------------------
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reparametrize", [True, False])
 @pytest.mark.parametrize("sparsity", [0.01, 0.5, 0.9])
-def test_a_shared_parameter_is_one_layer(reparametrize, sparsity):
+def test_a_shared_parameter_is_one_layer(reparametrize, sparsity, backend):
     torch.manual_seed(0)
     model = TwoTied()
     unique = 144 + 72
-    report = lk.prune_(model, sparsity, reparametrize=reparametrize)
+    report = lk.prune_(model, sparsity, reparametrize=reparametrize, backend=backend)
     assert report.numel == unique and report.pruned == round(sparsity * unique)
     assert [r.name for r in report.layers] == ["a.weight", "c.weight"] and report.layers[0].shared_with == ("b.weight",)
     assert torch.equal(_effective(model.a), _effective(model.b))
