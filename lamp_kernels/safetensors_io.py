@@ -107,6 +107,20 @@ def _is_u64(x: object) -> bool:
     return type(x) is int and 0 <= x < U64_LIMIT  # not bool, not float
 
 
+def _numel(shape: list[int]) -> int | None:
+    """Elements of a shape; None when its non-zero dims multiply to 2^63 or more (stopping there, so that a
+    long shape costs linear time, not a product of ever larger integers)."""
+    n, empty = 1, False
+    for d in shape:
+        if d == 0:
+            empty = True
+            continue
+        n *= d
+        if n >= TORCH_SIZE_LIMIT:
+            return None
+    return 0 if empty else n
+
+
 def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> TensorEntry:
     """One header entry, checked as the safetensors library checks it (types, sizes) and against the file."""
 
@@ -122,10 +136,11 @@ def _entry(path: Path, name: str, info: object, data_start: int, size: int) -> T
         raise bad(f"shape must be a list of non-negative integers, got {_short(shape)}")
     if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_u64(x) for x in offsets):
         raise bad(f"data_offsets must be two non-negative integers, got {_short(offsets)}")
-    if math.prod(d for d in shape if d) >= TORCH_SIZE_LIMIT:
+    numel = _numel(shape)
+    if numel is None:
         raise bad(f"shape {_short(shape)} is too large")
     b, e = offsets
-    bits = math.prod(shape) * DTYPE_BITS[dtype]
+    bits = numel * DTYPE_BITS[dtype]
     if bits % 8 or e < b or e - b != bits // 8:
         raise bad(f"data offsets {b}..{e} do not match its shape {_short(shape)} and dtype {dtype}")
     if data_start + e > size:
