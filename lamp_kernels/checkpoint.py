@@ -187,11 +187,15 @@ def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, pro
 
         return with_tensor(i, lambda t: int((magnitude_keys(t) == key).sum()))
 
-    source = selection.LayerSource(
-        [e.name for e in mine], [e.torch_dtype for e in mine], [e.shape for e in mine],
-        lambda i: with_tensor(i, lambda t: selection.summarize(t, None)),
-        lambda i, lo, hi: with_tensor(i, lambda t: ops.gather_bin_keys(t, None, lo, hi).cpu()),
-        count_key)
+    def summarize(indices: list[int]) -> list[selection.Summary]:  # one tensor in memory at a time
+        return [with_tensor(i, lambda t: selection.summarize_layers([t], [None])[0]) for i in indices]
+
+    def gather(requests) -> dict[int, torch.Tensor]:
+        return {r[0]: with_tensor(r[0], lambda t: selection.gather_layers([t], [None], [(0, *r[1:])])[0])
+                for r in requests}
+
+    source = selection.LayerSource([e.name for e in mine], [e.torch_dtype for e in mine], [e.shape for e in mine],
+                                   summarize, gather, count_key)
     try:
         return selection.find_cuts(source, job.sparsity, job.method, job.group)
     except ValueError as exc:  # name the file of the tensor the message is about
@@ -240,10 +244,10 @@ def _write(job: PruneJob, ckpt: Checkpoint, by_name: dict, device: torch.device,
         out = buffer[:entry.nbytes].view(source.dtype).reshape(source.shape)
         if device.type == "cpu":
             out.copy_(source)
-            ops.zero_cut_(out, None, key, ties)
+            ops.zero_cuts_([out], [None], [key], [ties])
         else:
             t = source.to(device)
-            ops.zero_cut_(t, None, key, ties)
+            ops.zero_cuts_([t], [None], [key], [ties])
             out.copy_(t)
         return out
 
