@@ -78,8 +78,14 @@ class SummaryBackend(Backend):
         layers.check_values(skip_cuda=True)  # the CUDA library checks its layers inside its first pass
         out: list[torch.Tensor | None] = [None] * len(layers.tensors)
         for _, idx in selection.by_group(layers.tensors).items():
-            scores = ops.lamp_scores([layers.detached()[i] for i in idx], [layers.masks[i] for i in idx],
-                                     float64)
+            try:
+                scores = ops.lamp_scores([layers.detached()[i] for i in idx], [layers.masks[i] for i in idx],
+                                         float64)
+            except ValueError as exc:  # the CUDA kernel's value checks name the layer by its place in the call
+                index = getattr(exc, "index", None)
+                if index is None:
+                    raise
+                raise ValueError(f"{layers.names[idx[index]]} {exc}") from None
             for i, s in zip(idx, scores):
                 out[i] = s
         return out

@@ -3,8 +3,8 @@
 Pass 1 reads the selected tensors one at a time into per-layer summaries (selection.py); the solver picks
 one cut per tensor (fp32/fp64 tensors whose cut falls inside a bin are read once more for that bin's keys);
 pass 2 writes every shard front to back, zeroing each selected tensor by its cut in place. Peak memory is the
-largest tensor plus the summaries (O(layers x bins)). Under torch.distributed the shards are split over the
-ranks, one selection spans them all, and each rank writes its own shards.
+largest tensor plus the sparse summaries (the bins each tensor occupies). Under torch.distributed the shards
+are split over the ranks, one selection spans them all, and each rank writes its own shards.
 
 Safety: the source is only read; output goes to a temporary path beside the destination and is renamed
 into place at the end; on any error the temporary output is removed and nothing is left behind.

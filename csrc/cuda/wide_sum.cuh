@@ -23,7 +23,7 @@
 
 namespace lamp_cuda {
 
-// The scan's tiles: 4096 sorted elements, 256 threads of 16 (64 of 64 for fp64, whose sums are wider).
+// The scan's tiles: 4096 sorted elements, 256 threads of 16.
 constexpr int kScanThreads = 256, kScanTile = 4096;
 
 LAMP_HD int clz64(uint64_t x) {
