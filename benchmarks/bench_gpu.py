@@ -8,8 +8,10 @@ not match is recorded as such, and not timed.
     resnet18-fp32-masks, vgg16-fp32-masks   backend None (Triton kernels) and 'cuda', vs the official LAMP
     llama7b-bf16-scores                      lamp_scores (the CUDA library) vs the official per-layer sort +
                                              cumsum + scatter (its cat + topk cannot run at this size)
-    llama7b-bf16-masks, llama7b-fp32-masks   backend None, 224 layers resident (6.5B weights); no baseline
-                                             can run (the official concatenation exceeds 2^31 scores)
+    llama7b-bf16-masks, llama7b-fp32-masks   backend None (bf16: the CUDA library's shared-memory histogram)
+                                             and 'triton' (every pass in Triton), 224 layers resident (6.5B
+                                             weights); no baseline can run (the official concatenation
+                                             exceeds 2^31 scores)
     llama3.2-1b-checkpoint                   `lamp-prune --device cuda` on a Llama-3.2-1B-shaped bf16
                                              checkpoint written here, vs a plain read+write of its shards
                                              (--full: a LLaMA-7B-shaped 13 GB checkpoint)
@@ -196,15 +198,17 @@ class Bench:
         host = [w.cpu() for w in ws]
         want = lk.prune_masks(host, 0.5, backend="cpu")
         del host
-        got = lk.prune_masks(ws, 0.5)
-        ok = same(got, want)
-        del got, want
         passes = 2 if dtype == torch.bfloat16 else 3  # histogram (+ gather for fp32) + mask pass
-        ours = self.timer.median_ms(lambda: lk.prune_masks(ws, 0.5), repeats=3) if ok else None
-        mem = self.timer.peak_extra_mib(lambda: lk.prune_masks(ws, 0.5), n) if ok else None
-        self.add(case, "default", ours, "none can run (official: > 2^31 scores to concatenate)", None,
-                 passes * nbytes(ws) + n, mem, "cpu backend masks, every layer", ok,
-                 "gather pass reads only fp32 layers whose cut falls inside a bin" if dtype == torch.float32 else "")
+        # default: the ops (bf16: the CUDA library's shared-memory histogram); triton: Triton for every pass
+        for backend in (None, "triton"):
+            got = lk.prune_masks(ws, 0.5, backend=backend)
+            ok = same(got, want)
+            del got
+            ours = self.timer.median_ms(lambda: lk.prune_masks(ws, 0.5, backend=backend), repeats=3) if ok else None
+            mem = self.timer.peak_extra_mib(lambda: lk.prune_masks(ws, 0.5, backend=backend), n) if ok else None
+            self.add(case, backend or "default", ours, "none can run (official: > 2^31 scores to concatenate)", None,
+                     passes * nbytes(ws) + n, mem, "cpu backend masks, every layer", ok,
+                     "gather pass reads only layers whose cut falls inside a bin" if dtype == torch.float32 else "")
 
     def weights(self, shapes, dtype):
         if not self.gpu:

@@ -1,5 +1,7 @@
 """The CUDA library's sort path (DESIGN-NOTES §2.2, §2.4): scores, and backend="cuda" masks.
 
+    bin_summaries16  (the CUDA kernel of lamp_kernels::bin_summaries for bf16/fp16) exact counts of every
+                  |w| bit pattern, privatised per block in shared memory, compacted on the device
     lamp_scores   (the CUDA kernel of the op lamp_kernels::lamp_scores) per layer: a radix sort of order keys
                   with a 32-bit index, one fused exact scan that writes the scores in flat order; a large
                   layer is sorted alone (device-wide sort), small ones share one segmented sort
@@ -20,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from . import allocation, cuda_library
+from .kernels_torch import compact_summaries, concat_summaries
 from .layers import Layers, pruned_count
 from .selection import Cuts
 
@@ -182,6 +185,38 @@ def _sort(lib, code, temp, k0, k1, i0, i1, n, segments, seg_offsets, stream) -> 
     lib.call("lamp_cuda_sort_pairs", code, temp.data_ptr(), temp.numel(), k0, k1, i0, i1, n, segments,
              0 if seg_offsets is None else seg_offsets.data_ptr(), ctypes.byref(in_alt), stream)
     return bool(in_alt.value)
+
+
+HISTOGRAM_CHUNK = 1 << 20  # elements per tile of the 16-bit histogram (one block's share before it flushes)
+HISTOGRAM_BUDGET = 128 << 20  # device bytes of dense int32 histograms per launch; more layers go in chunks
+
+
+def bin_summaries16(weights: list[torch.Tensor], masks: list[torch.Tensor | None]) -> tuple[torch.Tensor, ...]:
+    """The op lamp_kernels::bin_summaries for bf16/fp16 layers on one device: (offsets, bins, counts, sums)
+    of each layer's nonempty bins (one bin per bit pattern, no sums: exact counts are the whole summary)."""
+    lib = cuda_library.load()
+    _validate(weights, masks)
+    if weights[0].dtype not in (torch.bfloat16, torch.float16):
+        raise TypeError("bin_summaries16 takes bf16/fp16 layers")
+    device = weights[0].device
+    ws = [w.detach().contiguous() for w in weights]
+    ms = [None if m is None else m.contiguous() for m in masks]
+    bins = 1 << 15
+    per_chunk = max(1, HISTOGRAM_BUDGET // (4 * bins))
+    parts = []
+    with torch.cuda.device(device):
+        stream = torch.cuda.current_stream(device).cuda_stream
+        for c in range(0, len(ws), per_chunk):
+            cw, cm = ws[c:c + per_chunk], ms[c:c + per_chunk]
+            tiles = [v for j, w in enumerate(cw) for start in range(0, w.numel(), HISTOGRAM_CHUNK) for v in (j, start)]
+            counts = torch.zeros(len(cw), bins, dtype=torch.int32, device=device)
+            # Freed tables are reused only by later work on this stream (torch's caching allocator).
+            w_ptrs, m_ptrs = _pinned_to([w.data_ptr() for w in cw], device), _pinned_to([_ptr(m) for m in cm], device)
+            numels, table = _pinned_to([w.numel() for w in cw], device), _pinned_to(tiles or [0], device)
+            lib.call("lamp_cuda_histogram16", w_ptrs.data_ptr(), m_ptrs.data_ptr(), numels.data_ptr(), table.data_ptr(),
+                     len(tiles) // 2, HISTOGRAM_CHUNK, counts.data_ptr(), stream)
+            parts.append(compact_summaries(counts, counts.new_zeros((len(cw), bins, 0), dtype=torch.int64)))
+    return concat_summaries(parts)
 
 
 def raise_on_flags(flags: list[int], dtypes: list[torch.dtype]) -> None:

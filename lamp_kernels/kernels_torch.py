@@ -91,6 +91,24 @@ def sparse_summary(counts: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tens
     return bins, counts[bins], sums[bins]
 
 
+def compact_summaries(counts: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Dense per-layer histograms (counts [L, B] of any integer type, sums [L, B, limbs]) as the sparse
+    summaries of bin_summaries (offsets int64[L + 1], bins, counts int64, sums), on the histograms' device."""
+    nz = torch.nonzero(counts)  # (layer, bin), row-major: per layer, bins ascending
+    per_layer = torch.bincount(nz[:, 0], minlength=counts.shape[0])
+    offsets = torch.cat([per_layer.new_zeros(1), torch.cumsum(per_layer, 0)])
+    return offsets, nz[:, 1], counts[nz[:, 0], nz[:, 1]].to(torch.int64), sums[nz[:, 0], nz[:, 1]]
+
+
+def concat_summaries(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Summaries of consecutive chunks of layers as one."""
+    offsets, shift = [parts[0][0][:1]], 0
+    for p in parts:
+        offsets.append(p[0][1:] + shift)
+        shift += p[1].numel()
+    return (torch.cat(offsets), *(torch.cat([p[k] for p in parts]) for k in (1, 2, 3)))
+
+
 def bin_summaries_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | None]):
     """(offsets int64[n + 1], bins int64[E], counts int64[E], sums int64[E, L]): the sparse summaries of the
     layers, concatenated; layer i owns entries offsets[i]:offsets[i + 1]."""

@@ -4,7 +4,9 @@ Each op takes a list of same-dtype layers on one device. Its default kernel is p
 every device (kernels_torch.py, or the reference for scores); compiled kernels register per device:
 
     op                  CPU (csrc/cpu, ``_C``)        CUDA
-    bin_summaries       C++ histograms, sparse        Triton (triton_kernels), compacted on the device
+    bin_summaries       C++ histograms, sparse        bf16/fp16: the CUDA library's shared-memory histogram when
+                                                      it is built, else Triton; fp32/fp64: Triton; compacted
+                                                      on the device
     gather_bin_keys     C++                           Triton
     apply_cuts          C++                           Triton
     zero_cuts_          C++                           Triton
@@ -136,13 +138,26 @@ def _triton_kernels():
     return triton_kernels
 
 
+def _cuda_bin_summaries(weights, masks):
+    # 16-bit weights: 2^15 exact counters per layer, which the CUDA library privatises per block in shared
+    # memory (Triton cannot); both are compiled kernels with identical results (tests/test_gpu.py).
+    if weights[0].dtype in (torch.bfloat16, torch.float16):
+        from . import cuda_library
+
+        if cuda_library.unavailable_reason() is None:
+            from . import cuda_backend
+
+            return cuda_backend.bin_summaries16(weights, masks)
+    return _triton_kernels().bin_summaries(weights, masks)
+
+
 def _cuda_lamp_scores(weights, masks, float64):
     from . import cuda_backend
 
     return cuda_backend.lamp_scores(weights, masks, float64)
 
 
-_lib.impl("bin_summaries", lambda *a: _triton_kernels().bin_summaries(*a), "CUDA")
+_lib.impl("bin_summaries", _cuda_bin_summaries, "CUDA")
 _lib.impl("gather_bin_keys", lambda *a: _triton_kernels().gather_bin_keys(*a), "CUDA")
 _lib.impl("apply_cuts", lambda *a: _triton_kernels().apply_cuts(*a), "CUDA")
 _lib.impl("zero_cuts_", lambda *a: _triton_kernels().zero_cuts_(*a), "CUDA")

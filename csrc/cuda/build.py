@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-UNITS = ["keys_sort.cu", "scan_narrow.cu", "scan_fp64.cu", "global_cut.cu", "c_api.cu"]
+UNITS = ["keys_sort.cu", "scan_narrow.cu", "scan_fp64.cu", "global_cut.cu", "histogram16.cu", "c_api.cu"]
 FLAGS = ["-std=c++17", "-O3", "-Xcompiler", "-fPIC", "-Xcompiler", "-ffp-contract=off", "--fmad=false"]
 DEFAULT_ARCHS = "80,90"
 

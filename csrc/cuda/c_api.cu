@@ -141,6 +141,16 @@ int lamp_cuda_global_cut(const uint64_t* const* values, const int64_t* numels, i
   });
 }
 
+int lamp_cuda_histogram16(const void* weights, const void* masks, const int64_t* numels, const int64_t* tiles,
+                          int64_t num_tiles, int64_t chunk, int32_t* counts, void* stream) {
+  return guarded("lamp_cuda_histogram16", [&] {
+    require(num_tiles >= 0 && chunk > 0 && (num_tiles == 0 || (weights && masks && numels && tiles && counts)),
+            "bad arguments");
+    lamp_cuda::histogram16(static_cast<const uint16_t* const*>(weights), static_cast<const uint8_t* const*>(masks),
+                           numels, tiles, num_tiles, chunk, counts, as_stream(stream));
+  });
+}
+
 int lamp_cuda_mask_from_cut(const uint32_t* perm, int64_t n, const int64_t* pruned, uint8_t* mask, void* stream) {
   return guarded("lamp_cuda_mask_from_cut", [&] {
     lamp_cuda::mask_from_cut(perm, n, pruned, mask, as_stream(stream));

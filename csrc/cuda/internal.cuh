@@ -65,6 +65,10 @@ size_t global_cut_workspace_bytes(int layers);
 void global_cut(const uint64_t* const* values, const int64_t* numels, int layers, int64_t k_total, int64_t* pruned,
                 uint64_t* threshold_value, void* workspace, cudaStream_t stream);
 
+// histogram16.cu
+void histogram16(const uint16_t* const* weights, const uint8_t* const* masks, const int64_t* numels,
+                 const int64_t* tiles, int64_t num_tiles, int64_t chunk, int32_t* counts, cudaStream_t stream);
+
 // A kernel of the library, for lamp_cuda_check_device (cudaFuncGetAttributes fails when the device's
 // architecture has no code in the library).
 const void* probe_kernel();

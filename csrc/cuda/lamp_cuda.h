@@ -73,6 +73,12 @@ int lamp_cuda_key_order_values(int code, const void* sorted_keys, const uint32_t
 int lamp_cuda_global_cut_workspace_bytes(int layers, size_t* bytes);
 int lamp_cuda_global_cut(const uint64_t* const* values, const int64_t* numels, int layers, int64_t k_total,
                          int64_t* pruned, uint64_t* threshold_value, void* workspace, void* stream);
+/* Masks path, 16-bit weights: counts[layer][pattern] += alive elements whose |w| has that 15-bit pattern.
+ * weights/masks: device arrays of L pointers (mask NULL: all alive); numels: device int64[L]; tiles: device
+ * int64[num_tiles][2] of (layer, first element), each covering `chunk` elements; counts: device int32[L][2^15],
+ * zeroed by the caller. Uses 128 KiB of shared memory per block (sm_80 and newer). */
+int lamp_cuda_histogram16(const void* weights, const void* masks, const int64_t* numels, const int64_t* tiles,
+                          int64_t num_tiles, int64_t chunk, int32_t* counts, void* stream);
 int lamp_cuda_mask_from_cut(const uint32_t* perm, int64_t n, const int64_t* pruned, uint8_t* mask, void* stream);
 
 #ifdef __cplusplus

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..kernels_torch import bin_summary_ref, sparse_summary
+from ..kernels_torch import bin_summary_ref, compact_summaries, concat_summaries, sparse_summary
 from . import layer_table
 from .keys import BITS, layout, load_alive, load_keys
 
@@ -100,15 +100,8 @@ def bin_summaries(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
     for c in range(0, len(ws), per_chunk):
         cw, cm = ws[c:c + per_chunk], ms[c:c + per_chunk]
         counts, sums = launch(cw, cm, layer_table.build(cw, cm, tile or layer_table.DEFAULT_TILE), block)
-        nz = torch.nonzero(counts)  # (layer, bin), row-major: per layer, bins ascending
-        per_layer = torch.bincount(nz[:, 0], minlength=len(cw))
-        parts.append((per_layer, nz[:, 1], counts[nz[:, 0], nz[:, 1]].to(torch.int64),
-                      sums[nz[:, 0], nz[:, 1], :limbs]))
-    device = ws[0].device
-    offsets = torch.cat([torch.zeros(1, dtype=torch.int64, device=device),
-                         torch.cumsum(torch.cat([p[0] for p in parts]), 0)])
-    return (offsets, torch.cat([p[1] for p in parts]), torch.cat([p[2] for p in parts]),
-            torch.cat([p[3] for p in parts]))
+        parts.append(compact_summaries(counts, sums[:, :, :limbs]))
+    return concat_summaries(parts)
 
 
 def histograms_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | None]):
