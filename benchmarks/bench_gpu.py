@@ -270,16 +270,20 @@ def main():
     bench = Bench(args)
     print(f"device: {bench.device_name}; copy bandwidth {bench.copy:.0f} GB/s; peak {bench.peak} GB/s", flush=True)
     blocks = 2 if args.quick or args.dry_run else 32
-    bench.small_models()
-    bench.llama_scores(blocks)
-    torch.cuda.empty_cache() if bench.gpu else None
-    bench.llama_masks(blocks, torch.bfloat16)
-    torch.cuda.empty_cache() if bench.gpu else None
+    cases = [bench.small_models, lambda: bench.llama_scores(blocks), lambda: bench.llama_masks(blocks, torch.bfloat16)]
     if not args.quick:
-        bench.llama_masks(blocks, torch.float32)
-        torch.cuda.empty_cache() if bench.gpu else None
+        cases.append(lambda: bench.llama_masks(blocks, torch.float32))
         if bench.gpu:
-            bench.checkpoint(args.full)
+            cases.append(lambda: bench.checkpoint(args.full))
+    errors = []
+    for case in cases:  # one failing case is recorded and the others still run
+        try:
+            case()
+        except Exception as exc:  # noqa: BLE001 -- the record says what failed
+            errors.append(f"{type(exc).__name__}: {exc}"[:2000])
+            print(f"!! case failed: {errors[-1]}", flush=True)
+        if bench.gpu:
+            torch.cuda.empty_cache()
     import triton
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -288,7 +292,7 @@ def main():
     record = {"device": bench.device_name, "torch": torch.__version__, "cuda": torch.version.cuda,
               "triton": triton.__version__, "commit": commit, "date": date, "mode":
               "dry-run" if args.dry_run else "quick" if args.quick else "full" if args.full else "default",
-              "peak_hbm_gbs": bench.peak, "copy_gbs": round(bench.copy, 1), "cases": bench.rows}
+              "peak_hbm_gbs": bench.peak, "copy_gbs": round(bench.copy, 1), "cases": bench.rows, "errors": errors}
     if bench.gpu:
         from lamp_kernels import cuda_library
 
@@ -302,7 +306,8 @@ def main():
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / name).write_text(text)
     print(f"wrote {name}")
+    return 1 if errors or not all(r["verified"] for r in bench.rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

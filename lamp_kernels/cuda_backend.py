@@ -29,6 +29,7 @@ from .selection import Cuts
 CODES = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2, torch.float64: 3}
 KEY_BYTES = {0: 2, 1: 2, 2: 4, 3: 8}
 SMALL_LAYER = 1 << 16  # layers up to this size share a segmented sort (one thread block per segment)
+SMALL_BATCH = 1 << 22  # a batch of small layers may hold this many elements even if no layer is that large
 MAX_LAYER = 2**31 - 1  # 32-bit index payload and CUB's item count
 TILE = 4096  # LAMP_CUDA_SCAN_TILE
 
@@ -131,7 +132,9 @@ def sort_and_scan(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
     with torch.cuda.device(device):
         stream = torch.cuda.current_stream(device).cuda_stream
         sizes = [w.numel() for w in ws]
-        capacity = max(max(sizes), 1)
+        # Buffers hold the largest layer (the memory bound: twice its keys and indices) or, for models of
+        # small layers only, a batch of SMALL_BATCH elements, so that equal small layers still share a sort.
+        capacity = max(max(sizes), min(sum(n for n in sizes if n <= SMALL_LAYER), SMALL_BATCH), 1)
         batches = _batches(sizes, capacity)
         keys = torch.empty(2 * capacity * kb, dtype=torch.uint8, device=device)
         index = torch.empty(2 * capacity, dtype=torch.int32, device=device)

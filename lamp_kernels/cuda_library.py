@@ -17,7 +17,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-ABI = 1
+ABI = 2
 LIB_NAME = "liblamp_cuda.so"
 BUILD_HINT = ("build it with `make cuda` (nvcc only, no GPU needed; LAMP_CUDA_ARCHS=80,90 chooses the "
               "architectures) or point LAMP_KERNELS_CUDA_LIB at a built liblamp_cuda.so")
@@ -39,6 +39,7 @@ SIGNATURES = {
     "lamp_cuda_key_order_values": ([_i, _p, _p, _i64, _p, _p, _p], _i),
     "lamp_cuda_global_cut_workspace_bytes": ([_i, ctypes.POINTER(_sz)], _i),
     "lamp_cuda_global_cut": ([_p, _p, _i, _i64, _p, _p, _p, _p], _i),
+    "lamp_cuda_histogram16": ([_p, _p, _p, _p, _i64, _i64, _p, _p], _i),
     "lamp_cuda_mask_from_cut": ([_p, _i64, _p, _p, _p], _i),
 }
 
@@ -66,6 +67,8 @@ class Library:
             raise RuntimeError(f"{path} has C ABI {abi}, this package needs {ABI}; rebuild it: {BUILD_HINT}")
 
     def call(self, name: str, *args) -> None:
+        if name not in SIGNATURES:  # without argtypes ctypes would pass pointers as 32-bit ints
+            raise KeyError(f"{name} has no declared signature in cuda_library.SIGNATURES")
         if getattr(self.dll, name)(*args) != 0:
             raise CudaLibraryError(self.dll.lamp_cuda_last_error().decode())
 

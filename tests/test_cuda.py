@@ -161,3 +161,34 @@ def test_library_has_no_torch_and_a_static_cuda_runtime(built_library):
     assert not any(s in symbols for s in ("_ZN2at", "_ZN3c10", "torch")), "torch symbols in the library"
     needed = subprocess.run(["ldd", str(built_library)], capture_output=True, text=True).stdout
     assert "libcudart" not in needed and "libtorch" not in needed and "libc10" not in needed, needed
+
+
+def _c_prototypes() -> dict[str, tuple[list[str], str]]:
+    """name -> (parameter types, return type) of every function lamp_cuda.h declares."""
+    import re
+
+    text = (ROOT / "csrc" / "cuda" / "lamp_cuda.h").read_text()
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    out = {}
+    for ret, name, params in re.findall(r"((?:const\s+)?\w+\s*\*?)\s*(lamp_cuda_\w+)\s*\(([^)]*)\)\s*;", text):
+        types = []
+        for p in params.split(","):
+            p = p.strip()
+            if p and p != "void":
+                types.append(re.sub(r"\s+\w+$", "", p).replace(" ", ""))  # drop the parameter's name
+        out[name] = (types, ret.replace(" ", ""))
+    return out
+
+
+def test_ctypes_signatures_match_the_header():
+    """Every C function has a ctypes signature of the right width: an undeclared one would get its pointers
+    cut to 32-bit ints."""
+    to_ctypes = {"int": ctypes.c_int, "int64_t": ctypes.c_int64, "size_t": ctypes.c_size_t,
+                 "size_t*": ctypes.POINTER(ctypes.c_size_t), "int*": ctypes.POINTER(ctypes.c_int)}
+    header = _c_prototypes()
+    assert set(header) == set(cuda_library.SIGNATURES)
+    for name, (params, ret) in header.items():
+        args, res = cuda_library.SIGNATURES[name]
+        want = [to_ctypes.get(t, ctypes.c_void_p if t.endswith("*") else None) for t in params]
+        assert args == want, (name, params)
+        assert res == (ctypes.c_char_p if ret == "constchar*" else to_ctypes[ret]), (name, ret)

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define LAMP_CUDA_ABI 1
+#define LAMP_CUDA_ABI 2
 
 /* One layer of a packed batch (all fields 8 bytes: the caller builds it as int64[6] per segment). */
 typedef struct {

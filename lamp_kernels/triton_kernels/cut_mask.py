@@ -121,6 +121,11 @@ def _cut_mask_kernel(numels, w_base, w_offs, m_base, m_offs, tile_layer, tile_st
 
 
 def _launch(weights, masks, outs, cut_keys, ties, zero: bool, tile: int | None, block: int) -> None:
+    with layer_table.on(weights[0].device):
+        _launch_here(weights, masks, outs, cut_keys, ties, zero, tile, block)
+
+
+def _launch_here(weights, masks, outs, cut_keys, ties, zero: bool, tile: int | None, block: int) -> None:
     device, dtype = weights[0].device, weights[0].dtype
     table = layer_table.build(weights, masks, tile or layer_table.DEFAULT_TILE)
     block = min(block, table.tile)  # a program's tile is whole blocks

@@ -62,6 +62,17 @@ def gather_bin_keys(weights: list[torch.Tensor], masks: list[torch.Tensor | None
     device = ws[0].device
     total = sum(sizes)
     out = torch.empty(total, dtype=torch.int64, device=device)
+    with layer_table.on(device):
+        _launch(ws, ms, bin_lo, bin_hi, sizes, out, tile, block)
+    # sort by key, then stably by layer: every layer's keys end up sorted in its own segment
+    layer_of = torch.repeat_interleave(torch.arange(len(sizes), device=device),
+                                       torch.tensor(sizes, device=device), output_size=total)
+    keys, order = torch.sort(out)
+    return keys[torch.sort(layer_of[order], stable=True).indices]
+
+
+def _launch(ws, ms, bin_lo, bin_hi, sizes, out, tile, block) -> None:
+    device, total = ws[0].device, out.numel()
     if total:
         table = layer_table.build(ws, ms, tile or layer_table.DEFAULT_TILE)
         block = min(block, table.tile)  # a program's tile is whole blocks
@@ -74,11 +85,6 @@ def gather_bin_keys(weights: list[torch.Tensor], masks: list[torch.Tensor | None
         _gather_keys_kernel[(table.tiles,)](*table.args(), lo, hi, cursors, out, KEY_MASK=BITS[ws[0].dtype][1],
                                             SHIFT=shift, TILE=table.tile, BLOCK=block,
                                             VEC=layer_table.vec(ws[0].dtype), ALIGNED=table.aligned)
-    # sort by key, then stably by layer: every layer's keys end up sorted in its own segment
-    layer_of = torch.repeat_interleave(torch.arange(len(sizes), device=device),
-                                       torch.tensor(sizes, device=device), output_size=total)
-    keys, order = torch.sort(out)
-    return keys[torch.sort(layer_of[order], stable=True).indices]
 
 
 gather_bin_keys_ref = gather_bin_keys_many_ref  # the readable twin (kernels_torch)

@@ -97,11 +97,12 @@ def bin_summaries(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
     bins, _, limbs = layout(ws[0].dtype)
     per_chunk = max(1, SUMMARY_BUDGET // (bins * (4 + 8 * max(limbs, 1))))
     parts = []
-    for c in range(0, len(ws), per_chunk):
-        cw, cm = ws[c:c + per_chunk], ms[c:c + per_chunk]
-        counts, sums = launch(cw, cm, layer_table.build(cw, cm, tile or layer_table.DEFAULT_TILE), block)
-        parts.append(compact_summaries(counts, sums[:, :, :limbs]))
-    return concat_summaries(parts)
+    with layer_table.on(ws[0].device):
+        for c in range(0, len(ws), per_chunk):
+            cw, cm = ws[c:c + per_chunk], ms[c:c + per_chunk]
+            counts, sums = launch(cw, cm, layer_table.build(cw, cm, tile or layer_table.DEFAULT_TILE), block)
+            parts.append(compact_summaries(counts, sums[:, :, :limbs]))
+        return concat_summaries(parts)
 
 
 def histograms_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | None]):

@@ -15,6 +15,7 @@ same layer, or -1; it is always < p.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -139,6 +140,11 @@ def build_ref(numels: list[int], tile: int) -> list[tuple[int, int, int]]:
                 rows.append((i, j * tile, programs.get(i, -1)))
                 programs[i] = len(rows) - 1
     return rows
+
+
+def on(device: torch.device):
+    """Launches go to `device` (its current stream), whatever the current device is."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def vec(dtype: torch.dtype) -> int:
