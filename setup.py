@@ -1,17 +1,20 @@
 """Build of lamp_kernels.
 
 The C++ CPU kernels (csrc/cpu) are built as the extension ``lamp_kernels._C`` with torch's
-``BuildExtension``; where torch has CUDA (and nvcc is found), the CUDA kernels (csrc/cuda) as
-``lamp_kernels._cuda``. Elsewhere the CUDA backend compiles itself on first use on a GPU machine. Install with
+``BuildExtension``. Where torch has CUDA and nvcc is found, the CUDA kernels (csrc/cuda) are built too, as
+the torch-free library ``lamp_kernels/liblamp_cuda.so`` (nvcc alone, csrc/cuda/build.py; loaded with
+ctypes). On a CPU-only install it is built only on request: ``make cuda``. Install with
 
     pip install torch==2.13.0                 # or the torch you already have
     pip install --no-build-isolation -e .     # builds against that torch; no download of another one
 
 ``--no-build-isolation`` matters: with build isolation pip would fetch a fresh torch (with CUDA packages)
 just to build. Set ``LAMP_KERNELS_NO_EXT=1`` to skip every compiled part; the package then runs on its
-float64 reference backend and says so once at import.
+float64 reference backend and says so once at import. ``LAMP_KERNELS_NO_CUDA=1`` skips the CUDA library
+only; ``LAMP_CUDA_ARCHS=80,90`` chooses its architectures.
 """
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -33,18 +36,34 @@ def extensions():
         extra_compile_args={"cxx": flags},
         extra_link_args=["-fopenmp"],
     )
-    exts = [ext]
-    import torch
-    from torch.utils.cpp_extension import CUDA_HOME, CUDAExtension
+    return [ext], {"build_ext": _build_ext_with_cuda_library(BuildExtension.with_options(use_ninja=True))}
 
-    if torch.version.cuda is not None and CUDA_HOME is not None and os.environ.get("LAMP_KERNELS_NO_CUDA", "0") != "1":
-        cuda_dir = ROOT / "csrc" / "cuda"
-        exts.append(CUDAExtension(
-            "lamp_kernels._cuda",
-            [str((cuda_dir / f).relative_to(ROOT)) for f in ("cuda_bindings.cpp", "lamp_scores.cu", "global_cut.cu")],
-            extra_compile_args={"cxx": ["-O3", "-std=c++17"], "nvcc": ["-O3", "-std=c++17"]},
-        ))
-    return exts, {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+def _wants_cuda_library() -> bool:
+    if os.environ.get("LAMP_KERNELS_NO_CUDA", "0") == "1":
+        return False
+    import shutil
+
+    import torch
+
+    return torch.version.cuda is not None and (shutil.which("nvcc") is not None or bool(os.environ.get("CUDA_HOME")))
+
+
+def _build_ext_with_cuda_library(base):
+    class BuildExt(base):
+        """Also builds liblamp_cuda.so (nvcc only) where torch has CUDA and nvcc is found."""
+
+        def run(self):
+            super().run()
+            if not _wants_cuda_library():
+                return
+            spec = importlib.util.spec_from_file_location("lamp_cuda_build", ROOT / "csrc" / "cuda" / "build.py")
+            cuda_build = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(cuda_build)
+            package = ROOT / "lamp_kernels" if self.inplace else Path(self.build_lib) / "lamp_kernels"
+            cuda_build.build(package / "liblamp_cuda.so", cuda_build.arch_list(None), os.cpu_count() or 1)
+
+    return BuildExt
 
 
 ext_modules, cmdclass = extensions()
@@ -56,6 +75,7 @@ setup(
     long_description=(ROOT / "README.md").read_text() if (ROOT / "README.md").exists() else "",
     long_description_content_type="text/markdown",
     packages=find_packages(include=["lamp_kernels", "lamp_kernels.*"]),
+    package_data={"lamp_kernels": ["liblamp_cuda.so"]},
     python_requires=">=3.10",
     install_requires=["torch>=2.4", "numpy", "tqdm"],
     extras_require={

@@ -49,9 +49,24 @@ def llama32_1b_tensors():
     yield "model.norm.weight", (2048,)
 
 
-def make_checkpoint(root: Path, shards: int = 3) -> None:
+def llama7b_tensors():
+    """(name, shape) of LLaMA-7B's stored tensors (32 blocks, hidden 4096, MLP 11008, untied head): 13.5 GB bf16."""
+    yield "model.embed_tokens.weight", (32000, 4096)
+    for i in range(32):
+        p = f"model.layers.{i}."
+        yield p + "input_layernorm.weight", (4096,)
+        for n in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            yield p + f"self_attn.{n}.weight", (4096, 4096)
+        yield p + "post_attention_layernorm.weight", (4096,)
+        for n, s in (("gate_proj", (11008, 4096)), ("up_proj", (11008, 4096)), ("down_proj", (4096, 11008))):
+            yield p + f"mlp.{n}.weight", s
+    yield "model.norm.weight", (4096,)
+    yield "lm_head.weight", (32000, 4096)
+
+
+def make_checkpoint(root: Path, shards: int = 3, tensors=llama32_1b_tensors) -> None:
     g = torch.Generator().manual_seed(0)
-    specs = list(llama32_1b_tensors())
+    specs = list(tensors())
     total = sum(torch.Size(s).numel() * 2 for _, s in specs)
     per, files, current, size = total / shards, [], {}, 0
     for name, shape in specs:

@@ -3,8 +3,8 @@
 Pass 1 reads the selected tensors one at a time into per-layer summaries (selection.py); the solver picks
 one cut per tensor (fp32/fp64 tensors whose cut falls inside a bin are read once more for that bin's keys);
 pass 2 writes every shard front to back, zeroing each selected tensor by its cut in place. Peak memory is the
-largest tensor plus the summaries (O(layers x bins)). Under torch.distributed the shards are split over the
-ranks, one selection spans them all, and each rank writes its own shards.
+largest tensor plus the sparse summaries (the bins each tensor occupies). Under torch.distributed the shards
+are split over the ranks, one selection spans them all, and each rank writes its own shards.
 
 Safety: the source is only read, and every argument is checked before anything is written (path_checks.py);
 output goes to this run's private temporary directory beside the destination and is moved into place at the
@@ -238,11 +238,15 @@ def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, pro
 
         return with_tensor(i, lambda t: int((magnitude_keys(t) == key).sum()))
 
-    source = selection.LayerSource(
-        [e.name for e in mine], [e.torch_dtype for e in mine], [e.shape for e in mine],
-        lambda i: with_tensor(i, lambda t: selection.summarize(t, None)),
-        lambda i, lo, hi: with_tensor(i, lambda t: ops.gather_bin_keys(t, None, lo, hi).cpu()),
-        count_key)
+    def summarize(indices: list[int]) -> list[selection.Summary]:  # one tensor in memory at a time
+        return [with_tensor(i, lambda t: selection.summarize_layers([t], [None])[0]) for i in indices]
+
+    def gather(requests) -> dict[int, torch.Tensor]:
+        return {r[0]: with_tensor(r[0], lambda t: selection.gather_layers([t], [None], [(0, *r[1:])])[0])
+                for r in requests}
+
+    source = selection.LayerSource([e.name for e in mine], [e.torch_dtype for e in mine], [e.shape for e in mine],
+                                   summarize, gather, count_key)
     try:
         return selection.find_cuts(source, job.sparsity, job.method, job.group)
     except CheckpointError:
@@ -291,10 +295,10 @@ def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device:
         out = buffer[:entry.nbytes].view(source.dtype).reshape(source.shape)
         if device.type == "cpu":
             out.copy_(source)
-            ops.zero_cut_(out, None, key, ties)
+            ops.zero_cuts_([out], [None], [key], [ties])
         else:
             t = source.to(device)
-            ops.zero_cut_(t, None, key, ties)
+            ops.zero_cuts_([t], [None], [key], [ties])
             out.copy_(t)
         return out
 

@@ -69,20 +69,29 @@ def _all_gather_varlen(t: torch.Tensor, group, device) -> list[torch.Tensor]:
     return [p[: int(s)].cpu() for p, s in zip(parts, sizes)]
 
 
+def _count_in(s: Summary, lo: int, hi: int) -> int:
+    return int(s.counts[(s.bins >= lo) & (s.bins <= hi)].sum())
+
+
 def distributed_cuts(source: LayerSource, sparsity: float, method: str, group) -> Cuts:
     """Cuts for the source's local layers, from the selection over all ranks' layers."""
     device, rank = _device(group), dist.get_rank(group)
     table = _layer_table(source, group)
     local_of = {name: i for i, name in enumerate(source.names)}
 
-    # One all_reduce of every layer's summary (zeros where this rank holds no shard).
-    local = {g.name: source.summarize(local_of[g.name]) for g in table if g.name in local_of}
+    # One all_reduce of every layer's summary, dense (zeros where this rank holds no shard).
+    held = [g.name for g in table if g.name in local_of]
+    local = dict(zip(held, source.summarize([local_of[name] for name in held])))
     parts = []
     for g in table:
         _, bins, _, limbs, _, _ = DTYPE_INFO[g.dtype]
         s = local.get(g.name)
-        parts += [s.counts, s.sums.reshape(-1)] if s else [torch.zeros(bins * (1 + limbs), dtype=torch.int64)]
-    flat = torch.cat([p.to(torch.int64) for p in parts]).to(device)
+        if s is None:
+            parts.append(torch.zeros(bins * (1 + limbs), dtype=torch.int64))
+        else:
+            counts, sums = s.dense()
+            parts += [counts, sums.reshape(-1)]
+    flat = torch.cat(parts).to(device)
     dist.all_reduce(flat, group=group)
     flat = flat.cpu()
     summaries, pos = [], 0
@@ -94,12 +103,20 @@ def distributed_cuts(source: LayerSource, sparsity: float, method: str, group) -
         numel = 1
         for d in g.shape:
             numel *= d
-        summaries.append(Summary(g.dtype, numel, counts, sums))
+        summaries.append(Summary.from_dense(g.dtype, numel, counts, sums))
 
-    def gather(i: int, lo: int, hi: int) -> torch.Tensor:
-        name = table[i].name
-        mine = source.gather(local_of[name], lo, hi) if name in local_of else torch.empty(0, dtype=torch.int64)
-        return torch.sort(torch.cat(_all_gather_varlen(mine, group, device))).values
+    def gather(requests: list[tuple[int, int, int, int]]) -> dict[int, torch.Tensor]:
+        # Every rank gets the same requests (the plan is global): gather this rank's shards of all of them
+        # at once, then one variable-length all_gather per requested layer, in request order.
+        names = [table[i].name for i, _, _, _ in requests]
+        local_requests = [(local_of[n], lo, hi, _count_in(local[n], lo, hi))
+                          for n, (_, lo, hi, _) in zip(names, requests) if n in local_of]
+        mine = source.gather(local_requests) if local_requests else {}
+        found = {}
+        for n, (i, _, _, _) in zip(names, requests):
+            keys = mine[local_of[n]] if n in local_of else torch.empty(0, dtype=torch.int64)
+            found[i] = torch.sort(torch.cat(_all_gather_varlen(keys, group, device))).values
+        return found
 
     cuts = solve(summaries, [g.name for g in table], [g.shape for g in table], sparsity, method, gather)
 

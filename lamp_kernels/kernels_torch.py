@@ -1,9 +1,10 @@
-"""Pure-torch twins of the per-layer kernels (csrc/cpu/layer_kernels.cpp). They run on any device and are
-the default implementations of the ops in ops.py; compiled kernels override them per device and must
-return identical tensors. Key, bin and limb conventions are those of csrc/cpu/float_keys.h.
+"""Pure-torch twins of the kernels (csrc/cpu). They run on any device and are the default implementations of
+the ops in ops.py; compiled kernels override them per device and must return identical tensors. Key, bin and
+limb conventions are those of csrc/cpu/float_keys.h.
 
 Shapes: w is any shape, mask is bool of w's shape or None; B = bins (2^15 for bf16/fp16, else 2^16),
-L = limbs (0 for bf16/fp16, 2 for fp32, 4 for fp64).
+L = limbs (0 for bf16/fp16, 2 for fp32, 4 for fp64). The batched functions (plural names) take lists of
+same-dtype layers on one device, as the ops do.
 """
 
 from __future__ import annotations
@@ -82,3 +83,57 @@ def apply_cut_ref(w: torch.Tensor, mask: torch.Tensor | None, cut_key: int, ties
 def zero_cut_ref(w: torch.Tensor, mask: torch.Tensor | None, cut_key: int, ties: int) -> None:
     """In place: every weight that apply_cut would not keep (pruned or masked out) becomes 0."""
     w.masked_fill_(~apply_cut_ref(w, mask, cut_key, ties), 0)
+
+
+def sparse_summary(counts: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A dense summary's nonempty bins: (bins int64[E] ascending, counts int64[E], sums int64[E, L])."""
+    bins = torch.nonzero(counts).reshape(-1)
+    return bins, counts[bins], sums[bins]
+
+
+def compact_summaries(counts: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Dense per-layer histograms (counts [L, B] of any integer type, sums [L, B, limbs]) as the sparse
+    summaries of bin_summaries (offsets int64[L + 1], bins, counts int64, sums), on the histograms' device."""
+    nz = torch.nonzero(counts)  # (layer, bin), row-major: per layer, bins ascending
+    per_layer = torch.bincount(nz[:, 0], minlength=counts.shape[0])
+    offsets = torch.cat([per_layer.new_zeros(1), torch.cumsum(per_layer, 0)])
+    return offsets, nz[:, 1], counts[nz[:, 0], nz[:, 1]].to(torch.int64), sums[nz[:, 0], nz[:, 1]]
+
+
+def concat_summaries(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+    """Summaries of consecutive chunks of layers as one."""
+    offsets, shift = [parts[0][0][:1]], 0
+    for p in parts:
+        offsets.append(p[0][1:] + shift)
+        shift += p[1].numel()
+    return (torch.cat(offsets), *(torch.cat([p[k] for p in parts]) for k in (1, 2, 3)))
+
+
+def bin_summaries_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | None]):
+    """(offsets int64[n + 1], bins int64[E], counts int64[E], sums int64[E, L]): the sparse summaries of the
+    layers, concatenated; layer i owns entries offsets[i]:offsets[i + 1]."""
+    parts = [sparse_summary(*bin_summary_ref(w, m)) for w, m in zip(weights, masks)]
+    device = weights[0].device
+    sizes = torch.tensor([0] + [p[0].numel() for p in parts], dtype=torch.int64)
+    return (torch.cumsum(sizes, 0).to(device), torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+            torch.cat([p[2] for p in parts]))
+
+
+def gather_bin_keys_many_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | None], bin_lo: list[int],
+                             bin_hi: list[int], sizes: list[int]) -> torch.Tensor:
+    """Layer i's sorted alive keys in bins [bin_lo[i], bin_hi[i]] (sizes[i] of them), concatenated."""
+    out = torch.cat([gather_bin_keys_ref(w, m, lo, hi) for w, m, lo, hi in zip(weights, masks, bin_lo, bin_hi)])
+    if out.numel() != sum(sizes):
+        raise RuntimeError("gather_bin_keys: the sizes do not match the layers' keys")
+    return out
+
+
+def apply_cuts_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | None], cut_keys: list[int],
+                   ties: list[int]) -> list[torch.Tensor]:
+    return [apply_cut_ref(w, m, k, t) for w, m, k, t in zip(weights, masks, cut_keys, ties)]
+
+
+def zero_cuts_ref_(weights: list[torch.Tensor], masks: list[torch.Tensor | None], cut_keys: list[int],
+                   ties: list[int]) -> None:
+    for w, m, k, t in zip(weights, masks, cut_keys, ties):
+        zero_cut_ref(w, m, k, t)

@@ -65,6 +65,7 @@ class Layers:
     names: list[str]
     kind: str  # "tensor", "list" or "dict"
     keys: list[Any]
+    _detached: list[torch.Tensor] | None = None
 
     @classmethod
     def from_inputs(cls, weights: Any, masks: Any = None) -> Layers:
@@ -130,9 +131,12 @@ class Layers:
             if m.device != w.device:
                 raise ValueError(f"{name}: mask is on {m.device}, weight on {w.device}")
 
-    def check_values(self) -> None:
-        """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise."""
+    def check_values(self, skip_cuda: bool = False) -> None:
+        """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise.
+        skip_cuda: leave CUDA layers to kernels that check inside a pass they make anyway (no host sync)."""
         for i, (w, m) in enumerate(zip(self.tensors, self.masks)):
+            if skip_cuda and w.device.type == "cuda":
+                continue
             a = w.detach().abs()
             if m is not None:
                 a = torch.where(m, a, torch.zeros((), dtype=a.dtype, device=a.device))
@@ -145,6 +149,12 @@ class Layers:
         if max_abs >= MAGNITUDE_LIMIT or 0.0 < max_abs < 1.0 / MAGNITUDE_LIMIT:
             raise ValueError(f"{self.names[i]}: largest |w| = {max_abs:g} is outside [2^-496, 2^496); "
                              "its square leaves float64's normal range")
+
+    def detached(self) -> list[torch.Tensor]:
+        """The tensors without autograd history (views of the same memory), made once per Layers."""
+        if self._detached is None:
+            self._detached = [w.detach() for w in self.tensors]
+        return self._detached
 
     def numels(self) -> list[int]:
         return [w.numel() for w in self.tensors]

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from . import ops, selection
-from .api import _check_method, _choose_backend, prune_masks
+from . import backends
+from .api import _check_method, prune_masks
 from .layers import Layers, check_sparsity
 from .naming import DEFAULT_EXCLUDE
 
@@ -150,9 +150,10 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     have_masks = {n: m for n, m in masks.items() if m is not None}
     report = PruneReport(method, float(check_sparsity(sparsity)))
     if not reparametrize and not have_masks:
-        chosen = _choose_backend(backend, Layers.from_inputs(weights))
-        if chosen in ("compiled", "triton"):
-            _zero_in_place(Layers.from_inputs(weights), sparsity, method, report, chosen)
+        weight_layers = Layers.from_inputs(weights)
+        chosen = backends.choose(backend, weight_layers)
+        if chosen.can_zero:
+            _zero_in_place(weight_layers, sparsity, method, report, chosen)
             for r, users in zip(report.layers, layers.values()):
                 r.shared_with = tuple(n for n, _ in users[1:])
             return report
@@ -174,19 +175,9 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     return report
 
 
-def _zero_in_place(layers: Layers, sparsity: float, method: str, report: PruneReport, chosen: str) -> None:
+def _zero_in_place(layers: Layers, sparsity: float, method: str, report: PruneReport,
+                   chosen: backends.Backend) -> None:
     """Cuts from the summaries, then each weight zeroed in place by its cut: no mask is ever allocated."""
-    if chosen == "triton":
-        from .triton_backend import TritonLayers
-
-        tl = TritonLayers(layers)
-        cuts = tl.cuts(check_sparsity(sparsity), method)
-        tl.zero_from_(cuts)
-        for name, w, pruned in zip(layers.keys, layers.tensors, cuts.pruned):
-            report.layers.append(LayerReport(name, tuple(w.shape), w.numel(), pruned))
-        return
-    cuts = selection.layer_cuts(layers, check_sparsity(sparsity), method)
-    with torch.no_grad():
-        for name, w, (key, ties), pruned in zip(layers.keys, layers.tensors, cuts.cuts, cuts.pruned):
-            ops.zero_cut_(w, None, key, ties)
-            report.layers.append(LayerReport(name, tuple(w.shape), w.numel(), pruned))
+    cuts = chosen.zero_(layers, check_sparsity(sparsity), method)
+    for name, w, pruned in zip(layers.keys, layers.tensors, cuts.pruned):
+        report.layers.append(LayerReport(name, tuple(w.shape), w.numel(), pruned))

@@ -1,8 +1,21 @@
-"""The library's ops, declared with ``torch.library``.
+"""The library's ops, declared with ``torch.library``: the one dispatch point of every compiled path.
 
-Each op's default kernel is pure torch and works on every device (kernels_torch.py, or the reference for
-scores); compiled kernels register as per-device overrides. If the C++ extension is missing the package
-still imports, warns once, and the reference backend serves every call.
+Each op takes a list of same-dtype layers on one device. Its default kernel is pure torch and works on
+every device (kernels_torch.py, or the reference for scores); compiled kernels register per device:
+
+    op                  CPU (csrc/cpu, ``_C``)        CUDA
+    bin_summaries       C++ histograms, sparse        bf16/fp16: the CUDA library's shared-memory histogram when
+                                                      it is built, else Triton; fp32/fp64: Triton; compacted
+                                                      on the device
+    gather_bin_keys     C++                           Triton
+    apply_cuts          C++                           Triton
+    zero_cuts_          C++                           Triton
+    lamp_scores         C++ radix sort + exact scan   the CUDA library (csrc/cuda, cuda_backend.py)
+
+So prune_masks, layer_sparsities, prune_, distributed selection and ``lamp-prune`` take the same compiled
+path on whatever device the weights are. The CUDA kernels load their code on first use; when it is missing
+they raise an error that says how to get it (no silent fallback to the slow twins on a GPU). If the C++
+extension is missing the package still imports, warns once, and the reference backend serves every call.
 """
 
 from __future__ import annotations
@@ -34,10 +47,10 @@ BUILD_HINT = "build it with `pip install --no-build-isolation -e .` against this
 # Declared with torch.library.Library rather than torch.library.custom_op: calls go straight through the
 # dispatcher, without custom_op's first-call import of torch._dynamo (about a second per process).
 _lib = torch.library.Library("lamp_kernels", "DEF")
-_lib.define("bin_summary(Tensor w, Tensor? mask) -> (Tensor, Tensor)")
-_lib.define("gather_bin_keys(Tensor w, Tensor? mask, int bin_lo, int bin_hi) -> Tensor")
-_lib.define("apply_cut(Tensor w, Tensor? mask, int cut_key, int ties) -> Tensor")
-_lib.define("zero_cut_(Tensor(a!) w, Tensor? mask, int cut_key, int ties) -> ()")
+_lib.define("bin_summaries(Tensor[] weights, Tensor?[] masks) -> (Tensor, Tensor, Tensor, Tensor)")
+_lib.define("gather_bin_keys(Tensor[] weights, Tensor?[] masks, int[] bin_lo, int[] bin_hi, int[] sizes) -> Tensor")
+_lib.define("apply_cuts(Tensor[] weights, Tensor?[] masks, int[] cut_keys, int[] ties) -> Tensor[]")
+_lib.define("zero_cuts_(Tensor(a!)[] weights, Tensor?[] masks, int[] cut_keys, int[] ties) -> ()")
 _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Tensor[]")
 
 
@@ -48,32 +61,34 @@ def reference_lamp_scores(weights: list[Tensor], masks: list[Tensor | None], flo
 
 
 # Defaults: pure torch, every device.
-_lib.impl("bin_summary", kernels_torch.bin_summary_ref, "CompositeExplicitAutograd")
-_lib.impl("gather_bin_keys", kernels_torch.gather_bin_keys_ref, "CompositeExplicitAutograd")
-_lib.impl("apply_cut", kernels_torch.apply_cut_ref, "CompositeExplicitAutograd")
-_lib.impl("zero_cut_", kernels_torch.zero_cut_ref, "CompositeExplicitAutograd")
+_lib.impl("bin_summaries", kernels_torch.bin_summaries_ref, "CompositeExplicitAutograd")
+_lib.impl("gather_bin_keys", kernels_torch.gather_bin_keys_many_ref, "CompositeExplicitAutograd")
+_lib.impl("apply_cuts", kernels_torch.apply_cuts_ref, "CompositeExplicitAutograd")
+_lib.impl("zero_cuts_", kernels_torch.zero_cuts_ref_, "CompositeExplicitAutograd")
 _lib.impl("lamp_scores", reference_lamp_scores, "CompositeExplicitAutograd")
 
 
-@torch.library.register_fake("lamp_kernels::bin_summary", lib=_lib)
-def _(w, mask):
-    _, bins, _, limbs, _, _ = kernels_torch.DTYPE_INFO[w.dtype]
-    return w.new_empty((bins,), dtype=torch.int64), w.new_empty((bins, limbs), dtype=torch.int64)
+@torch.library.register_fake("lamp_kernels::bin_summaries", lib=_lib)
+def _(weights, masks):
+    limbs = kernels_torch.DTYPE_INFO[weights[0].dtype][3]
+    entries = torch.library.get_ctx().new_dynamic_size()
+    w = weights[0]
+    return (w.new_empty((len(weights) + 1,), dtype=torch.int64), w.new_empty((entries,), dtype=torch.int64),
+            w.new_empty((entries,), dtype=torch.int64), w.new_empty((entries, limbs), dtype=torch.int64))
 
 
 @torch.library.register_fake("lamp_kernels::gather_bin_keys", lib=_lib)
-def _(w, mask, bin_lo, bin_hi):
-    n = torch.library.get_ctx().new_dynamic_size()
-    return w.new_empty((n,), dtype=torch.int64)
+def _(weights, masks, bin_lo, bin_hi, sizes):
+    return weights[0].new_empty((sum(sizes),), dtype=torch.int64)
 
 
-@torch.library.register_fake("lamp_kernels::apply_cut", lib=_lib)
-def _(w, mask, cut_key, ties):
-    return torch.empty_like(w, dtype=torch.bool)
+@torch.library.register_fake("lamp_kernels::apply_cuts", lib=_lib)
+def _(weights, masks, cut_keys, ties):
+    return [torch.empty_like(w, dtype=torch.bool) for w in weights]
 
 
-@torch.library.register_fake("lamp_kernels::zero_cut_", lib=_lib)
-def _(w, mask, cut_key, ties):
+@torch.library.register_fake("lamp_kernels::zero_cuts_", lib=_lib)
+def _(weights, masks, cut_keys, ties):
     return None
 
 
@@ -83,32 +98,80 @@ def _(weights, masks, float64):
     return [torch.empty_like(w, dtype=dtype) for w in weights]
 
 
-def _zero_cut_cpu(w: Tensor, mask: Tensor | None, cut_key: int, ties: int) -> None:
-    if w.is_contiguous():
-        _C.zero_cut_(w, mask, cut_key, ties)
-    else:  # the kernel walks flat memory: work on a contiguous copy
-        tmp = w.contiguous()
-        _C.zero_cut_(tmp, mask, cut_key, ties)
-        w.copy_(tmp)
+# CPU: the C++ kernels.
+def _gather_cpu(weights, masks, bin_lo, bin_hi, sizes):
+    out = torch.cat([_C.gather_bin_keys(w, m, lo, hi) for w, m, lo, hi in zip(weights, masks, bin_lo, bin_hi)])
+    if out.numel() != sum(sizes):
+        raise RuntimeError("gather_bin_keys: the sizes do not match the layers' keys")
+    return out
 
 
-# Overrides: the compiled kernels.
+def _apply_cuts_cpu(weights, masks, cut_keys, ties):
+    return [_C.apply_cut(w, m, k, t) for w, m, k, t in zip(weights, masks, cut_keys, ties)]
+
+
+def _zero_cuts_cpu(weights, masks, cut_keys, ties):
+    for w, m, k, t in zip(weights, masks, cut_keys, ties):
+        if w.is_contiguous():
+            _C.zero_cut_(w, m, k, t)
+        else:  # the kernel walks flat memory: work on a contiguous copy
+            tmp = w.contiguous()
+            _C.zero_cut_(tmp, m, k, t)
+            w.copy_(tmp)
+
+
 if _C is not None:
-    _lib.impl("bin_summary", lambda w, mask: tuple(_C.bin_summary(w, mask)), "CPU")
-    _lib.impl("gather_bin_keys", _C.gather_bin_keys, "CPU")
-    _lib.impl("apply_cut", _C.apply_cut, "CPU")
-    _lib.impl("zero_cut_", _zero_cut_cpu, "CPU")
+    _lib.impl("bin_summaries", lambda weights, masks: tuple(_C.bin_summaries(weights, masks)), "CPU")
+    _lib.impl("gather_bin_keys", _gather_cpu, "CPU")
+    _lib.impl("apply_cuts", _apply_cuts_cpu, "CPU")
+    _lib.impl("zero_cuts_", _zero_cuts_cpu, "CPU")
     _lib.impl("lamp_scores", _C.lamp_scores, "CPU")
 
-bin_summary = torch.ops.lamp_kernels.bin_summary  # per-bin alive counts + exact limb sums (kernels_torch)
-gather_bin_keys = torch.ops.lamp_kernels.gather_bin_keys  # sorted keys of alive elements in bins [lo, hi]
-apply_cut = torch.ops.lamp_kernels.apply_cut  # keep-mask of one layer from its cut
-zero_cut_ = torch.ops.lamp_kernels.zero_cut_  # the same cut applied in place: pruned weights := 0
+
+# CUDA: Triton kernels and the CUDA library, imported on first use (import lamp_kernels needs neither).
+def _triton_kernels():
+    try:
+        from . import triton_kernels
+    except ImportError as exc:
+        raise RuntimeError(f"lamp_kernels: the CUDA kernels of the masks path are Triton kernels, and Triton "
+                           f"cannot be imported ({exc}); install the triton that matches this torch") from exc
+    return triton_kernels
+
+
+def _cuda_bin_summaries(weights, masks):
+    # 16-bit weights: 2^15 exact counters per layer, which the CUDA library privatises per block in shared
+    # memory (Triton cannot); both are compiled kernels with identical results (tests/test_gpu.py).
+    if weights[0].dtype in (torch.bfloat16, torch.float16):
+        from . import cuda_library
+
+        if cuda_library.unavailable_reason() is None:
+            from . import cuda_backend
+
+            return cuda_backend.bin_summaries16(weights, masks)
+    return _triton_kernels().bin_summaries(weights, masks)
+
+
+def _cuda_lamp_scores(weights, masks, float64):
+    from . import cuda_backend
+
+    return cuda_backend.lamp_scores(weights, masks, float64)
+
+
+_lib.impl("bin_summaries", _cuda_bin_summaries, "CUDA")
+_lib.impl("gather_bin_keys", lambda *a: _triton_kernels().gather_bin_keys(*a), "CUDA")
+_lib.impl("apply_cuts", lambda *a: _triton_kernels().apply_cuts(*a), "CUDA")
+_lib.impl("zero_cuts_", lambda *a: _triton_kernels().zero_cuts_(*a), "CUDA")
+_lib.impl("lamp_scores", _cuda_lamp_scores, "CUDA")
+
+bin_summaries = torch.ops.lamp_kernels.bin_summaries  # sparse per-layer bin counts + exact limb sums
+gather_bin_keys = torch.ops.lamp_kernels.gather_bin_keys  # sorted keys of alive elements in given bins
+apply_cuts = torch.ops.lamp_kernels.apply_cuts  # keep-masks from per-layer cuts
+zero_cuts_ = torch.ops.lamp_kernels.zero_cuts_  # the same cuts applied in place: pruned weights := 0
 lamp_scores = torch.ops.lamp_kernels.lamp_scores  # LAMP scores per layer (float32, or float64)
 
 
-def solver(codes: list[int], counts: list[Tensor], sums: list[Tensor], lamp: bool):
-    """The exact cut solver (C++), which runs on the host over the small per-layer summaries."""
+def solver(codes: list[int], bins: list[Tensor], counts: list[Tensor], sums: list[Tensor], lamp: bool):
+    """The exact cut solver (C++), which runs on the host over the small sparse per-layer summaries."""
     if _C is None:
         raise RuntimeError(f"lamp_kernels: the compiled solver is not available ({EXTENSION_ERROR}); {BUILD_HINT}")
-    return _C.CutSolver(codes, counts, sums, lamp)
+    return _C.CutSolver(codes, bins, counts, sums, lamp)

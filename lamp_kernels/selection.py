@@ -1,21 +1,28 @@
 """Exact pruning cuts from per-layer summaries (DESIGN-NOTES §2): the path every compiled backend takes.
 
-    1. summarize each layer, on its device           -> counts (+ exact sums) per 16-bit bin, a few hundred KB
-    2. CutSolver.plan on the host                     -> a small candidate region of bins per layer
-    3. gather the keys of those bins (fp32/fp64)      -> one more read of the layers that need it
-    4. CutSolver.finish                               -> one exact cut (key, ties) per layer
-    5. apply_cut / zero_cut_ per layer, on its device -> masks, or weights zeroed in place
+    1. summarize the layers, on their devices         -> per layer, its nonempty bins: count (+ exact sums)
+    2. CutSolver.plan on the host                      -> a small candidate region of bins per layer
+    3. gather the keys of those bins (fp32/fp64)       -> one more read of the layers that need it
+    4. CutSolver.finish                                -> one exact cut (key, ties) per layer
+    5. apply_cuts / zero_cuts_, on the layers' devices -> masks, or weights zeroed in place
 
-Summaries are additive, so they can come from tensors in memory, from a checkpoint streamed one tensor at a
-time (checkpoint.py), or be summed over ranks (distributed.py); solve() does not care where they came from.
-Weights never move or get concatenated: only summaries, candidate keys and cuts travel.
+A summary lists only nonempty bins, so it costs memory and solver time in proportion to the layer (at most
+2^15..2^16 entries), and a layer of 9 weights costs 9 entries. Summaries are additive, so they can come from
+tensors in memory, from a checkpoint streamed one tensor at a time (checkpoint.py), or be summed over ranks
+(distributed.py); solve() does not care where they came from. Weights never move or get concatenated: only
+summaries, candidate keys and cuts travel, each in one device-to-host copy per group of same-dtype layers.
+
+The kernels come from a *kernel set*: ``ops`` (the torch.library ops, which dispatch on the device: C++ on
+CPU, Triton on CUDA) or ``triton_kernels`` itself (backend="triton", also on CPU under TRITON_INTERPRET=1).
 """
 
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
@@ -23,21 +30,37 @@ from . import allocation, ops
 from .kernels_torch import DTYPE_INFO, NONFINITE_BIN, magnitude_keys
 from .layers import MAGNITUDE_LIMIT, Layers, pruned_count
 
-GatherMany = Callable[[list[tuple[int, int, int, int]]], dict[int, torch.Tensor]]
+# requests (layer, bin_lo, bin_hi, size) -> {layer: its sorted alive keys in those bins, int64 on the CPU}
+Gather = Callable[[list[tuple[int, int, int, int]]], dict[int, torch.Tensor]]
 
 
 @dataclass
 class Summary:
-    """One layer's histogram: alive elements per bin and the limbs of their exact sums of squares (CPU)."""
+    """One layer's nonempty bins (ascending), their alive counts and the limbs of their exact sums of squares
+    (int64, on the CPU)."""
 
     dtype: torch.dtype
     numel: int
-    counts: torch.Tensor
-    sums: torch.Tensor
+    bins: torch.Tensor  # int64[E]
+    counts: torch.Tensor  # int64[E]
+    sums: torch.Tensor  # int64[E, limbs]
+    alive: int  # counts.sum()
+    last_bin: int  # bins[-1], or -1 when every weight is masked out
 
-    @property
-    def alive(self) -> int:
-        return int(self.counts.sum())
+    def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(counts int64[B], sums int64[B, limbs]) over every bin of the dtype."""
+        _, bins, _, limbs, _, _ = DTYPE_INFO[self.dtype]
+        counts = torch.zeros(bins, dtype=torch.int64)
+        sums = torch.zeros(bins, limbs, dtype=torch.int64)
+        counts[self.bins] = self.counts
+        sums[self.bins] = self.sums
+        return counts, sums
+
+    @classmethod
+    def from_dense(cls, dtype: torch.dtype, numel: int, counts: torch.Tensor, sums: torch.Tensor) -> Summary:
+        bins = torch.nonzero(counts).reshape(-1)
+        return cls(dtype, numel, bins, counts[bins], sums[bins], int(counts.sum()),
+                   int(bins[-1]) if bins.numel() else -1)
 
 
 @dataclass
@@ -48,9 +71,53 @@ class Cuts:
     threshold: float | None  # the k-th score (|w| for global) when a global selection chose one
 
 
-def summarize(w: torch.Tensor, mask: torch.Tensor | None) -> Summary:
-    counts, sums = ops.bin_summary(w, mask)
-    return Summary(w.dtype, w.numel(), counts.cpu(), sums.cpu())
+def to_host(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """int64 tensors of one device on the CPU, in one device-to-host copy (a single synchronisation)."""
+    if all(t.device.type == "cpu" for t in tensors):
+        return list(tensors)
+    flat = torch.cat([t.reshape(-1) for t in tensors]).cpu()
+    return [part.reshape(t.shape) for part, t in zip(torch.split(flat, [t.numel() for t in tensors]), tensors)]
+
+
+def by_group(tensors: list[torch.Tensor], indices: list[int] | None = None) -> dict[tuple, list[int]]:
+    """Indices of the tensors grouped by (device, dtype), in order: one kernel launch per group."""
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i in range(len(tensors)) if indices is None else indices:
+        groups[(tensors[i].device, tensors[i].dtype)].append(i)
+    return groups
+
+
+def summarize_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
+                     kernels: ModuleType = ops) -> list[Summary]:
+    """Summaries of the layers: one kernel call and one device-to-host copy per (device, dtype) group."""
+    out: list[Summary | None] = [None] * len(weights)
+    for (_, dtype), idx in by_group(weights).items():
+        offsets, bins, counts, sums = to_host(*kernels.bin_summaries([weights[i] for i in idx],
+                                                                     [masks[i] for i in idx]))
+        # per-layer totals and last bins in bulk: a model may have thousands of tiny layers
+        alive = torch.zeros(len(idx), dtype=torch.int64).index_add_(
+            0, torch.repeat_interleave(torch.arange(len(idx)), offsets.diff()), counts).tolist()
+        ends = offsets[1:]
+        last = torch.where(ends > offsets[:-1], bins[(ends - 1).clamp(min=0)] if bins.numel() else ends * 0, -1)
+        offsets, last = offsets.tolist(), last.tolist()
+        for j, i in enumerate(idx):
+            a, b = offsets[j], offsets[j + 1]
+            out[i] = Summary(dtype, weights[i].numel(), bins[a:b], counts[a:b], sums[a:b], alive[j], last[j])
+    return out
+
+
+def gather_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
+                  requests: list[tuple[int, int, int, int]], kernels: ModuleType = ops) -> dict[int, torch.Tensor]:
+    """Sorted alive keys of the requested bins: one kernel call and one copy per (device, dtype) group."""
+    found = {}
+    by_layer = {r[0]: r for r in requests}
+    for _, idx in by_group(weights, [r[0] for r in requests]).items():
+        reqs = [by_layer[i] for i in idx]
+        keys = kernels.gather_bin_keys([weights[i] for i in idx], [masks[i] for i in idx], [r[1] for r in reqs],
+                                       [r[2] for r in reqs], [r[3] for r in reqs])
+        for i, k in zip(idx, torch.split(to_host(keys)[0], [r[3] for r in reqs])):
+            found[i] = k
+    return found
 
 
 def _bin_of(value: float, dtype: torch.dtype) -> int:
@@ -61,45 +128,45 @@ def _bin_of(value: float, dtype: torch.dtype) -> int:
 def check_summary(s: Summary, name: str) -> None:
     """NaN/Inf among alive weights, and fp64 magnitudes outside [2^-496, 2^496), read off the bins. The
     limits are powers of two, so they fall on bin boundaries and the check is exact."""
-    if int(s.counts[NONFINITE_BIN[s.dtype]:].sum()):
+    if s.last_bin >= NONFINITE_BIN[s.dtype]:
         raise ValueError(f"{name} has NaN or Inf weights")
-    if s.dtype != torch.float64:
+    if s.dtype != torch.float64 or s.last_bin < 0:
         return
-    if int(s.counts[_bin_of(MAGNITUDE_LIMIT, s.dtype):].sum()):
+    if s.last_bin >= _bin_of(MAGNITUDE_LIMIT, s.dtype):
         raise ValueError(f"{name}: a magnitude is outside [2^-496, 2^496) (2^496 or more); "
                          "its square leaves float64's normal range")
     low = _bin_of(1.0 / MAGNITUDE_LIMIT, s.dtype)
-    nonzero_below = int(s.counts[1:low].sum()) or int(s.sums[0].sum())  # bin 0: zeros and subnormals
-    if int(s.counts[low:].sum()) == 0 and nonzero_below:
-        raise ValueError(f"{name}: the largest magnitude is outside [2^-496, 2^496) (below 2^-496); "
-                         "its square leaves float64's normal range")
+    if s.last_bin < low:  # nothing in range: an error unless every weight is zero (bin 0 with sum 0)
+        nonzero = bool((s.bins > 0).any()) or bool(s.sums[s.bins == 0].any())
+        if nonzero:
+            raise ValueError(f"{name}: the largest magnitude is outside [2^-496, 2^496) (below 2^-496); "
+                             "its square leaves float64's normal range")
 
 
 def solve(summaries: list[Summary], names: list[str], shapes: list[tuple[int, ...]], sparsity: float,
-          method: str, gather: Callable[[int, int, int], torch.Tensor], gather_many: GatherMany | None = None) -> Cuts:
-    """Per-layer cuts for `method` at `sparsity`. gather(i, bin_lo, bin_hi) returns the sorted keys of layer
-    i's alive weights in those bins; it is called for fp32/fp64 layers whose cut lies in such bins. A backend
-    that gathers many layers in one pass passes gather_many instead: [(i, lo, hi, size)] -> {i: keys}."""
+          method: str, gather: Gather) -> Cuts:
+    """Per-layer cuts for `method` at `sparsity`. gather(requests) returns the sorted alive keys of the
+    requested bins of fp32/fp64 layers whose cut lies inside a bin."""
     for s, name in zip(summaries, names):
         check_summary(s, name)
     numels = [s.numel for s in summaries]
     masked = [s.numel - s.alive for s in summaries]
-    solver = ops.solver([DTYPE_INFO[s.dtype][0] for s in summaries], [s.counts for s in summaries],
-                        [s.sums for s in summaries], method == "lamp")
+    solver = ops.solver([DTYPE_INFO[s.dtype][0] for s in summaries], [s.bins for s in summaries],
+                        [s.counts for s in summaries], [s.sums for s in summaries], method == "lamp")
     if method in ("lamp", "global"):
         regions = solver.plan_global(pruned_count(sparsity, sum(numels)) - sum(masked))
     else:
         targets = allocation.layer_counts(method, shapes, sparsity)
         regions = solver.plan_counts([max(0, t - m) for t, m in zip(targets, masked)])
-    if gather_many is not None:
-        requests = [(i, lo, hi, int(summaries[i].counts[lo:hi + 1].sum()))
-                    for i, (need, lo, hi) in enumerate(regions) if need]
-        found = gather_many(requests) if requests else {}
-        gathered = [found.get(i, torch.empty(0, dtype=torch.int64)) for i in range(len(regions))]
-    else:
-        gathered = [gather(i, lo, hi) if need else torch.empty(0, dtype=torch.int64)
-                    for i, (need, lo, hi) in enumerate(regions)]
-    result = solver.finish(gathered)
+    requests = []
+    for i, (need, lo, hi) in enumerate(regions):
+        if need:
+            s = summaries[i]
+            inside = (s.bins >= lo) & (s.bins <= hi)
+            requests.append((i, lo, hi, int(s.counts[inside].sum())))
+    found = gather(requests) if requests else {}
+    empty = torch.empty(0, dtype=torch.int64)
+    result = solver.finish([found.get(i, empty) for i in range(len(regions))])
     threshold = solver.threshold
     return Cuts([(key, ties) for key, ties, _ in result], [m + p for m, (_, _, p) in zip(masked, result)],
                 numels, None if math.isnan(threshold) else threshold)
@@ -112,21 +179,26 @@ class LayerSource:
     names: list[str]
     dtypes: list[torch.dtype]
     shapes: list[tuple[int, ...]]
-    summarize: Callable[[int], Summary]  # layer i's summary
-    gather: Callable[[int, int, int], torch.Tensor]  # layer i's sorted alive keys in bins [lo, hi], on CPU
+    summarize: Callable[[list[int]], list[Summary]]  # the summaries of the given layers
+    gather: Gather  # sorted alive keys of the requested bins, on the CPU
     count_key: Callable[[int, int], int]  # alive weights of layer i whose key equals the given one
-    gather_many: GatherMany | None = None  # batched gather, where the backend has one (see solve)
 
     @classmethod
-    def from_layers(cls, layers: Layers) -> LayerSource:
+    def from_layers(cls, layers: Layers, kernels: ModuleType = ops) -> LayerSource:
+        weights = layers.detached()
+
+        def summarize(indices: list[int]) -> list[Summary]:
+            return summarize_layers([weights[i] for i in indices], [layers.masks[i] for i in indices], kernels)
+
+        def gather(requests):
+            return gather_layers(weights, layers.masks, requests, kernels)
+
         def count_key(i: int, key: int) -> int:
-            eq = magnitude_keys(layers.tensors[i]) == key
+            eq = magnitude_keys(weights[i]) == key
             m = layers.masks[i]
             return int((eq if m is None else eq & m.reshape(-1)).sum())
 
-        return cls(layers.names, [w.dtype for w in layers.tensors], [tuple(w.shape) for w in layers.tensors],
-                   lambda i: summarize(layers.tensors[i], layers.masks[i]),
-                   lambda i, lo, hi: ops.gather_bin_keys(layers.tensors[i], layers.masks[i], lo, hi).cpu(),
+        return cls(layers.names, [w.dtype for w in weights], [tuple(w.shape) for w in weights], summarize, gather,
                    count_key)
 
 
@@ -136,14 +208,29 @@ def find_cuts(source: LayerSource, sparsity: float, method: str, group=None) -> 
         from .distributed import distributed_cuts
 
         return distributed_cuts(source, sparsity, method, group)
-    summaries = [source.summarize(i) for i in range(len(source.names))]
-    return solve(summaries, source.names, source.shapes, sparsity, method, source.gather, source.gather_many)
+    summaries = source.summarize(list(range(len(source.names))))
+    return solve(summaries, source.names, source.shapes, sparsity, method, source.gather)
 
 
-def layer_cuts(layers: Layers, sparsity: float, method: str, group=None) -> Cuts:
-    return find_cuts(LayerSource.from_layers(layers), sparsity, method, group)
+def layer_cuts(layers: Layers, sparsity: float, method: str, group=None, kernels: ModuleType = ops) -> Cuts:
+    return find_cuts(LayerSource.from_layers(layers, kernels), sparsity, method, group)
 
 
-def prune_masks(layers: Layers, sparsity: float, method: str, group=None) -> list[torch.Tensor]:
-    cuts = layer_cuts(layers, sparsity, method, group).cuts
-    return [ops.apply_cut(w, m, key, ties) for (key, ties), w, m in zip(cuts, layers.tensors, layers.masks)]
+def apply_layer_cuts(layers: Layers, cuts: Cuts, kernels: ModuleType = ops) -> list[torch.Tensor]:
+    """Keep-masks of the layers from their cuts: one kernel call per (device, dtype) group."""
+    out: list[torch.Tensor | None] = [None] * len(layers.tensors)
+    weights = layers.detached()
+    for _, idx in by_group(weights).items():
+        masks = kernels.apply_cuts([weights[i] for i in idx], [layers.masks[i] for i in idx],
+                                   [cuts.cuts[i][0] for i in idx], [cuts.cuts[i][1] for i in idx])
+        for i, m in zip(idx, masks):
+            out[i] = m
+    return out
+
+
+def zero_layer_cuts_(weights: list[torch.Tensor], masks: list[torch.Tensor | None], cuts: Cuts,
+                     kernels: ModuleType = ops) -> None:
+    """In place: every weight the cuts do not keep becomes +0; one kernel call per (device, dtype) group."""
+    for _, idx in by_group(weights).items():
+        kernels.zero_cuts_([weights[i] for i in idx], [masks[i] for i in idx], [cuts.cuts[i][0] for i in idx],
+                           [cuts.cuts[i][1] for i in idx])

@@ -17,46 +17,67 @@ def _layer(dtype, n=5000, seed=0):
     return w.to(dtype), torch.rand(n, generator=g) > 0.2
 
 
+def _sizes(ws, ms, lo, hi):
+    return [k.numel() for k in (kernels_torch.gather_bin_keys_ref(w, m, a, b) for w, m, a, b in zip(ws, ms, lo, hi))]
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_opcheck(dtype):
     w, m = _layer(dtype, 300)
-    torch.library.opcheck(ops.bin_summary, (w, m))
-    torch.library.opcheck(ops.bin_summary, (w, None))
-    torch.library.opcheck(ops.apply_cut, (w, m, int(kernels_torch.magnitude_keys(w)[5]), 1))
+    key = int(kernels_torch.magnitude_keys(w)[5])
+    dynamic = ("test_schema", "test_faketensor")  # data-dependent output sizes
+    torch.library.opcheck(ops.bin_summaries, ([w, w[:10]], [m, None]), test_utils=dynamic)
+    torch.library.opcheck(ops.bin_summaries, ([w], [None]), test_utils=dynamic)
+    torch.library.opcheck(ops.apply_cuts, ([w, w[:7]], [m, None], [key, -1], [1, 0]))
     torch.library.opcheck(ops.lamp_scores, ([w, w[:10]], [m, None], False))
-    torch.library.opcheck(ops.zero_cut_, (w.clone(), m, int(kernels_torch.magnitude_keys(w)[5]), 1))
-    torch.library.opcheck(ops.gather_bin_keys, (w, m, 0, 1 << 20),
-                          test_utils=("test_schema", "test_faketensor"))
+    torch.library.opcheck(ops.zero_cuts_, ([w.clone(), w[:20].clone()], [m, None], [key, key], [1, 0]))
+    ws, ms, lo, hi = [w, w[:30]], [m, None], [0, 0], [1 << 20, 5]
+    torch.library.opcheck(ops.gather_bin_keys, (ws, ms, lo, hi, _sizes(ws, ms, lo, hi)), test_utils=dynamic)
+
+
+def _layers(dtype):
+    """A large layer (dense histogram path), a small one (sorted path), a size-1 one and an empty one."""
+    w, m = _layer(dtype)
+    g = torch.Generator().manual_seed(1)
+    return [w, w[:1000] * 3, w[17:18], w[:0]], [m, torch.rand(1000, generator=g) > 0.5, None, None]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_twins_match_compiled(dtype):
-    w, m = _layer(dtype)
-    for mask in (None, m):
-        c1, s1 = ops._C.bin_summary(w, mask)
-        c2, s2 = kernels_torch.bin_summary_ref(w, mask)
-        assert torch.equal(c1, c2) and torch.equal(s1, s2)
-        keys = kernels_torch.magnitude_keys(w)
+    ws, ms = _layers(dtype)
+    for masks in ([None] * len(ws), ms):
+        got = ops._C.bin_summaries(ws, masks)
+        want = kernels_torch.bin_summaries_ref(ws, masks)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+        keys = kernels_torch.magnitude_keys(ws[0])
         shift = kernels_torch.DTYPE_INFO[dtype][2]
-        lo, hi = int(keys[17] >> shift), int(keys[17] >> shift) + 3
-        assert torch.equal(ops._C.gather_bin_keys(w, mask, lo, hi), kernels_torch.gather_bin_keys_ref(w, mask, lo, hi))
+        lo, hi = [int(keys[17] >> shift)] * 4, [int(keys[17] >> shift) + 3] * 4
+        sizes = _sizes(ws, masks, lo, hi)
+        assert torch.equal(ops.gather_bin_keys(ws, masks, lo, hi, sizes),
+                           kernels_torch.gather_bin_keys_many_ref(ws, masks, lo, hi, sizes))
         for key, ties in [(int(keys[17]), 0), (int(keys[17]), 1), (0, 3), (-1, 0), (2**63 - 1, 0)]:
-            assert torch.equal(ops._C.apply_cut(w, mask, key, ties), kernels_torch.apply_cut_ref(w, mask, key, ties))
-            a, b = w.clone(), w.clone()
-            ops.zero_cut_(a, mask, key, ties)
-            kernels_torch.zero_cut_ref(b, mask, key, ties)
-            assert torch.equal(a, b)
+            k, t = [key] * 4, [ties] * 4
+            assert all(torch.equal(a, b) for a, b in zip(ops.apply_cuts(ws, masks, k, t),
+                                                         kernels_torch.apply_cuts_ref(ws, masks, k, t)))
+            a, b = [w.clone() for w in ws], [w.clone() for w in ws]
+            ops.zero_cuts_(a, masks, k, t)
+            kernels_torch.zero_cuts_ref_(b, masks, k, t)
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def test_pipeline_on_torch_twins(monkeypatch):
-    """The path a non-CPU device takes today (torch kernels + compiled solver) gives the same masks."""
-    monkeypatch.setattr(selection.ops, "bin_summary", kernels_torch.bin_summary_ref)
-    monkeypatch.setattr(selection.ops, "gather_bin_keys", kernels_torch.gather_bin_keys_ref)
-    monkeypatch.setattr(selection.ops, "apply_cut", kernels_torch.apply_cut_ref)
+def test_pipeline_on_torch_twins():
+    """The ops' default kernels (pure torch, any device) as a kernel set give the reference's masks."""
+
+    class Twins:
+        bin_summaries = staticmethod(kernels_torch.bin_summaries_ref)
+        gather_bin_keys = staticmethod(kernels_torch.gather_bin_keys_many_ref)
+        apply_cuts = staticmethod(kernels_torch.apply_cuts_ref)
+
     g = torch.Generator().manual_seed(3)
     layers = [torch.randn(3000, generator=g), torch.randn(40, 40, generator=g).bfloat16()]
     for method in lk.METHODS:
-        got = lk.prune_masks(layers, 0.6, method)
+        lay = lk.layers.Layers.from_inputs(layers)
+        got = selection.apply_layer_cuts(lay, selection.layer_cuts(lay, 0.6, method, kernels=Twins), Twins)
         want = lk.prune_masks(layers, 0.6, method, backend="reference")
         assert all(torch.equal(a, b) for a, b in zip(got, want)), method
 
@@ -64,6 +85,20 @@ def test_pipeline_on_torch_twins(monkeypatch):
 def test_parallel_chunks_agree_with_serial():
     """Large enough for several threads: chunked histograms and tie ranks must equal the twins'."""
     w = torch.randint(-4, 5, (1 << 19,)).bfloat16()
-    assert all(torch.equal(a, b) for a, b in zip(ops._C.bin_summary(w, None), kernels_torch.bin_summary_ref(w, None)))
+    assert all(torch.equal(a, b) for a, b in zip(ops._C.bin_summaries([w], [None]),
+                                                 kernels_torch.bin_summaries_ref([w], [None])))
     key = int(kernels_torch.magnitude_keys(torch.tensor([2.0]).bfloat16())[0])
-    assert torch.equal(ops._C.apply_cut(w, None, key, 30000), kernels_torch.apply_cut_ref(w, None, key, 30000))
+    assert torch.equal(ops.apply_cuts([w], [None], [key], [30000])[0], kernels_torch.apply_cut_ref(w, None, key, 30000))
+
+
+def test_many_tiny_layers_cost_their_size():
+    """10,000 layers of 9 weights: sparse summaries (at most 9 entries each, never the dtype's 2^16 bins), one
+    exact selection, the reference's masks. (Time and memory: benchmarks/bench_many_layers.py.)"""
+    g = torch.Generator().manual_seed(5)
+    layers = list(torch.randn(10_000, 3, 3, generator=g).unbind(0))
+    summaries = selection.summarize_layers(layers, [None] * len(layers))
+    assert max(s.bins.numel() for s in summaries) <= 9
+    assert sum(int(s.counts.sum()) for s in summaries) == 90_000
+    got = lk.prune_masks(layers, 0.5, "lamp", backend="cpu")
+    want = lk.prune_masks(layers, 0.5, "lamp", backend="reference")
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -1,7 +1,7 @@
 """The Triton kernels against their *_ref twins, and the Triton backend's in-place path. Without a GPU they run
 through Triton's interpreter on CPU tensors (conftest sets TRITON_INTERPRET=1); on a GPU, on CUDA tensors.
 Backend-level equality with the reference on the adversarial cases is in test_backends.py (CPU) and
-test_gpu.py (CUDA)."""
+test_gpu.py (CUDA); the compiled code of every kernel variant is checked in test_triton_compile.py."""
 
 import pytest
 import torch
@@ -13,6 +13,7 @@ triton = pytest.importorskip("triton")
 if "triton" not in lk.available_backends():
     pytest.skip("Triton backend not available here", allow_module_level=True)
 
+from lamp_kernels import kernels_torch  # noqa: E402
 from lamp_kernels.kernels_torch import magnitude_keys  # noqa: E402
 from lamp_kernels.triton_kernels import cut_mask, gather_keys, histogram, layer_table  # noqa: E402
 
@@ -31,27 +32,54 @@ def _layers(dtype, seed=0):
 
 @pytest.mark.parametrize("numels,tile", [([5, 3000, 70000, 1], 4096), ([1], 8), ([10, 10, 10], 4), ([100, 0, 50], 16)])
 def test_layer_table(numels, tile):
-    t = layer_table.build([torch.empty(n, device=DEVICE) for n in numels], [None] * len(numels), tile)
+    ws = [torch.empty(n, device=DEVICE) for n in numels]
+    t = layer_table.build(ws, [None] * len(numels), tile)
     got = list(zip(t.tile_layer.tolist(), t.tile_start.tolist(), t.tile_prev.tolist()))
     assert got == layer_table.build_ref(numels, tile)
+    base = min(w.data_ptr() for w in ws)
+    assert t.w_base.data_ptr() == base
+    assert t.w_offs.tolist() == [(w.data_ptr() - base) // 4 for w in ws]
+    assert t.m_offs.tolist() == [-1] * len(numels)
+
+
+def test_layer_table_alignment():
+    """16-byte aligned layers may take vector loads; a view that starts mid-vector turns them off."""
+    w = torch.randn(100, device=DEVICE)
+    assert layer_table.build([w, torch.randn(50, device=DEVICE)], [None, None], 16).aligned
+    assert not layer_table.build([w[1:], torch.randn(50, device=DEVICE)], [None, None], 16).aligned
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_histogram_matches_ref(dtype):
     ws, ms = _layers(dtype)
-    counts, sums = histogram.histograms(ws, ms, layer_table.build(ws, ms, 1024), block=256)
+    counts, sums = histogram.launch(ws, ms, layer_table.build(ws, ms, 1024), block=256)
     want_counts, want_sums = histogram.histograms_ref(ws, ms)
-    assert torch.equal(counts, want_counts) and torch.equal(sums, want_sums)
+    limbs = want_sums.shape[-1]
+    assert torch.equal(counts.long().cpu(), want_counts) and torch.equal(sums[:, :, :limbs].cpu(), want_sums)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_sparse_summaries_match_the_op_twin(dtype):
+    """The op's Triton kernel: dense histograms compacted on the device, several chunks of layers."""
+    ws, ms = _layers(dtype)
+    budget = histogram.SUMMARY_BUDGET
+    try:
+        histogram.SUMMARY_BUDGET = 1  # one layer per chunk
+        got = histogram.bin_summaries(ws, ms, tile=1024, block=256)
+    finally:
+        histogram.SUMMARY_BUDGET = budget
+    want = kernels_torch.bin_summaries_ref([w.cpu() for w in ws], [None if m is None else m.cpu() for m in ms])
+    assert all(torch.equal(a.cpu(), b) for a, b in zip(got, want))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_gather_keys_matches_ref(dtype):
     ws, ms = _layers(dtype)
-    regions = [(0, 1 << 16), (100, 40000), (5, 5), (0, 0)]
-    want = gather_keys.gather_keys_ref(ws, ms, regions)
-    got = gather_keys.gather_keys(ws, ms, regions, [len(k) for k in want], layer_table.build(ws, ms, 1024), block=256)
-    for g_, w_ in zip(got, want):
-        assert torch.equal(g_, w_)
+    lo, hi = [0, 100, 5, 0], [1 << 16, 40000, 5, 0]
+    want = [kernels_torch.gather_bin_keys_ref(w.cpu(), None if m is None else m.cpu(), a, b)
+            for w, m, a, b in zip(ws, ms, lo, hi)]
+    got = gather_keys.gather_bin_keys(ws, ms, lo, hi, [len(k) for k in want], tile=1024, block=256)
+    assert torch.equal(got.cpu(), torch.cat(want))
 
 
 def _cuts(ws, ms):
@@ -67,27 +95,38 @@ def _cuts(ws, ms):
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("tile,block", [(1024, 256), (256, 256), (64, 32)])
 def test_cut_masks_resolve_ties_across_tiles(dtype, tile, block):
-    """The tie group straddling a cut spans many tiles: the chained counts must give flat-order ranks."""
+    """The tie group straddling a cut spans many tiles: the look-back must give flat-order ranks."""
     ws, ms = _layers(dtype)
-    cuts = _cuts(ws, ms) + [(-1, 0)]  # the last layer: keep everything alive
-    cuts = cuts[:3] + [(-1, 0)]
+    cuts = _cuts(ws, ms)[:3] + [(-1, 0)]  # the last layer: keep everything alive
     assert cuts[0][1] > 100
-    got = cut_mask.cut_masks(ws, ms, cuts, layer_table.build(ws, ms, tile), block=block)
-    for g_, w_ in zip(got, cut_mask.cut_masks_ref(ws, ms, cuts)):
+    keys, ties = [c[0] for c in cuts], [c[1] for c in cuts]
+    got = cut_mask.apply_cuts(ws, ms, keys, ties, tile=tile, block=block)
+    for g_, w_ in zip(got, cut_mask.apply_cuts_ref(ws, ms, keys, ties)):
         assert torch.equal(g_, w_)
-    prune_all = [(2**63 - 1, 0)] * len(ws)
-    assert not any(m.any() for m in cut_mask.cut_masks(ws, ms, prune_all))
+    prune_all = [2**63 - 1] * len(ws)
+    assert not any(m.any() for m in cut_mask.apply_cuts(ws, ms, prune_all, [0] * len(ws)))
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_zero_cuts_in_place_matches_ref(dtype):
     ws, ms = _layers(dtype)
-    cuts = _cuts(ws, ms)
+    keys, ties = zip(*_cuts(ws, ms))
     mine, theirs = [w.clone() for w in ws], [w.clone() for w in ws]
-    cut_mask.zero_cuts_(mine, ms, cuts, layer_table.build(mine, ms, 1024), block=256)
-    cut_mask.zero_cuts_ref_(theirs, ms, cuts)
+    cut_mask.zero_cuts_(mine, ms, list(keys), list(ties), tile=1024, block=256)
+    cut_mask.zero_cuts_ref_(theirs, ms, list(keys), list(ties))
     for a, b in zip(mine, theirs):
         assert torch.equal(a.view(torch.uint8), b.view(torch.uint8))  # +0, not -0
+
+
+def test_unaligned_views_take_the_scalar_path():
+    """Layers that start mid-vector (views) give the same masks as aligned copies."""
+    g = torch.Generator().manual_seed(4)
+    big = torch.randn(5001, generator=g).bfloat16().to(DEVICE)
+    ws = [big[1:], big[3:2003]]
+    keys, ties = zip(*_cuts(ws, [None, None]))
+    got = cut_mask.apply_cuts(ws, [None, None], list(keys), list(ties), tile=1024, block=256)
+    want = cut_mask.apply_cuts_ref(ws, [None, None], list(keys), list(ties))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
 def test_prune_in_place_without_masks_matches_masks():

@@ -5,6 +5,7 @@
 #include "cut_solver.h"
 #include "cuda_scan_emulation.h"
 #include "layer_kernels.h"
+#include "summaries.h"
 
 namespace py = pybind11;
 using lamp::CutSolver;
@@ -12,6 +13,7 @@ using lamp::CutSolver;
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lamp_kernels C++ CPU kernels";
   m.def("bin_summary", &lamp::bin_summary, py::call_guard<py::gil_scoped_release>());
+  m.def("bin_summaries", &lamp::bin_summaries, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("apply_cut", &lamp::apply_cut, py::call_guard<py::gil_scoped_release>());
   m.def("zero_cut_", &lamp::zero_cut_, py::call_guard<py::gil_scoped_release>());
@@ -19,7 +21,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("cuda_scan_emulation", &lamp::cuda_scan_emulation, py::call_guard<py::gil_scoped_release>());
   py::class_<CutSolver>(m, "CutSolver")
       .def(py::init<const std::vector<int64_t>&, const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,
-                    bool>())
+                    const std::vector<at::Tensor>&, bool>(),
+           py::call_guard<py::gil_scoped_release>())
       .def("plan_global",
            [](CutSolver& s, int64_t k) {
              std::vector<std::tuple<bool, int64_t, int64_t>> out;
@@ -34,6 +37,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
            })
       .def("finish",
            [](CutSolver& s, const std::vector<at::Tensor>& gathered) {
+             py::gil_scoped_release release;
              std::vector<std::tuple<int64_t, int64_t, int64_t>> out;
              for (const auto& c : s.finish(gathered)) out.emplace_back(c.cut_key, c.ties, c.pruned);
              return out;

@@ -1,7 +1,7 @@
-// The CUDA scan (csrc/cuda/lamp_scores.cu) replayed on the host with the very same arithmetic
+// The CUDA scan (csrc/cuda/scan.cuh) replayed on the host with the very same arithmetic
 // (csrc/cuda/wide_sum.cuh) and the same decomposition: 4096-element tiles of the sorted order, exclusive
-// suffix sums of tiles, per-tile thread chunks in reversed order, each element's exact suffix sum rounded
-// once. Machines without a GPU test the device numerics through it against the reference; it is not a
+// suffix sums of tiles, each tile loaded reversed so that thread th holds the th-th run of 16 positions
+// counted from the tile's end, each element's exact suffix sum rounded once. Machines without a GPU test the device numerics through it against the reference; it is not a
 // backend.
 #include "cuda_scan_emulation.h"
 
@@ -21,7 +21,7 @@ template <int Code>
 at::Tensor emulate(const at::Tensor& w, const c10::optional<at::Tensor>& mask, bool float64) {
   using F = Format<Code>;
   using W = lamp_cuda::Wide<F::K>;
-  constexpr int kThreads = Code == 3 ? 64 : lamp_cuda::kScanThreads, kTile = lamp_cuda::kScanTile;
+  constexpr int kThreads = lamp_cuda::kScanThreads, kTile = lamp_cuda::kScanTile;
   constexpr int kItems = kTile / kThreads;
   const auto wc = w.contiguous();
   const int64_t n = wc.numel();
@@ -48,21 +48,20 @@ at::Tensor emulate(const at::Tensor& w, const c10::optional<at::Tensor>& mask, b
   auto out = at::empty(wc.sizes(), wc.options().dtype(float64 ? at::kDouble : at::kFloat));
   for (int64_t t = 0; t < tiles; ++t) {  // scan_scores
     const int64_t begin = t * kTile, end = std::min(n, begin + kTile);
+    // The tile is loaded reversed: thread th holds positions end - 1 - th * kItems - i, i = 0..kItems-1.
+    auto position = [&](int th, int i) { return end - 1 - (int64_t(th) * kItems + i); };
     std::vector<W> chunk(kThreads, W::zero());
     for (int th = 0; th < kThreads; ++th)
-      for (int j = 0; j < kItems; ++j) {
-        const int64_t u = begin + int64_t(kThreads - 1 - th) * kItems + j;
-        if (u < end) lamp_cuda::add_square<Code>(chunk[th], magnitude(key_at(u)));
-      }
+      for (int i = 0; i < kItems; ++i)
+        if (position(th, i) >= begin) lamp_cuda::add_square<Code>(chunk[th], magnitude(key_at(position(th, i))));
     W exclusive = W::zero();  // the block scan: threads before th hold later positions
     for (int th = 0; th < kThreads; ++th) {
       W run = exclusive;
       run.add(after[t]);
       exclusive.add(chunk[th]);
-      const int64_t first = begin + int64_t(kThreads - 1 - th) * kItems;
-      for (int j = kItems - 1; j >= 0; --j) {
-        const int64_t u = first + j;
-        if (u >= end) continue;
+      for (int i = 0; i < kItems; ++i) {
+        const int64_t u = position(th, i);
+        if (u < begin) break;
         const uint64_t k = magnitude(key_at(u));
         lamp_cuda::add_square<Code>(run, k);
         const double s = key_at(u) ? lamp_cuda::score<Code>(k, run.to_double(F::kUnit)) : 0.0;

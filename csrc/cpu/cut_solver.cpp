@@ -4,8 +4,9 @@
 // prefix of every layer's order and is described by one cut per layer. The solver finds those cuts from
 // the small per-layer summaries alone, in two phases:
 //
-//  plan   Each nonempty bin gets bounds [lo, hi] on the scores of its elements (exact for bf16/fp16 bins,
-//         which hold one value; conservative for fp32/fp64 bins, from the bin's edges). Bisection over the
+//  plan   Each nonempty bin gets bounds [lo, hi] on the scores of its elements (lo exact for bf16/fp16 bins,
+//         which hold one value, and conservative for fp32/fp64 bins, from the bin's edges; hi a widened
+//         float64 evaluation). Bisection over the
 //         float64 bit patterns gives t_min <= T <= t_max around the exact k-th score T; bins entirely below
 //         t_min are pruned, bins entirely above t_max kept, and the rest form a small candidate region.
 //  finish The candidate region is expanded into groups of equal keys (bf16/fp16: the bins themselves;
@@ -19,6 +20,8 @@
 // A cut is (cut_key, ties): keep alive elements with key > cut_key, and those with key == cut_key after the
 // first `ties` of them in flat order.
 #include "cut_solver.h"
+
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -46,16 +49,20 @@ inline double from_bits(uint64_t b) {
   return d;
 }
 
-// Bounds from edge values are widened by a few ulps: each score carries at most three roundings.
+// Bounds are widened by a few ulps (each computed bound carries at most a few roundings). For non-negative
+// doubles the bit patterns are ordered like the values, so k ulps is an integer step of the pattern.
 inline double widen(double x, double toward, int ulps = 4) {
-  for (int i = 0; i < ulps; ++i) x = std::nextafter(x, toward);
-  return x;
+  const uint64_t b = to_bits(x);
+  if (toward > x) return from_bits(std::min<uint64_t>(b + ulps, to_bits(std::numeric_limits<double>::infinity())));
+  return from_bits(b > static_cast<uint64_t>(ulps) ? b - ulps : 0);
 }
 
-// Smallest non-negative double t with count(t) >= k, by bisection over bit patterns (monotone for t >= 0).
+// Smallest non-negative double t in [t_lo, t_hi] with count(t) >= k, by bisection over bit patterns
+// (monotone for t >= 0); count(t_hi) >= k is the caller's promise.
 template <typename F>
-double min_t_reaching(F count, int64_t k) {
-  uint64_t lo = 0, hi = to_bits(std::numeric_limits<double>::infinity());
+double min_t_reaching(F count, int64_t k, double t_lo = 0.0,
+                      double t_hi = std::numeric_limits<double>::infinity()) {
+  uint64_t lo = to_bits(t_lo), hi = to_bits(t_hi);
   while (lo < hi) {
     const uint64_t mid = lo + (hi - lo) / 2;
     if (count(from_bits(mid)) >= k)
@@ -103,31 +110,40 @@ void CutSolver::add_bin_sum(const Layer& L, size_t i, ExactSum& acc) {
   for (int l = 0; l < nl; ++l) acc.add(static_cast<u128>(L.limbs[i * nl + l]), x2 + kLimbBits * l);
 }
 
-CutSolver::CutSolver(const std::vector<int64_t>& codes, const std::vector<at::Tensor>& counts,
-                     const std::vector<at::Tensor>& sums, bool lamp)
+CutSolver::CutSolver(const std::vector<int64_t>& codes, const std::vector<at::Tensor>& bins,
+                     const std::vector<at::Tensor>& counts, const std::vector<at::Tensor>& sums, bool lamp)
     : lamp_(lamp) {
+  TORCH_CHECK(bins.size() == codes.size() && counts.size() == codes.size() && sums.size() == codes.size(),
+              "CutSolver: one summary per layer");
   layers_.resize(codes.size());
-  for (size_t li = 0; li < codes.size(); ++li) {
+  for (size_t li = 0; li < codes.size(); ++li) {  // copies, on the calling thread (tensors are Python-owned)
     Layer& L = layers_[li];
     L.code = static_cast<int>(codes[li]);
-    const at::Tensor c = counts[li].contiguous().to(at::kLong);
+    const at::Tensor b = bins[li].contiguous().to(at::kLong), c = counts[li].contiguous().to(at::kLong);
     const at::Tensor s = sums[li].contiguous().to(at::kLong);
-    const int nb = num_bins(L.code), nl = num_limbs(L.code);
-    TORCH_CHECK(c.numel() == nb && s.numel() == static_cast<int64_t>(nb) * nl, "CutSolver: summary has wrong size");
+    const int64_t n = b.numel(), nl = num_limbs(L.code);
+    TORCH_CHECK(c.numel() == n && s.numel() == n * nl, "CutSolver: summary parts have mismatched sizes");
+    const int64_t* bp = b.data_ptr<int64_t>();
     const int64_t* cp = c.data_ptr<int64_t>();
-    const int64_t* sp = s.data_ptr<int64_t>();
-    for (int b = 0; b < nb; ++b) {
-      if (!cp[b]) continue;
-      L.bins.push_back(b);
-      L.count.push_back(cp[b]);
-      for (int l = 0; l < nl; ++l) L.limbs.push_back(sp[static_cast<size_t>(b) * nl + l]);
+    for (int64_t i = 0; i < n; ++i) {
+      TORCH_CHECK(bp[i] >= 0 && bp[i] < num_bins(L.code) && (i == 0 || bp[i] > bp[i - 1]) && cp[i] > 0,
+                  "CutSolver: summary bins must be ascending, in range and nonempty");
     }
-    const size_t n = L.bins.size();
-    L.cum.assign(n + 1, 0);
-    for (size_t i = 0; i < n; ++i) L.cum[i + 1] = L.cum[i] + L.count[i];
-    L.alive = L.cum[n];
-    compute_bounds(L);
+    L.bins.assign(bp, bp + n);
+    L.count.assign(cp, cp + n);
+    L.limbs.assign(s.data_ptr<int64_t>(), s.data_ptr<int64_t>() + n * nl);
   }
+  // Bounds need exact suffix sums over every bin: the costly part, independent per layer.
+  at::parallel_for(0, static_cast<int64_t>(layers_.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t li = b; li < e; ++li) {
+      Layer& L = layers_[li];
+      const size_t n = L.bins.size();
+      L.cum.assign(n + 1, 0);
+      for (size_t i = 0; i < n; ++i) L.cum[i + 1] = L.cum[i] + L.count[i];
+      L.alive = L.cum[n];
+      compute_bounds(L);
+    }
+  });
 }
 
 CutSolver::~CutSolver() = default;
@@ -139,7 +155,8 @@ void CutSolver::compute_bounds(Layer& L) {
   const double inf = std::numeric_limits<double>::infinity();
   const bool exact = exact_bins(L.code);
   const int shift = bin_shift(L.code);
-  ExactSum acc;  // exact sum of the bins above bin i
+  ExactSum acc;        // exact sum of the bins above bin i
+  double above = 0.0;  // acc rounded once
   for (size_t i = n; i-- > 0;) {
     const int b = L.bins[i];
     const double v_lo = key_value(L.code, static_cast<int64_t>(b) << shift);
@@ -149,18 +166,20 @@ void CutSolver::compute_bounds(Layer& L) {
       L.hi[i] = v_hi;
       continue;
     }
-    // Highest score: the bin's last element, whose suffix is itself plus the bins above.
+    // Highest score: the bin's last element, v_hi^2 / (above + v_hi^2). Only a bound is needed (the exact
+    // scores of candidate bins are computed in finish), so it is evaluated in float64 -- at most four
+    // roundings, each within half an ulp -- and widened by eight ulps.
     if (std::isinf(v_hi)) {
       L.hi[i] = 1.0;
     } else {
-      ExactSum t = acc;
-      add_square(t, v_hi);
-      L.hi[i] = lamp_score(v_hi, t.to_double());
-      if (!exact) L.hi[i] = widen(L.hi[i], inf);
+      const double sq = v_hi * v_hi;
+      L.hi[i] = sq == 0.0 ? 0.0 : widen(sq / (above + sq), inf, 8);
     }
-    // Lowest score: the bin's first element, whose suffix is the whole bin plus the bins above.
+    // Lowest score: the bin's first element, whose suffix is the whole bin plus the bins above. For exact
+    // (bf16/fp16) bins this is the first element's exact score.
     add_bin_sum(L, i, acc);
-    L.lo[i] = lamp_score(v_lo, acc.to_double());
+    above = acc.to_double();
+    L.lo[i] = lamp_score(v_lo, above);
     if (!exact) L.lo[i] = widen(L.lo[i], 0.0);
   }
   // Make the bounds monotone (only ever widening them) so they can be binary-searched.
@@ -206,8 +225,9 @@ std::vector<CutSolver::Region> CutSolver::plan_global(int64_t k) {
       return s;
     };
   };
-  const double t_min = min_t_reaching(count_le(&Layer::lo), k);  // at most k possibly-selected below it
-  const double t_max = min_t_reaching(count_le(&Layer::hi), k);  // k certainly-selected at or below it
+  t_min_ = min_t_reaching(count_le(&Layer::lo), k);  // at most k possibly-selected below it
+  t_max_ = min_t_reaching(count_le(&Layer::hi), k);  // k certainly-selected at or below it
+  const double t_min = t_min_, t_max = t_max_;
   for (Layer& L : layers_) {
     L.first = static_cast<int>(std::lower_bound(L.hi.begin(), L.hi.end(), t_min) - L.hi.begin());
     L.last = static_cast<int>(std::upper_bound(L.lo.begin(), L.lo.end(), t_max) - L.lo.begin()) - 1;
@@ -247,10 +267,8 @@ void CutSolver::build_groups(Layer& L, const at::Tensor& gathered) {
     for (int i = L.first; i <= L.last; ++i)
       L.groups.push_back({L.bins[i], key_value(L.code, L.bins[i]), L.count[i], 0, 0, -1});
   } else {
-    const at::Tensor g = gathered.contiguous().to(at::kLong);
-    const int64_t* k = g.data_ptr<int64_t>();
-    const int64_t n = g.numel();
-    TORCH_CHECK(n == L.cum[L.last + 1] - L.cum[L.first], "CutSolver: gathered keys do not match the summary");
+    const int64_t* k = gathered.data_ptr<int64_t>();  // int64, contiguous (checked by the binding)
+    const int64_t n = gathered.numel();
     for (int64_t i = 0; i < n;) {
       int64_t j = i;
       while (j < n && k[j] == k[i]) ++j;
@@ -287,14 +305,39 @@ int64_t CutSolver::region_count_le(const Layer& L, double t) const {
                       G.begin();
   int64_t cnt = L.group_cum[full];
   if (full < G.size() && G[full].smin <= t) {  // the one group that straddles t
+    // Smallest j in [1, count] with s(j) = fl(v^2 / fl(base + j v^2)) <= t; s is non-increasing in j and
+    // s(count) = smin <= t. A float64 estimate (s(j) <= t  <=>  j >= 1/t - base/v^2, up to rounding) is
+    // checked exactly, so usually two exact evaluations decide it; else bisection finishes the search.
     const Group& g = G[full];
     const ExactSum& base = L.sums_above[g.exact];
-    int64_t lo = 1, hi = g.count;  // smallest j with s(j) <= t; s(count) = smin <= t
+    auto at_most_t = [&](int64_t j) {
+      ExactSum s = base;
+      add_square_multiple(s, g.value, static_cast<uint64_t>(j));
+      return lamp_score(g.value, s.to_double()) <= t;
+    };
+    int64_t lo = 1, hi = g.count;
+    const double guess = std::ceil(1.0 / t - base.to_double() / (g.value * g.value));
+    if (guess > 1.0 && guess < static_cast<double>(g.count)) {
+      const int64_t j = static_cast<int64_t>(guess);
+      if (at_most_t(j)) {
+        hi = j;
+        if (at_most_t(j - 1))
+          hi = j - 1;
+        else
+          lo = j;
+      } else {
+        lo = j + 1;
+        if (lo < hi) {
+          if (at_most_t(lo))
+            hi = lo;
+          else
+            lo = lo + 1;
+        }
+      }
+    }
     while (lo < hi) {
       const int64_t mid = lo + (hi - lo) / 2;
-      ExactSum s = base;
-      add_square_multiple(s, g.value, static_cast<uint64_t>(mid));
-      if (lamp_score(g.value, s.to_double()) <= t)
+      if (at_most_t(mid))
         hi = mid;
       else
         lo = mid + 1;
@@ -326,25 +369,38 @@ void CutSolver::set_cut(Layer& L, int64_t r) {
 
 std::vector<CutSolver::Cut> CutSolver::finish(const std::vector<at::Tensor>& gathered) {
   std::vector<Layer*> open;
+  std::vector<size_t> open_index;
   for (size_t li = 0; li < layers_.size(); ++li) {
-    Layer& L = layers_[li];
-    if (L.resolved) continue;
-    build_groups(L, li < gathered.size() ? gathered[li] : at::Tensor());
-    open.push_back(&L);
+    if (layers_[li].resolved) continue;
+    open.push_back(&layers_[li]);
+    open_index.push_back(li);
   }
+  std::vector<at::Tensor> keys(open.size());
+  for (size_t j = 0; j < open.size(); ++j) {  // checked on this thread: TORCH_CHECK must not throw in a worker
+    const Layer& L = *open[j];
+    const size_t li = open_index[j];
+    if (exact_bins(L.code)) continue;
+    TORCH_CHECK(li < gathered.size() && gathered[li].defined() &&
+                    gathered[li].numel() == L.cum[L.last + 1] - L.cum[L.first],
+                "CutSolver: gathered keys do not match the summary");
+    keys[j] = gathered[li].contiguous().to(at::kLong);
+  }
+  at::parallel_for(0, static_cast<int64_t>(open.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) build_groups(*open[j], keys[j]);
+  });
   if (!mode_global_) {
     for (size_t li = 0; li < layers_.size(); ++li)
       if (!layers_[li].resolved) set_cut(layers_[li], targets_[li] - layers_[li].below);
   } else if (!open.empty()) {
     int64_t k = k_;
     for (const Layer& L : layers_) k -= L.resolved ? L.cut.pruned : L.below;
-    const double T = min_t_reaching(
+    const double T = min_t_reaching(  // t_min <= T <= t_max (see plan_global)
         [&](double t) {
           int64_t s = 0;
           for (const Layer* L : open) s += region_count_le(*L, t);
           return s;
         },
-        k);
+        k, t_min_, t_max_);
     threshold_ = T;
     // Everything below T, then the elements equal to T in (layer, position) order.
     const double below_T = T > 0 ? from_bits(to_bits(T) - 1) : -1.0;

@@ -21,10 +21,11 @@ class CutSolver {
     int64_t cut_key, ties, pruned;
   };
 
-  // codes: DtypeCode per layer; counts[i]: int64[bins]; sums[i]: int64[bins, limbs] (bin_summary's output).
-  // lamp: LAMP scores, else global magnitude.
-  CutSolver(const std::vector<int64_t>& codes, const std::vector<at::Tensor>& counts,
-            const std::vector<at::Tensor>& sums, bool lamp);
+  // Per layer i: codes[i] its DtypeCode, and its sparse summary (bin_summaries' entries): bins[i] int64[E_i]
+  // ascending nonempty bins, counts[i] int64[E_i], sums[i] int64[E_i, limbs]. Setup is proportional to the
+  // entries, and runs a layer per thread. lamp: LAMP scores, else global magnitude.
+  CutSolver(const std::vector<int64_t>& codes, const std::vector<at::Tensor>& bins,
+            const std::vector<at::Tensor>& counts, const std::vector<at::Tensor>& sums, bool lamp);
   ~CutSolver();
 
   // Global selection of k alive elements (the masked ones are not counted).
@@ -52,6 +53,7 @@ class CutSolver {
   bool mode_global_ = true;
   int64_t k_ = 0;
   double threshold_ = std::numeric_limits<double>::quiet_NaN();
+  double t_min_ = 0.0, t_max_ = std::numeric_limits<double>::infinity();  // plan_global's bracket of T
   std::vector<int64_t> targets_;
   std::vector<Layer> layers_;
 };

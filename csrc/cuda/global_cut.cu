@@ -9,7 +9,7 @@
 // order (the contract's tie rule across layers).
 #include <cub/cub.cuh>
 
-#include "launchers.h"
+#include "internal.cuh"
 
 namespace lamp_cuda {
 namespace {
@@ -120,12 +120,6 @@ __global__ void finish_kernel(const uint64_t* const* values, const int64_t* nume
   }
 }
 
-__global__ void mask_kernel(const uint32_t* perm, int64_t n, const int64_t* pruned, bool* mask) {
-  const int64_t p = *pruned;
-  for (int64_t u = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; u < n; u += int64_t(gridDim.x) * blockDim.x)
-    mask[perm[u]] = u >= p;
-}
-
 }  // namespace
 
 size_t global_cut_workspace_bytes(int layers) { return sizeof(State) + sizeof(int64_t) * size_t(layers); }
@@ -136,17 +130,15 @@ void global_cut(const uint64_t* const* values, const int64_t* numels, int layers
   auto* st = static_cast<State*>(workspace);
   auto* masked = reinterpret_cast<int64_t*>(st + 1);
   init_kernel<<<1, 256, 0, stream>>>(values, numels, layers, k_total, st, masked);
+  check_launch("global_cut init_kernel");
   for (int shift = 56; shift >= 0; shift -= 8) {
     count_digits_kernel<<<layers, 256, 0, stream>>>(values, numels, shift, st);
+    check_launch("global_cut count_digits_kernel");
     pick_digit_kernel<<<1, 256, 0, stream>>>(shift, st);
+    check_launch("global_cut pick_digit_kernel");
   }
   finish_kernel<<<1, 256, 0, stream>>>(values, numels, layers, masked, st, pruned, threshold_value);
-}
-
-void mask_from_cut(const uint32_t* perm, int64_t n, const int64_t* pruned, bool* mask, cudaStream_t stream) {
-  if (n == 0) return;
-  const int64_t blocks = (n + 255) / 256;
-  mask_kernel<<<int(blocks < (1 << 20) ? blocks : (1 << 20)), 256, 0, stream>>>(perm, n, pruned, mask);
+  check_launch("global_cut finish_kernel");
 }
 
 }  // namespace lamp_cuda

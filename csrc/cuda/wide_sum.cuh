@@ -8,8 +8,10 @@
 //   fp64: unit 2^-2148; magnitudes are below 2^496 (the API refuses larger ones), sums below 2^1024:
 //     3172 bits, K = 50.
 //
-// Limbs are only ever indexed by compile-time constants (fully unrolled loops with predicated selects), so
-// a Wide lives in registers, never in local memory. Compiles as plain C++ too (tests on the CPU).
+// Limbs are only ever indexed by compile-time constants (fully unrolled loops with predicated selects), so a
+// Wide is kept in registers, not in a runtime-indexed local array; the 32-bit kinds' kernels fit in
+// registers, while fp64's 50 limbs exceed the register file and ptxas spills some of them (scan_scores: about
+// 0.9 KB of stack per thread for sm_90). Compiles as plain C++ too (tests on the CPU).
 #pragma once
 
 #include <cstdint>
@@ -23,7 +25,7 @@
 
 namespace lamp_cuda {
 
-// The scan's tiles: 4096 sorted elements, 256 threads of 16 (64 of 64 for fp64, whose sums are wider).
+// The scan's tiles: 4096 sorted elements, 256 threads of 16.
 constexpr int kScanThreads = 256, kScanTile = 4096;
 
 LAMP_HD int clz64(uint64_t x) {
