@@ -57,6 +57,9 @@ def select(entries: Sequence[TensorEntry], include: Sequence[str] = (), exclude:
         if take and not any(re.search(p, e.name) for p in exclude):
             if e.dtype not in FLOAT_DTYPES:
                 raise CheckpointError(f"{e.file}: tensor {e.name} is {e.dtype}, not a floating type")
+            if e.numel >= 2**31:  # the contract's limit on one layer (32-bit positions in every backend)
+                raise CheckpointError(f"{e.file}: tensor {e.name} has {e.numel} elements; a pruned tensor must "
+                                      "have fewer than 2^31")
             chosen.append(e)
     return chosen
 

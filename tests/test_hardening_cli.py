@@ -433,3 +433,16 @@ def test_output_keeps_the_sources_permission_bits(ckpt, tmp_path, capsys):
     assert rc == 0, err
     assert stat.S_IMODE(os.stat(tmp_path / "one-out.safetensors").st_mode) == 0o600
 
+
+
+
+def test_a_selected_tensor_of_2_31_elements_is_refused():
+    """Decided from the header alone: one error naming the file and the tensor (the contract's per-layer limit)."""
+    from lamp_kernels.checkpoint import CheckpointError, select
+    from lamp_kernels.safetensors_io import TensorEntry
+
+    big = TensorEntry("model.layers.0.mlp.weight", Path("s.safetensors"), "BF16", (2**16, 2**15), 0, 2**32)
+    small = TensorEntry("model.layers.1.mlp.weight", Path("s.safetensors"), "BF16", (2**16, 2**15 - 1), 0, 2**32)
+    assert select([small]) == [small]
+    with pytest.raises(CheckpointError, match="s.safetensors: tensor model.layers.0.mlp.weight has 2147483648"):
+        select([small, big])
