@@ -58,6 +58,9 @@ def main() -> None:
     t_start = time.perf_counter()
     try:
         src = smollm2.checkpoint_dir()
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()  # one "Loading weights" bar per model would bury the table
         _, tokenizer = smollm2.load(src)
         tokens = handbook.evaluation_tokens(tokenizer, EVAL_TOKENS)
     except (FileNotFoundError, ImportError) as exc:

@@ -166,8 +166,9 @@ def smollm2(lines: list[str]) -> None:
     r = json.loads(path.read_text())
     sp = r["sparsities"]
     fig, ax = plt.subplots(figsize=(6.4, 4))
-    for m in METHODS:
-        ax.plot([s * 100 for s in sp], r["perplexity"][m], marker="o", ms=3, label=m, color=COLORS[m])
+    for m in METHODS:  # uniform+ equals uniform here (no conv layer; the last layer keeps > 20%): dashed on top
+        ax.plot([s * 100 for s in sp], r["perplexity"][m], marker="o", ms=3, label=m, color=COLORS[m],
+                ls="--" if m == "uniform_plus" else "-")
     ax.axhline(r["dense"], color="black", ls="--", lw=1, label=f"dense ({r['dense']:.1f})")
     ax.set_yscale("log")
     ax.set_xlabel("sparsity of the block Linear weights (%)")
