@@ -100,8 +100,9 @@ def main(argv=None) -> dict:
                 for w, j in zip(tied.values(), jittered.values()) if w.count_nonzero())
     assert all(j.abs().unique().numel() == j.numel() for j in jittered.values()), "a tie survived the jitter"
     values = sum(w.numel() for w in tied.values())
+    load_at_start = os.getloadavg()[0]
     print(f"{len(tied)} block weights, {values} values; distinct |w| per value: tied {distinct_fraction(tied):.4f}, "
-          f"jittered 1.0 (largest relative change {worst:.2e}); load average {os.getloadavg()[0]:.2f}", flush=True)
+          f"jittered 1.0 (largest relative change {worst:.2e}); load average {load_at_start:.2f}", flush=True)
 
     rows = []
     for method in args.methods:
@@ -135,7 +136,8 @@ def main(argv=None) -> dict:
                           "block Linear weights", "values": values, "sparsity": args.sparsity,
               "repeats": args.repeats, "device": device_name(), "torch": torch.__version__,
               "lamp_kernels": lk.__version__, "backends": lk.available_backends(), "commit": commit,
-              "date": datetime.date.today().isoformat(), "load_average_at_start": round(os.getloadavg()[0], 2),
+              "date": datetime.date.today().isoformat(), "load_average_start": round(load_at_start, 2),
+              "load_average_end": round(os.getloadavg()[0], 2),
               "distinct_fraction_tied": round(distinct_fraction(tied), 5), "cases": rows}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"ties-cpu-{record['date']}.json"

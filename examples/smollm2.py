@@ -92,12 +92,22 @@ def _load_gguf(source: Path):
     return model.eval(), tokenizer
 
 
-def load(path: Path):
-    """(model, tokenizer) of a checkpoint folder, float32, eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model(path: Path):
+    """The causal LM of a checkpoint folder, float32, eval mode."""
+    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(path)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def load(path: Path):
+    """(model, tokenizer) of a checkpoint folder."""
+    return load_model(path), load_tokenizer(path)
 
 
 def perplexity(model, tokens: torch.Tensor, window: int = 512) -> float:
