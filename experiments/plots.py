@@ -1,4 +1,5 @@
-"""Plots and markdown tables for docs/results.md from the JSON results of iterative.py and minilm_oneshot.py.
+"""Plots and markdown tables for docs/results.md from the JSON results of iterative.py, minilm_oneshot.py and
+smollm2_perplexity.py.
 
     python experiments/plots.py     # writes docs/results/*.png and docs/results/tables.md
 """
@@ -6,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -135,10 +137,99 @@ def minilm(lines: list[str]) -> None:
     plt.close(fig)
 
 
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _grouped_density(r: dict, method: str, at: str, key) -> dict:
+    """Fraction of weights kept per group of layers (key(name) -> group), weighted by layer size."""
+    kept, total = {}, {}
+    for n in r["layers"]:
+        size = r["shapes"][n][0] * r["shapes"][n][1]
+        g = key(n)
+        kept[g] = kept.get(g, 0.0) + (1 - r["layerwise_sparsity"][method][at][n]) * size
+        total[g] = total.get(g, 0) + size
+    return {g: kept[g] / total[g] for g in total}
+
+
+def _projection(name: str) -> str:
+    return name.split(".")[-2]
+
+
+def _block(name: str) -> int:
+    return int(re.search(r"layers\.(\d+)\.", name).group(1))
+
+
+def smollm2(lines: list[str]) -> None:
+    path = RESULTS / "smollm2-perplexity.json"
+    if not path.exists():
+        return
+    r = json.loads(path.read_text())
+    sp = r["sparsities"]
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for m in METHODS:  # uniform+ equals uniform here (no conv layer; the last layer keeps > 20%): dashed on top
+        ax.plot([s * 100 for s in sp], r["perplexity"][m], marker="o", ms=3, label=m, color=COLORS[m],
+                ls="--" if m == "uniform_plus" else "-")
+    ax.axhline(r["dense"], color="black", ls="--", lw=1, label=f"dense ({r['dense']:.1f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("sparsity of the block Linear weights (%)")
+    ax.set_ylabel("perplexity (log scale)")
+    ax.set_title(f"SmolLM2-135M, one-shot magnitude pruning, {r['tokens']} tokens")
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "smollm2-perplexity.png", dpi=120)
+    plt.close(fig)
+    lines.append(f"### SmolLM2-135M: perplexity after one-shot pruning of the 210 block Linear weights "
+                 f"({r['tokens']} tokens, {r['window']}-token windows; dense {r['dense']:.2f})\n")
+    lines.append("| method | " + " | ".join(f"{s:.0%}" for s in sp) + " |")
+    lines.append("|---|" + "---:|" * len(sp))
+    for m in METHODS:
+        lines.append(f"| {m} | " + " | ".join(f"{p:,.1f}" for p in r["perplexity"][m]) + " |")
+    lines.append("")
+
+    levels = [str(s) for s in sp]
+    lines.append("Fraction of weights kept by projection type (all 30 blocks together):\n")
+    lines.append("| method, sparsity | " + " | ".join(p.removesuffix("_proj") for p in PROJECTIONS) + " |")
+    lines.append("|---|" + "---:|" * len(PROJECTIONS))
+    for m in ("lamp", "global", "erk"):
+        for at in levels:
+            d = _grouped_density(r, m, at, _projection)
+            lines.append(f"| {m}, {float(at):.0%} | " + " | ".join(f"{d[p]:.3f}" for p in PROJECTIONS) + " |")
+    lines.append("")
+    groups = [(lo, lo + 4) for lo in range(0, 30, 5)]
+    lines.append("Fraction of weights kept by depth (blocks, all seven projections together):\n")
+    lines.append("| method, sparsity | " + " | ".join(f"{lo}–{hi}" for lo, hi in groups) + " |")
+    lines.append("|---|" + "---:|" * len(groups))
+    for m in ("lamp", "global", "erk"):
+        for at in levels:
+            d = _grouped_density(r, m, at, lambda n: _block(n) // 5)
+            lines.append(f"| {m}, {float(at):.0%} | " + " | ".join(f"{d[g]:.3f}" for g in range(len(groups))) + " |")
+    lines.append("")
+
+    shown = [at for at in ("0.5", "0.7") if at in levels]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.6 * len(shown), 3.8), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("tab10")
+    for ax, at in zip(axes[0], shown):
+        for j, proj in enumerate(PROJECTIONS):
+            d = _grouped_density(r, "lamp", at, lambda n: (_projection(n), _block(n)))
+            blocks = sorted(b for p, b in d if p == proj)
+            ax.plot(blocks, [d[(proj, b)] for b in blocks], marker="o", ms=2.5, lw=1, color=cmap(j),
+                    label=proj.removesuffix("_proj"))
+        ax.axhline(1 - float(at), color="black", ls="--", lw=1)
+        ax.set_xlabel("block")
+        ax.set_title(f"LAMP at {float(at):.0%} sparsity (dashed: uniform)", fontsize=10)
+    axes[0][0].set_ylabel("fraction of weights kept")
+    axes[0][0].legend(frameon=False, ncol=4, fontsize=8)
+    fig.suptitle("SmolLM2-135M: layerwise density LAMP picks, by projection type and depth")
+    fig.tight_layout()
+    fig.savefig(RESULTS / "smollm2-lamp-layerwise.png", dpi=120)
+    plt.close(fig)
+
+
 def main():
     lines = ["<!-- generated by experiments/plots.py -->\n"]
     iterative("fashion-mnist", lines)
     minilm(lines)
+    smollm2(lines)
     (RESULTS / "tables.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
