@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +36,8 @@ from .safetensors_io import (
     write_shard,
 )
 
+# OWL's block statistics need passes this streaming job does not make.
+CHECKPOINT_METHODS = tuple(m for m in METHODS if m != "owl")
 # Not pruned unless asked for: token/position embeddings and the output head.
 DEFAULT_EXCLUDE = r"embed|(^|\.)(wte|wpe)\.|lm_head"
 
@@ -93,11 +95,14 @@ class PruneJob:
     progress: bool = True
     group: object = None
     timings: dict = field(default_factory=dict)
+    # name, tensor -> the importance the selection ranks instead of |w| (e.g. Wanda's, from calibration norms);
+    # computed per tensor when needed, never kept. None: magnitude.
+    importance: Callable[[str, torch.Tensor], torch.Tensor] | None = None
 
     def check(self) -> None:
         self.sparsity = check_sparsity(self.sparsity)
-        if self.method not in METHODS:
-            raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method not in CHECKPOINT_METHODS:
+            raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(CHECKPOINT_METHODS)}")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device not in ("cpu", "cuda") or (self.device == "cuda" and not torch.cuda.is_available()):
@@ -177,8 +182,11 @@ def _open(job: PruneJob, rank: int, world: int):
 
 
 def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, progress) -> selection.Cuts:
+    def keys(i: int, t: torch.Tensor) -> torch.Tensor:
+        return t if job.importance is None else job.importance(mine[i].name, t)
+
     def with_tensor(i: int, fn):  # fn sees a read-only view of the file; summaries are new tensors
-        out = with_mapped(mine[i], lambda t: fn(t.to(device)))
+        out = with_mapped(mine[i], lambda t: fn(keys(i, t.to(device))))
         progress(mine[i].nbytes)
         return out
 
@@ -242,7 +250,11 @@ def _write(job: PruneJob, ckpt: Checkpoint, by_name: dict, device: torch.device,
         if buffer.numel() < entry.nbytes:
             buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
         out = buffer[:entry.nbytes].view(source.dtype).reshape(source.shape)
-        if device.type == "cpu":
+        if job.importance is not None:  # the cut is on the importance: mask from it, zeros into the weights
+            keep = ops.apply_cuts([job.importance(entry.name, source.to(device))], [None], [key], [ties])[0]
+            out.copy_(source)
+            out.masked_fill_(~keep.cpu(), 0)
+        elif device.type == "cpu":
             out.copy_(source)
             ops.zero_cuts_([out], [None], [key], [ties])
         else:

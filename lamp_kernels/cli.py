@@ -3,6 +3,8 @@
     lamp-prune SRC --sparsity S --out DST [--method lamp|global|uniform|uniform_plus|erk]
                [--include REGEX]... [--exclude REGEX]... [--device auto|cpu|cuda]
                [--report FILE] [--plot FILE] [--dry-run] [--force]
+               [--importance magnitude|wanda --calibration FILE.txt [--calibration-tokens N]
+                [--calibration-window W]]
 
 Under torchrun (WORLD_SIZE > 1) the shards are split over the ranks: one global selection, each rank writes
 its own shards. Errors print one line naming the file or tensor and exit with status 2; nothing is written.
@@ -16,8 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from .api import METHODS
-from .checkpoint import DEFAULT_EXCLUDE, PruneJob, prune_checkpoint
+from .checkpoint import CHECKPOINT_METHODS, DEFAULT_EXCLUDE, PruneJob, prune_checkpoint
 from .safetensors_io import CheckpointError
 
 
@@ -31,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path, help="checkpoint file or directory (never modified)")
     p.add_argument("--sparsity", type=float, required=True, help="fraction of the selected weights to prune")
     p.add_argument("--out", type=Path, help="output file or directory (same layout as SRC)")
-    p.add_argument("--method", choices=METHODS, default="lamp")
+    p.add_argument("--method", choices=CHECKPOINT_METHODS, default="lamp")
     p.add_argument("--include", action="append", default=[], metavar="REGEX", help="select tensors by name")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="leave tensors out by name")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -40,7 +41,39 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="select and report only; write no checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--importance", choices=["magnitude", "wanda"], default="magnitude",
+                   help="rank weights by |w| (default) or by Wanda's |W_ij| * ||X_j||; wanda needs a transformers "
+                        "checkpoint directory and --calibration")
+    p.add_argument("--calibration", type=Path, metavar="FILE.txt", help="text whose tokens calibrate --importance "
+                                                                          "wanda")
+    p.add_argument("--calibration-tokens", type=int, default=8192, metavar="N",
+                   help="calibration tokens, from the start of the file (default 8192)")
+    p.add_argument("--calibration-window", type=int, default=512, metavar="W",
+                   help="tokens per calibration forward pass (default 512)")
     return p
+
+
+def _importance(args, progress: bool):
+    """None (magnitude), or PruneJob.importance from a calibration run (checkpoint_calibration.py)."""
+    if args.importance == "magnitude":
+        if args.calibration is not None:
+            raise CheckpointError("--calibration is used with --importance wanda")
+        return None
+    if args.calibration is None:
+        raise CheckpointError("--importance wanda needs --calibration FILE.txt")
+    if args.calibration_tokens < 1 or args.calibration_window < 1:
+        raise CheckpointError("--calibration-tokens and --calibration-window must be positive")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CheckpointError("--importance wanda runs in a single process (not under torchrun)")
+    from . import checkpoint_calibration as cc
+    from .checkpoint import Checkpoint, select
+
+    names = [e.name for e in select(list(Checkpoint.open(args.src).entries()), args.include, args.exclude)]
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and __import__("torch").cuda.is_available()) \
+        else "cpu"
+    norms = cc.wanda_norms(args.src, args.calibration, names, tokens=args.calibration_tokens,
+                           window=args.calibration_window, device=device, progress=progress)
+    return cc.wanda_importance_of(norms)
 
 
 def _process_group(device: str):
@@ -64,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     job = PruneJob(args.src, args.out, args.sparsity, args.method, args.include, args.exclude, args.device,
                    args.dry_run, args.force, not args.quiet and sys.stderr.isatty(), group)
     try:
+        job.importance = _importance(args, job.progress)
         report = prune_checkpoint(job)
+        report["importance"] = args.importance
         if rank == 0:
             if args.report:
                 args.report.write_text(json.dumps(report, indent=1) + "\n")

@@ -82,6 +82,8 @@ def count_above(t: torch.Tensor, threshold: float) -> int:
 
 
 def _alive(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """|keys| (the weights' magnitudes when they are the keys), masked-out entries 0."""
+    t = t.detach().abs()
     return t if mask is None else torch.where(mask, t, torch.zeros((), dtype=t.dtype, device=t.device))
 
 

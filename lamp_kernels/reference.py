@@ -144,7 +144,7 @@ def nm_masks(keys: list[torch.Tensor], masks: list[torch.Tensor | None], names: 
     (masked first, key, position in the group) masked out too."""
     out = []
     for key, mask, name in zip(keys, masks, names):
-        flat = key.reshape(-1).double().cpu().tolist()
+        flat = key.reshape(-1).double().abs().cpu().tolist()
         alive = [True] * len(flat) if mask is None else mask.reshape(-1).cpu().tolist()
         keep = list(alive)
         for unit in units(tuple(key.shape), "row"):
@@ -167,7 +167,7 @@ def _unit_scores(key: torch.Tensor, mask: torch.Tensor | None, unit: range, lamp
         order, scores = layer_scores_in_order(flat[idx], sub_mask)
     else:
         order = layer_order(flat[idx], sub_mask)
-        scores = flat[idx].double()[order].tolist()
+        scores = flat[idx].double().abs()[order].tolist()
     alive = [True] * len(unit) if sub_mask is None else sub_mask[order].tolist()
     return idx[order].tolist(), [s if a else None for s, a in zip(scores, alive)]
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+
 def _count_le(values: list[torch.Tensor], t: int) -> torch.Tensor:
     """#{values_i <= t} per layer, int64 [L] on the first layer's device."""
     device = values[0].device
