@@ -12,7 +12,7 @@ from lamp_kernels import reference
 FAST = [b for b in lk.available_backends() if b == "cpu" or (b == "triton" and not torch.cuda.is_available())]
 SCORES = [b for b in FAST if b != "triton"]
 pytestmark = pytest.mark.skipif(not FAST, reason="no compiled backend built")
-SPARSITIES = [0.0, 0.3, 0.7, 1.0]
+SPARSITIES = [0.0, 0.3, 0.7]
 
 
 def importance_for(layers, dtype, seed=0):
@@ -30,11 +30,10 @@ def _same(got, want, label):
 @pytest.mark.parametrize("backend", FAST)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "masked"])
-def test_importance_masks_match_reference(backend, dtype, case, masked):
+def test_importance_masks_match_reference(backend, dtype, case):
     layers = CASES[case](torch.float32)
     keys = importance_for(layers, dtype)
-    masks = random_masks(layers) if masked else None
+    masks = random_masks(layers) if (sorted(CASES).index(case) + DTYPES.index(dtype)) % 2 else None
     for method in lk.METHODS:
         for s in SPARSITIES:
             want = lk.prune_masks(layers, s, method, masks=masks, importance=keys, backend="reference")
