@@ -12,6 +12,7 @@ from .layers import Layers, check_sparsity
 from .options import OWL_LAMBDA, OWL_M, Options, check_options
 
 METHODS = reference.METHODS
+ALL_METHODS = reference.ALL_METHODS
 BACKENDS = backends.NAMES
 
 
@@ -21,8 +22,8 @@ def available_backends() -> list[str]:
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {ALL_METHODS}")
 
 
 def lamp_scores(weights: Any, masks: Any = None, *, importance: Any = None, granularity: str = "layer",

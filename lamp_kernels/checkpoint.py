@@ -36,8 +36,6 @@ from .safetensors_io import (
     write_shard,
 )
 
-# OWL's block statistics need passes this streaming job does not make.
-CHECKPOINT_METHODS = tuple(m for m in METHODS if m != "owl")
 # Not pruned unless asked for: token/position embeddings and the output head.
 DEFAULT_EXCLUDE = r"embed|(^|\.)(wte|wpe)\.|lm_head"
 
@@ -101,8 +99,8 @@ class PruneJob:
 
     def check(self) -> None:
         self.sparsity = check_sparsity(self.sparsity)
-        if self.method not in CHECKPOINT_METHODS:
-            raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(CHECKPOINT_METHODS)}")
+        if self.method not in METHODS:
+            raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         if self.device not in ("cpu", "cuda") or (self.device == "cuda" and not torch.cuda.is_available()):

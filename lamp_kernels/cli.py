@@ -18,7 +18,8 @@ import os
 import sys
 from pathlib import Path
 
-from .checkpoint import CHECKPOINT_METHODS, DEFAULT_EXCLUDE, PruneJob, prune_checkpoint
+from .api import METHODS
+from .checkpoint import DEFAULT_EXCLUDE, PruneJob, prune_checkpoint
 from .safetensors_io import CheckpointError
 
 
@@ -32,7 +33,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path, help="checkpoint file or directory (never modified)")
     p.add_argument("--sparsity", type=float, required=True, help="fraction of the selected weights to prune")
     p.add_argument("--out", type=Path, help="output file or directory (same layout as SRC)")
-    p.add_argument("--method", choices=CHECKPOINT_METHODS, default="lamp")
+    p.add_argument("--method", choices=METHODS, default="lamp")
     p.add_argument("--include", action="append", default=[], metavar="REGEX", help="select tensors by name")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="leave tensors out by name")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

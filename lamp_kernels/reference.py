@@ -44,7 +44,8 @@ from . import allocation
 from .layers import Layers, pruned_count
 from .options import GLOBAL_METHODS, Options, rows_of
 
-METHODS = ("lamp", "global", "uniform", "uniform_plus", "erk", "owl")
+METHODS = ("lamp", "global", "uniform", "uniform_plus", "erk")  # the paper's method and its baselines
+ALL_METHODS = METHODS + ("owl",)  # plus OWL, whose budget needs the keys (owl.py)
 
 
 def layer_order(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

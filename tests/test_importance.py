@@ -27,14 +27,17 @@ def _same(got, want, label):
         assert torch.equal(g, w), f"{label}: layer {i} differs in {int((g != w).sum())} of {w.numel()} entries"
 
 
-@pytest.mark.parametrize("backend", FAST)
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", sorted(CASES))
+# The Triton interpreter is slow: it takes the two small tie-heavy cases (its kernels' own tests are test_triton.py).
+COMBOS = [(b, d, c) for b in FAST for d in DTYPES for c in sorted(CASES)
+          if b != "triton" or c in ("heavy_ties", "zeros_and_tiny")]
+
+
+@pytest.mark.parametrize("backend,dtype,case", COMBOS, ids=[f"{b}-{d}-{c}" for b, d, c in COMBOS])
 def test_importance_masks_match_reference(backend, dtype, case):
     layers = CASES[case](torch.float32)
     keys = importance_for(layers, dtype)
     masks = random_masks(layers) if (sorted(CASES).index(case) + DTYPES.index(dtype)) % 2 else None
-    for method in lk.METHODS:
+    for method in lk.ALL_METHODS:
         for s in SPARSITIES:
             want = lk.prune_masks(layers, s, method, masks=masks, importance=keys, backend="reference")
             got = lk.prune_masks(layers, s, method, masks=masks, importance=keys, backend=backend)
@@ -118,7 +121,7 @@ def test_reference_importance_is_reference_on_keys():
     """The spec: with importance, the reference equals the reference run on the keys as weights."""
     layers = CASES["scaled_copies"](torch.float32)
     keys = importance_for(layers, torch.float32, seed=7)
-    for method in lk.METHODS:
+    for method in lk.ALL_METHODS:
         want = lk.prune_masks(keys, 0.55, method, backend="reference")
         _same(lk.prune_masks(layers, 0.55, method, importance=keys, backend="reference"), want, method)
-    assert reference.METHODS == lk.METHODS
+    assert reference.ALL_METHODS == lk.ALL_METHODS and "owl" not in lk.METHODS

@@ -38,7 +38,7 @@ def test_rows_and_bounds_match_reference(dtype, case):
     turn = sorted(CASES).index(case) + DTYPES.index(dtype)
     imp = importance_for(layers, dtype) if turn % 2 else None
     masks = random_masks(layers) if turn // 2 % 2 else None
-    for method in lk.METHODS:
+    for method in lk.ALL_METHODS:
         for gran in ("layer", "row"):
             for lo, hi in BOUNDS if method in ("lamp", "global") else BOUNDS[:1]:
                 for s in (0.2, 0.9) if method in ("lamp", "global") else (0.55,):
