@@ -122,7 +122,8 @@ def main(argv=None) -> None:
         rows.append(calibration_row(args.cached_norms))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     out = {"date": datetime.date.today().isoformat(), "device": "cpu",
-           "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": commit.strip(), "rows": rows}
+           "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "commit": commit.strip(), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"importance-{out['date']}.json"
     path.write_text(json.dumps(out, indent=1) + "\n")
