@@ -74,6 +74,7 @@ def _masked_per_row(mask: torch.Tensor | None, rows: int, cols: int, device) -> 
 
 
 def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_set) -> Units:
+    keys.check_values()
     rows = _unit_rows(keys, options)
     shapes = [tuple(w.shape) for w in keys.tensors]
     if method not in GLOBAL_METHODS:  # a budget at row granularity: Wanda's per-row rule with layer sparsities
@@ -83,7 +84,6 @@ def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_se
             cols = w.numel() // r if r else 0
             counts.append(torch.clamp(_masked_per_row(m, r, cols, w.device), min=pruned_count(ratio, cols)))
         return Units(rows, counts)
-    keys.check_values()
     sizes = keys.numels()
     k = pruned_count(sparsity, sum(sizes))
     least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
@@ -104,13 +104,9 @@ def _check_group(method, options: Options, group) -> None:
         raise ValueError("granularity='row', density bounds and method='owl' do not run distributed (group=)")
 
 
-def select(keys: Layers, sparsity: float, method, options: Options, chosen: backends.Backend, group=None):
-    """Units, or the plain pipeline's Cuts, and the keys with the N:M masks."""
+def _prepared(keys: Layers, sparsity: float, method, options: Options, group):
     _check_group(method, options, group)
-    keys, method = _prepare(keys, sparsity, method, options)
-    if _uses_units(method, options):
-        return keys, _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
-    return keys, chosen.cuts(keys, sparsity, method, group)
+    return _prepare(keys, sparsity, method, options)
 
 
 def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,
@@ -119,8 +115,7 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
         _check_group(method, options, group)
         keys.check_values()
         return reference.prune_masks_with(keys, sparsity, method, options)
-    _check_group(method, options, group)
-    keys, method = _prepare(keys, sparsity, method, options)
+    keys, method = _prepared(keys, sparsity, method, options, group)
     if _uses_units(method, options):
         units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
         return _per_group(keys, chosen.unit_ops().row_cut_masks, units.rows, units.counts)
@@ -135,10 +130,11 @@ def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, 
         keys.check_values()
         _, counts = reference.select_with(keys, sparsity, method, options)
         return [sum(c) for c in counts], keys.numels()
-    keys, result = select(keys, sparsity, method, options, chosen, group)
-    if isinstance(result, Units):
-        return result.pruned(), keys.numels()
-    return result.pruned, result.numels
+    keys, method = _prepared(keys, sparsity, method, options, group)
+    if _uses_units(method, options):
+        return _unit_counts(keys, sparsity, method, options, chosen.unit_ops()).pruned(), keys.numels()
+    cuts = chosen.cuts(keys, sparsity, method, group)
+    return cuts.pruned, cuts.numels
 
 
 def scores(keys: Layers, options: Options, chosen: backends.Backend, float64: bool) -> list[torch.Tensor]:
