@@ -2,14 +2,15 @@
 
 1. masks with importance given, Llama-3.2-1B shapes (bf16 weights, float32 importance |W| * s_j with
    log-normal column scales), against the magnitude path on the same weights: LAMP per layer (goal: within
-   2x), plus LAMP per row, Wanda's per-row rule, OWL and 2:4 for reference; median of repeats, each run
-   verified to prune the exact count;
+   2x), the two timed alternately round after round so that the load of a shared machine hits both alike
+   (medians, and the median of the per-round ratios); then global, LAMP per row, Wanda's per-row rule, OWL
+   and 2:4 once each for reference; every run verified to prune the exact count;
 2. calibration of SmolLM2-135M over 8k tokens (16 windows of 512) with calibration.input_norms (goal: within
    3 minutes on 2 cores); the norms are compared with a cached earlier run when one is given.
 
 The machine's load average is recorded with each row (other jobs share the 2 cores).
-Usage: python benchmarks/bench_importance.py [--blocks 16] [--repeats 3] [--skip-calibration]
-Writes benchmarks/results/importance-<date>.json.
+Usage: python benchmarks/bench_importance.py [--blocks 16] [--repeats 5] [--skip-calibration]
+Appends a run to benchmarks/results/importance-<date>.json (a list of runs).
 """
 
 from __future__ import annotations
@@ -56,9 +57,29 @@ def masks_rows(blocks: int, repeats: int) -> list[dict]:
     g = torch.Generator().manual_seed(1)
     importance = [w.abs().float() * torch.exp(torch.randn(w.shape[1], generator=g)) for w in weights]
     n = S.numel(shapes)
+    magnitude = lambda: lk.prune_masks(weights, 0.5)  # noqa: E731
+    with_importance = lambda: lk.prune_masks(weights, 0.5, importance=importance)  # noqa: E731
+    for fn in (magnitude, with_importance):  # warm-up, and the exact count
+        assert sum(int((~m).sum()) for m in fn()) == round(0.5 * n)
+    times: dict[str, list[float]] = {"magnitude": [], "importance": []}
+    before = load()
+    for _ in range(repeats):
+        for name, fn in (("magnitude", magnitude), ("importance", with_importance)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    ratios = [b / a for a, b in zip(times["magnitude"], times["importance"])]
+    rows = [{"case": f"llama3.2-1b x{blocks / 16:g}: LAMP per layer, importance vs magnitude, alternating",
+             "magnitude_s": round(statistics.median(times["magnitude"]), 3),
+             "importance_s": round(statistics.median(times["importance"]), 3),
+             "ratio_of_medians": round(statistics.median(times["importance"]) / statistics.median(times["magnitude"]),
+                                       2),
+             "median_ratio": round(statistics.median(ratios), 2), "rounds": repeats,
+             "all_s": {k: [round(x, 3) for x in v] for k, v in times.items()}, "weights": n,
+             "load_avg_before": round(before, 2), "load_avg_after": round(load(), 2)}]
+    print(rows[-1], flush=True)
+    base = rows[0]["magnitude_s"]
     cases = [
-        ("magnitude, LAMP per layer", lambda: lk.prune_masks(weights, 0.5)),
-        ("importance, LAMP per layer", lambda: lk.prune_masks(weights, 0.5, importance=importance)),
         ("importance, global", lambda: lk.prune_masks(weights, 0.5, "global", importance=importance)),
         ("importance, Wanda's per-row rule",
          lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, granularity="row")),
@@ -69,16 +90,13 @@ def masks_rows(blocks: int, repeats: int) -> list[dict]:
                                 blocks=[i // 7 for i in range(len(weights))])),
         ("importance, 2:4", lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, nm=(2, 4))),
     ]
-    rows, base = [], None
     for label, fn in cases:
         before = load()
-        seconds, masks = median_s(fn, repeats)
+        seconds, masks = median_s(fn, 1)
         pruned = sum(int((~m).sum()) for m in masks)
         del masks
-        if label.endswith("LAMP per layer") or label.endswith("global") or label.endswith("LAMP per row"):
+        if label.endswith("global") or label.endswith("LAMP per row"):
             assert pruned == round(0.5 * n), (label, pruned)
-        if base is None:
-            base = seconds
         rows.append({"case": f"llama3.2-1b x{blocks / 16:g}: {label}", "seconds": round(seconds, 3),
                      "vs_magnitude": round(seconds / base, 2), "pruned": pruned, "weights": n,
                      "load_avg_before": round(before, 2), "load_avg_after": round(load(), 2)})
@@ -113,7 +131,7 @@ def calibration_row(cached: Path | None) -> dict:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--blocks", type=int, default=16, help="Llama-3.2-1B blocks (16 = the whole model)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5, help="alternating rounds of the goal comparison")
     ap.add_argument("--skip-calibration", action="store_true")
     ap.add_argument("--cached-norms", type=Path, default=ROOT / "docs" / "results" / "smollm2-calibration.norms.pt")
     args = ap.parse_args(argv)
@@ -126,7 +144,9 @@ def main(argv=None) -> None:
            "torch": torch.__version__, "commit": commit.strip(), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"importance-{out['date']}.json"
-    path.write_text(json.dumps(out, indent=1) + "\n")
+    runs = json.loads(path.read_text()) if path.exists() else []
+    runs = runs if isinstance(runs, list) else [runs]
+    path.write_text(json.dumps(runs + [out], indent=1) + "\n")
     print(f"written to {path}")
 
 

@@ -1,6 +1,7 @@
 """Calibration-aware one-shot pruning of SmolLM2-135M-Instruct: perplexity for {magnitude, Wanda} importance x
 {uniform per layer, Wanda's per-row rule, global, LAMP per layer, LAMP per row, OWL} at 30/50/60/70%, and the
-2:4 pattern. Public API only (lamp_kernels.prune_masks, layer_sparsities, calibration.input_norms).
+2:4 pattern; then, with Wanda importance at 50% and 70%, density bounds on the LAMP selections and OWL with
+other values of M. Public API only (lamp_kernels.prune_masks, layer_sparsities, calibration.input_norms).
 
 The 210 block Linear weights are pruned (embeddings and the tied head stay dense). Calibration: the first
 --calibration-tokens tokens of the calibration part of the Debian Administrator's Handbook, in 512-token
@@ -47,6 +48,15 @@ SELECTIONS = {
     "OWL (per-row rule)": dict(method="owl", granularity="row"),
 }
 NM = {"2:4": dict(method="uniform", nm=(2, 4))}
+# Wanda importance only, at 50% and 70%: density bounds (layer density within 0.1 of the target) on the LAMP
+# selections, and OWL's sensitivity to M (lambda = 0.08; M = 5 is the default above).
+EXTRAS = {
+    "LAMP per layer, density 1-s +- 0.1": lambda s: dict(method="lamp", min_density=1 - s - 0.1,
+                                                          max_density=1 - s + 0.1),
+    "LAMP per row, layer density 1-s +- 0.1": lambda s: dict(method="lamp", granularity="row",
+                                                              min_density=1 - s - 0.1, max_density=1 - s + 0.1),
+    **{f"OWL M={m:g}": (lambda m: lambda s: dict(method="owl", granularity="row", owl_m=m))(m) for m in (3, 7, 10)},
+}
 
 
 def perplexity(model, tokens: torch.Tensor) -> float:
@@ -66,6 +76,9 @@ def configurations():
                 yield f"{importance} | {label} | {s}", importance, s, kwargs
         for label, kwargs in NM.items():
             yield f"{importance} | {label} | 0.5", importance, 0.5, kwargs
+    for label, make in EXTRAS.items():
+        for s in (0.5, 0.7):
+            yield f"wanda | {label} | {s}", "wanda", s, make(s)
 
 
 def run(args) -> dict:

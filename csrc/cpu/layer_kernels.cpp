@@ -117,16 +117,27 @@ std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor&
   const int shift = bin_shift(K::code);
   const scalar_t* x = w.data_ptr<scalar_t>();
   const bool* m = mask_ptr(mask);
+  if (bin_hi < bin_lo) return {};
   const int chunks = threads_for(n);
   std::vector<std::vector<int64_t>> local(chunks);
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
   for (int c = 0; c < chunks; ++c) {
     const auto [b, e] = chunk_range(n, chunks, c);
-    for (int64_t i = b; i < e; ++i) {
-      if (m && !m[i]) continue;
-      const uint64_t k = K::key(x[i]);
-      const int64_t bin = static_cast<int64_t>(k >> shift);
-      if (bin >= bin_lo && bin <= bin_hi) local[c].push_back(static_cast<int64_t>(k));
+    // Candidate bins hold few elements: a branch-free (vectorisable) scan of each block finds whether it holds
+    // any, and only such blocks are walked element by element. Unsigned wrap-around makes the range test one
+    // comparison; masked-out elements are tested afterwards.
+    const uint64_t lo = static_cast<uint64_t>(bin_lo), width = static_cast<uint64_t>(bin_hi - bin_lo);
+    constexpr int64_t kBlock = 256;
+    for (int64_t i0 = b; i0 < e; i0 += kBlock) {
+      const int64_t i1 = std::min(e, i0 + kBlock);
+      bool any = false;
+      for (int64_t i = i0; i < i1; ++i) any |= (static_cast<uint64_t>(K::key(x[i]) >> shift) - lo) <= width;
+      if (!any) continue;
+      for (int64_t i = i0; i < i1; ++i) {
+        if (m && !m[i]) continue;
+        const uint64_t k = K::key(x[i]);
+        if ((static_cast<uint64_t>(k >> shift) - lo) <= width) local[c].push_back(static_cast<int64_t>(k));
+      }
     }
   }
   std::vector<int64_t> all;
