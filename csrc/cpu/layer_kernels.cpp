@@ -88,12 +88,17 @@ void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& c
   for (int c = 0; c < chunks; ++c) {
     int64_t* h = local[c].data();
     const auto [b, e] = chunk_range(n, chunks, c);
-    for (int64_t i = b; i < e; ++i) {
-      if (m && !m[i]) continue;
+    auto add = [&](int64_t i) {
       const uint64_t k = K::key(x[i]);
       int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
       ++slot[0];
       if (limbs) add_square_limbs(code, k, slot + 1);
+    };
+    if (m) {  // two loops, so the unmasked one carries no per-element test
+      for (int64_t i = b; i < e; ++i)
+        if (m[i]) add(i);
+    } else {
+      for (int64_t i = b; i < e; ++i) add(i);
     }
   }
   counts = at::zeros({bins}, at::kLong);
@@ -109,6 +114,48 @@ void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& c
   }
 }
 
+// Appends to `out` the keys (|x| bit patterns) of the alive elements whose bin (key >> shift) lies in
+// [lo, lo + width], in index order. Candidate bins hold few elements, so a branch-free, vectorisable scan of each
+// block finds whether it holds any, and only such blocks are walked element by element (bins are < 2^16, so
+// the range test is one unsigned 32-bit comparison). Compiled twice on x86-64 GCC (AVX2 and the baseline),
+// the CPU's features choosing at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LAMP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define LAMP_VECTOR_CLONES
+#endif
+
+template <typename bits_t>
+inline void gather_bits(const bits_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
+                        std::vector<int64_t>& out) {
+  constexpr bits_t kMagnitude = static_cast<bits_t>(~bits_t{0} >> 1);
+  constexpr int64_t kBlock = 256;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t i1 = std::min(n, i0 + kBlock);
+    uint32_t hits = 0;
+    for (int64_t i = i0; i < i1; ++i)
+      hits += static_cast<uint32_t>(static_cast<uint32_t>((x[i] & kMagnitude) >> shift) - lo <= width);
+    if (!hits) continue;
+    for (int64_t i = i0; i < i1; ++i) {
+      const bits_t k = x[i] & kMagnitude;
+      if ((!m || m[i]) && static_cast<uint32_t>(k >> shift) - lo <= width) out.push_back(static_cast<int64_t>(k));
+    }
+  }
+}
+
+LAMP_VECTOR_CLONES void gather16(const uint16_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
+                                 std::vector<int64_t>& out) {
+  gather_bits(x, m, n, shift, lo, width, out);
+}
+LAMP_VECTOR_CLONES void gather32(const uint32_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
+                                 std::vector<int64_t>& out) {
+  gather_bits(x, m, n, shift, lo, width, out);
+}
+LAMP_VECTOR_CLONES void gather64(const uint64_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
+                                 std::vector<int64_t>& out) {
+  gather_bits(x, m, n, shift, lo, width, out);
+}
+
 template <typename scalar_t>
 std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor& mask, int64_t bin_lo,
                                           int64_t bin_hi) {
@@ -117,28 +164,22 @@ std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor&
   const int shift = bin_shift(K::code);
   const scalar_t* x = w.data_ptr<scalar_t>();
   const bool* m = mask_ptr(mask);
-  if (bin_hi < bin_lo) return {};
+  // Bins are in [0, 2^16): clamp the range to it, so that it fits 32-bit arithmetic.
+  const int64_t lo = std::max<int64_t>(bin_lo, 0), hi = std::min<int64_t>(bin_hi, 0xFFFF);
+  if (hi < lo) return {};
   const int chunks = threads_for(n);
   std::vector<std::vector<int64_t>> local(chunks);
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
   for (int c = 0; c < chunks; ++c) {
     const auto [b, e] = chunk_range(n, chunks, c);
-    // Candidate bins hold few elements: a branch-free (vectorisable) scan of each block finds whether it holds
-    // any, and only such blocks are walked element by element. Unsigned wrap-around makes the range test one
-    // comparison; masked-out elements are tested afterwards.
-    const uint64_t lo = static_cast<uint64_t>(bin_lo), width = static_cast<uint64_t>(bin_hi - bin_lo);
-    constexpr int64_t kBlock = 256;
-    for (int64_t i0 = b; i0 < e; i0 += kBlock) {
-      const int64_t i1 = std::min(e, i0 + kBlock);
-      bool any = false;
-      for (int64_t i = i0; i < i1; ++i) any |= (static_cast<uint64_t>(K::key(x[i]) >> shift) - lo) <= width;
-      if (!any) continue;
-      for (int64_t i = i0; i < i1; ++i) {
-        if (m && !m[i]) continue;
-        const uint64_t k = K::key(x[i]);
-        if ((static_cast<uint64_t>(k >> shift) - lo) <= width) local[c].push_back(static_cast<int64_t>(k));
-      }
-    }
+    const bool* mc = m ? m + b : nullptr;
+    const uint32_t lo32 = static_cast<uint32_t>(lo), width = static_cast<uint32_t>(hi - lo);
+    if constexpr (sizeof(scalar_t) == 2)
+      gather16(reinterpret_cast<const uint16_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
+    else if constexpr (sizeof(scalar_t) == 4)
+      gather32(reinterpret_cast<const uint32_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
+    else
+      gather64(reinterpret_cast<const uint64_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
   }
   std::vector<int64_t> all;
   for (auto& v : local) all.insert(all.end(), v.begin(), v.end());
