@@ -116,7 +116,8 @@ def prepare(log: Log, gpu: bool) -> dict:
 
 def run_tests(log: Log, out: Path, quick: bool, per_test: int, budget: int) -> dict:
     env = dict(os.environ, LAMP_TEST_TIMEOUT=str(per_test), PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "pytest", "tests/test_gpu.py", "-v", "-rfE", "-p", "no:cacheprovider",
+    cmd = [sys.executable, "-m", "pytest", "tests/test_gpu.py", "tests/test_gpu_importance.py", "-v", "-rfE",
+           "-p", "no:cacheprovider",
            f"--junitxml={out / 'tests.xml'}"]
     if quick:
         cmd += ["-k", "not more_than_2_31 and not nomask"]

@@ -21,10 +21,11 @@ if _running_as_command():
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from .api import BACKENDS, METHODS, available_backends, lamp_scores, layer_sparsities, prune_masks  # noqa: E402
+from .api import ALL_METHODS, BACKENDS, METHODS, available_backends, lamp_scores, layer_sparsities, prune_masks  # noqa: E402
 from .modules import LayerReport, PruneReport, prune_  # noqa: E402
 
 __all__ = [
+    "ALL_METHODS",
     "BACKENDS",
     "METHODS",
     "LayerReport",

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
 
 from .layers import pruned_count
 
@@ -86,6 +88,68 @@ def erk_counts(shapes: Sequence[Shape], sparsity: float) -> list[int]:
     return [0 if i in dense else sizes[i] - share[i] for i in range(len(sizes))]
 
 
-def layer_counts(method: str, shapes: Sequence[Shape], sparsity: float) -> list[int]:
+@dataclass(frozen=True)
+class Ratios:
+    """A per-layer budget computed elsewhere (OWL): each layer prunes round(sparsities[i] * n_i) of its
+    weights (round(sparsities[i] * row length) per row at row granularity). Passed as the ``method`` of the
+    selection pipeline, which treats it like the named budgets above."""
+
+    sparsities: tuple[float, ...]
+
+
+def layer_counts(method: str | Ratios, shapes: Sequence[Shape], sparsity: float) -> list[int]:
+    if isinstance(method, Ratios):
+        return [pruned_count(r, math.prod(s)) for r, s in zip(method.sparsities, shapes)]
     return {"uniform": uniform_counts, "uniform_plus": uniform_plus_counts, "erk": erk_counts}[method](
         shapes, sparsity)
+
+
+def layer_ratios(method: str | Ratios, shapes: Sequence[Shape], sparsity: float) -> list[float]:
+    """Each layer's sparsity under a budget method, for the per-row rule: uniform gives the sparsity itself,
+    a Ratios budget its own values, uniform+ and ERK their per-layer count divided by the layer's size."""
+    if isinstance(method, Ratios):
+        return list(method.sparsities)
+    if method == "uniform":
+        return [sparsity] * len(shapes)
+    return [c / math.prod(s) if math.prod(s) else 0.0 for c, s in zip(layer_counts(method, shapes, sparsity), shapes)]
+
+
+def owl_densities(outlier_ratios: Sequence[float], sizes: Sequence[int], sparsity: float,
+                  lam: float) -> list[float]:
+    """OWL's block densities (Yin et al. 2024, "Outlier Weighed Layerwise Sparsity"): the outlier ratios are
+    mapped linearly onto [0, 2 lam], then shifted so the size-weighted mean density is 1 - sparsity (the
+    paper's plain mean over blocks, for blocks of equal size), and clipped to [0, 1]. Equal ratios (or one
+    block) give every block density 1 - sparsity."""
+    lo, hi = min(outlier_ratios), max(outlier_ratios)
+    spread = [0.0 if hi == lo else (r - lo) / (hi - lo) * 2 * lam for r in outlier_ratios]
+    total = sum(sizes)
+    mean = sum(d * n for d, n in zip(spread, sizes)) / total if total else 0.0
+    return [min(1.0, max(0.0, d - mean + 1.0 - sparsity)) for d in spread]
+
+
+def prune_bounds(sizes: Sequence[int], min_density: float | None,
+                 max_density: float | None) -> tuple[list[int], list[int]]:
+    """(least, most) weights each layer may prune: a layer of n keeps at least ceil(min_density * n) and at
+    most floor(max_density * n), computed exactly from the floats given (0.3 * 10 keeps 3, not 4)."""
+    lo_d = Fraction(0) if min_density is None else Fraction(min_density)
+    hi_d = Fraction(1) if max_density is None else Fraction(max_density)
+    least = [n - math.floor(hi_d * n) for n in sizes]
+    most = [n - math.ceil(lo_d * n) for n in sizes]
+    return least, most
+
+
+def check_bounds(names: Sequence[str], sizes: Sequence[int], masked: Sequence[int], k: int,
+                 least: Sequence[int], most: Sequence[int]) -> None:
+    """ValueError when no selection of k weights (already-masked ones included) meets the bounds."""
+    for name, n, m, lo, hi in zip(names, sizes, masked, least, most):
+        if lo > hi:
+            raise ValueError(f"{name}: no density of its {n} weights lies within min_density/max_density")
+        if m > hi:
+            raise ValueError(f"{name}: its masks already prune {m} of {n} weights, more than min_density allows "
+                             f"({hi})")
+    if sum(least) > k:
+        raise ValueError(f"max_density forces at least {sum(least)} weights pruned, more than the {k} that the "
+                         f"sparsity asks for")
+    if sum(most) < k:
+        raise ValueError(f"min_density lets at most {sum(most)} weights be pruned, fewer than the {k} that the "
+                         f"sparsity asks for")

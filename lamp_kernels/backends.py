@@ -9,6 +9,9 @@
     cuda        the CUDA library's sort path (cuda_backend.py): scores, and masks by a radix select over the
                 sorted layers on the device; CUDA tensors on one device
 
+Per-unit selections (granularity="row", density bounds; plan.py) run the row ops (``unit_ops``): the C++
+kernels on CPU, the CUDA library on CUDA, the reference's spec for backend="reference"; not the Triton kernels.
+
 Every backend returns the same masks and counts, and the same scores to the bit.
 """
 
@@ -40,6 +43,11 @@ class Backend:
 
     def zero_(self, layers: Layers, sparsity: float, method: str) -> selection.Cuts:
         raise NotImplementedError
+
+    def unit_ops(self) -> ModuleType:
+        """The kernels of per-unit selections (granularity="row", density bounds): row_order_values,
+        row_lamp_scores, row_cut_masks (plan.py)."""
+        return ops
 
 
 class ReferenceBackend(Backend):
@@ -95,6 +103,12 @@ class SummaryBackend(Backend):
 
     def masks(self, layers, sparsity, method, group=None):
         return selection.apply_layer_cuts(layers, self.cuts(layers, sparsity, method, group), self.kernels)
+
+    def unit_ops(self):
+        if self.kernels is not ops:
+            raise ValueError("backend 'triton' selects whole layers from histograms; granularity='row' and density "
+                             "bounds need per-row sorts: use backend=None or 'cuda' (or 'cpu' on CPU tensors)")
+        return ops
 
     def zero_(self, layers, sparsity, method):
         cuts = self.cuts(layers, sparsity, method)

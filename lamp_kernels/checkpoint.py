@@ -21,7 +21,7 @@ import shutil
 import stat
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,6 +104,10 @@ class PruneJob:
     notices: list[str] = field(default_factory=list)  # warnings for the user (stale or concurrent runs)
     target: Path | None = field(default=None, init=False)  # dst's absolute location
     seen: tuple | None = field(default=None, init=False)  # what was at target when the run started
+    # name, tensor -> the importance the selection ranks instead of |w| (e.g. Wanda's, from calibration norms);
+    # computed per tensor when needed, never kept. None: magnitude.
+    importance: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    importance_name: str = "magnitude"  # what the report says the selection ranked
 
     def check(self) -> None:
         """Every argument, before anything is read or written."""
@@ -231,8 +235,11 @@ def _open(job: PruneJob, rank: int, world: int):
 
 
 def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, progress) -> selection.Cuts:
+    def keys(i: int, t: torch.Tensor) -> torch.Tensor:
+        return t if job.importance is None else job.importance(mine[i].name, t)
+
     def with_tensor(i: int, fn):  # fn sees a read-only view of the file; summaries are new tensors
-        out = with_mapped(mine[i], lambda t: fn(t.to(device)))
+        out = with_mapped(mine[i], lambda t: fn(keys(i, t.to(device))))
         progress(mine[i].nbytes)
         return out
 
@@ -279,7 +286,7 @@ def _report(job: PruneJob, chosen, mine, cuts, by_name) -> dict:
     elements, total_pruned = sum(x["elements"] for x in layers), sum(x["pruned"] for x in layers)
     return {"tool": f"lamp_kernels {__version__}", "source": str(job.src),
             "output": None if job.dry_run else str(job.dst), "method": job.method, "sparsity": job.sparsity,
-            "threshold": cuts.threshold, "device": job.device, "world_size": _rank_world(job.group)[1],
+            "importance": job.importance_name, "threshold": cuts.threshold, "device": job.device, "world_size": _rank_world(job.group)[1],
             "elements": elements, "pruned": total_pruned,
             "density": round(1 - total_pruned / elements, 6) if elements else 1.0, "layers": layers}
 
@@ -296,7 +303,11 @@ def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device:
         if buffer.numel() < entry.nbytes:
             buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
         out = buffer[:entry.nbytes].view(source.dtype).reshape(source.shape)
-        if device.type == "cpu":
+        if job.importance is not None:  # the cut is on the importance: mask from it, zeros into the weights
+            keep = ops.apply_cuts([job.importance(entry.name, source.to(device))], [None], [key], [ties])[0]
+            out.copy_(source)
+            out.masked_fill_(~keep.cpu(), 0)
+        elif device.type == "cpu":
             out.copy_(source)
             ops.zero_cuts_([out], [None], [key], [ties])
         else:

@@ -3,6 +3,8 @@
     lamp-prune SRC --sparsity S --out DST [--method lamp|global|uniform|uniform_plus|erk]
                [--include REGEX]... [--exclude REGEX]... [--device auto|cpu|cuda]
                [--report FILE] [--plot FILE] [--dry-run] [--force]
+               [--importance magnitude|wanda --calibration FILE.txt [--calibration-tokens N]
+                [--calibration-window W]]
 
 Under torchrun (WORLD_SIZE > 1) the shards are split over the ranks: one global selection, each rank writes
 its own shards. Errors print one line naming the file or tensor and exit with status 2; nothing is written.
@@ -44,7 +46,39 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="select and report only; write no checkpoint")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--importance", choices=["magnitude", "wanda"], default="magnitude",
+                   help="rank weights by |w| (default) or by Wanda's |W_ij| * ||X_j||; wanda needs a transformers "
+                        "checkpoint directory and --calibration")
+    p.add_argument("--calibration", type=Path, metavar="FILE.txt", help="text whose tokens calibrate --importance "
+                                                                          "wanda")
+    p.add_argument("--calibration-tokens", type=int, default=8192, metavar="N",
+                   help="calibration tokens, from the start of the file (default 8192)")
+    p.add_argument("--calibration-window", type=int, default=512, metavar="W",
+                   help="tokens per calibration forward pass (default 512)")
     return p
+
+
+def _importance(args, progress: bool):
+    """None (magnitude), or PruneJob.importance from a calibration run (checkpoint_calibration.py)."""
+    if args.importance == "magnitude":
+        if args.calibration is not None:
+            raise CheckpointError("--calibration is used with --importance wanda")
+        return None
+    if args.calibration is None:
+        raise CheckpointError("--importance wanda needs --calibration FILE.txt")
+    if args.calibration_tokens < 1 or args.calibration_window < 1:
+        raise CheckpointError("--calibration-tokens and --calibration-window must be positive")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise CheckpointError("--importance wanda runs in a single process (not under torchrun)")
+    from . import checkpoint_calibration as cc
+    from .checkpoint import Checkpoint, select
+
+    names = [e.name for e in select(list(Checkpoint.open(args.src).entries()), args.include, args.exclude)]
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and __import__("torch").cuda.is_available()) \
+        else "cpu"
+    norms = cc.wanda_norms(args.src, args.calibration, names, tokens=args.calibration_tokens,
+                           window=args.calibration_window, device=device, progress=progress)
+    return cc.wanda_importance_of(norms)
 
 
 def _process_group(device: str):
@@ -102,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             group = job.group = _process_group(args.device)
             rank = 0 if group is None else __import__("torch.distributed").distributed.get_rank()
+            job.importance, job.importance_name = _importance(args, job.progress), args.importance
             report = prune_checkpoint(job)
             if rank == 0:
                 where = "dry run, nothing written" if args.dry_run else f"wrote {args.out}"

@@ -150,6 +150,14 @@ class Layers:
             raise ValueError(f"{self.names[i]}: largest |w| = {max_abs:g} is outside [2^-496, 2^496); "
                              "its square leaves float64's normal range")
 
+    def with_masks(self, masks: list[torch.Tensor | None]) -> Layers:
+        """The same layers with other masks (already validated by the caller)."""
+        return Layers(self.tensors, list(masks), self.names, self.kind, self.keys)
+
+    def with_tensors(self, tensors: list[torch.Tensor]) -> Layers:
+        """Other tensors of the same shapes in the same container: the importance keys of these layers."""
+        return Layers(list(tensors), self.masks, self.names, self.kind, self.keys)
+
     def detached(self) -> list[torch.Tensor]:
         """The tensors without autograd history (views of the same memory), made once per Layers."""
         if self._detached is None:

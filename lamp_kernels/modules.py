@@ -15,6 +15,7 @@ from . import backends
 from .api import _check_method, prune_masks
 from .layers import Layers, check_sparsity
 from .naming import DEFAULT_EXCLUDE
+from .options import OWL_LAMBDA, OWL_M, check_options
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -121,8 +122,36 @@ def select_layers(model: nn.Module, include=None, exclude=None) -> dict[str, lis
     return layers
 
 
-def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=None, exclude=None,
-           reparametrize: bool = True, backend: str | None = None) -> PruneReport:
+def _importance(model: nn.Module, modules: dict[str, nn.Module], weights: dict[str, torch.Tensor], importance,
+                calibration, progress: bool):
+    """None for magnitude, else name -> importance tensor (Wanda's from the calibration, or the user's). ``modules``
+    holds each layer's first use: a tensor shared by several Linears is weighted by that one's input norms."""
+    if isinstance(importance, str) and importance == "magnitude":
+        if calibration is not None:
+            raise ValueError("calibration= is used with importance='wanda'; magnitude pruning needs no data")
+        return None
+    if isinstance(importance, dict):
+        return importance
+    if not (isinstance(importance, str) and importance == "wanda"):
+        raise ValueError(f"importance must be 'magnitude', 'wanda' or a dict of tensors by weight name, got "
+                         f"{importance!r}")
+    if calibration is None:
+        raise ValueError("importance='wanda' needs calibration= (batches to run the model on)")
+    from .calibration import input_norms, wanda_importance
+
+    for name, module in modules.items():
+        if not isinstance(module, nn.Linear):
+            raise ValueError(f"{name}: Wanda importance is defined for Linear layers; exclude "
+                             f"{type(module).__name__} layers (exclude=...)")
+    norms = input_norms(model, calibration, {n[: -len(".weight")]: m for n, m in modules.items()}, progress=progress)
+    return {n: wanda_importance(weights[n], norms[n[: -len(".weight")]]) for n in modules}
+
+
+def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, importance="magnitude", calibration=None,
+           granularity: str = "layer", min_density: float | None = None, max_density: float | None = None,
+           nm: tuple[int, int] | None = None, owl_m: float = OWL_M, owl_lambda: float = OWL_LAMBDA, blocks=None,
+           include=None, exclude=None, reparametrize: bool = True, backend: str | None = None,
+           progress: bool = True) -> PruneReport:
     """Prune ``model`` in place so that ``sparsity`` of the selected weights (in total) are zero.
 
     Selection (see select_layers): Linear and Conv1d/2d/3d weights except embeddings and output heads
@@ -130,6 +159,11 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     name Embedding weights), ``exclude`` regexes remove names. A tensor shared by several modules (a tied
     ``lm_head``/``embed_tokens``) is one layer: counted once and given one mask, applied in every module that
     uses it.
+
+    importance: "magnitude" (|w|), "wanda" (|W_ij| * ||X_j||, the input norms collected over
+    ``calibration``, an iterable of batches the model is called on: calibration.input_norms), or a dict of
+    importance tensors by weight name. granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks:
+    as in prune_masks (OWL's blocks default to the first number in each weight's name).
 
     reparametrize=True goes through ``torch.nn.utils.prune.custom_from_mask``: masks from earlier calls are
     honoured, so repeated calls at rising sparsities prune iteratively, and ``prune.remove`` makes it
@@ -139,6 +173,7 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
     """
     _check_method(method)
     check_sparsity(sparsity)
+    options = check_options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks)
     layers = select_layers(model, include, exclude)
     if not layers:
         raise ValueError("no prunable layers (Linear, Conv1d/2d/3d) selected in the model")
@@ -148,8 +183,10 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
         held = [m.weight_mask.detach().bool() for _, m in users if _reparametrized(m)]
         masks[name] = functools.reduce(torch.logical_and, held) if held else None  # masked out anywhere: pruned
     have_masks = {n: m for n, m in masks.items() if m is not None}
+    keys = _importance(model, {n: users[0][1] for n, users in layers.items()}, weights, importance, calibration,
+                       progress)
     report = PruneReport(method, float(check_sparsity(sparsity)))
-    if not reparametrize and not have_masks:
+    if not reparametrize and not have_masks and keys is None and options.is_plain() and method != "owl":
         weight_layers = Layers.from_inputs(weights)
         chosen = backends.choose(backend, weight_layers)
         if chosen.can_zero:
@@ -157,7 +194,9 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, include=N
             for r, users in zip(report.layers, layers.values()):
                 r.shared_with = tuple(n for n, _ in users[1:])
             return report
-    new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, backend=backend)
+    new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, importance=keys,
+                            granularity=granularity, min_density=min_density, max_density=max_density, nm=nm,
+                            owl_m=owl_m, owl_lambda=owl_lambda, blocks=blocks, backend=backend)
     with torch.no_grad():
         for name, users in layers.items():
             keep = new_masks[name]

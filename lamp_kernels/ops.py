@@ -11,6 +11,12 @@ every device (kernels_torch.py, or the reference for scores); compiled kernels r
     apply_cuts          C++                           Triton
     zero_cuts_          C++                           Triton
     lamp_scores         C++ radix sort + exact scan   the CUDA library (csrc/cuda, cuda_backend.py)
+    row_order_values    C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
+    row_lamp_scores     C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
+    row_cut_masks       C++ per-unit sort             the pure-torch default (a stable sort per row)
+
+The row ops view each layer as [rows, numel / rows] units (rows.py): granularity="row", and the bounded
+selections with one unit per layer.
 
 So prune_masks, layer_sparsities, prune_, distributed selection and ``lamp-prune`` take the same compiled
 path on whatever device the weights are. The CUDA kernels load their code on first use; when it is missing
@@ -25,7 +31,7 @@ import warnings
 import torch
 from torch import Tensor
 
-from . import kernels_torch, reference
+from . import kernels_torch, reference, rows
 
 try:
     from . import _C  # type: ignore[attr-defined]
@@ -52,6 +58,9 @@ _lib.define("gather_bin_keys(Tensor[] weights, Tensor?[] masks, int[] bin_lo, in
 _lib.define("apply_cuts(Tensor[] weights, Tensor?[] masks, int[] cut_keys, int[] ties) -> Tensor[]")
 _lib.define("zero_cuts_(Tensor(a!)[] weights, Tensor?[] masks, int[] cut_keys, int[] ties) -> ()")
 _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Tensor[]")
+_lib.define("row_order_values(Tensor[] keys, Tensor?[] masks, int[] rows, bool lamp) -> Tensor[]")
+_lib.define("row_lamp_scores(Tensor[] keys, Tensor?[] masks, int[] rows, bool float64) -> Tensor[]")
+_lib.define("row_cut_masks(Tensor[] keys, Tensor?[] masks, int[] rows, Tensor[] counts) -> Tensor[]")
 
 
 def reference_lamp_scores(weights: list[Tensor], masks: list[Tensor | None], float64: bool) -> list[Tensor]:
@@ -66,6 +75,9 @@ _lib.impl("gather_bin_keys", kernels_torch.gather_bin_keys_many_ref, "CompositeE
 _lib.impl("apply_cuts", kernels_torch.apply_cuts_ref, "CompositeExplicitAutograd")
 _lib.impl("zero_cuts_", kernels_torch.zero_cuts_ref_, "CompositeExplicitAutograd")
 _lib.impl("lamp_scores", reference_lamp_scores, "CompositeExplicitAutograd")
+_lib.impl("row_order_values", rows.row_order_values_ref, "CompositeExplicitAutograd")
+_lib.impl("row_lamp_scores", rows.row_lamp_scores_ref, "CompositeExplicitAutograd")
+_lib.impl("row_cut_masks", rows.row_cut_masks_ref, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("lamp_kernels::bin_summaries", lib=_lib)
@@ -98,6 +110,21 @@ def _(weights, masks, float64):
     return [torch.empty_like(w, dtype=dtype) for w in weights]
 
 
+@torch.library.register_fake("lamp_kernels::row_order_values", lib=_lib)
+def _(keys, masks, rows, lamp):
+    return [k.new_empty((k.numel(),), dtype=torch.int64) for k in keys]
+
+
+@torch.library.register_fake("lamp_kernels::row_lamp_scores", lib=_lib)
+def _(keys, masks, rows, float64):
+    return [torch.empty_like(k, dtype=torch.float64 if float64 else torch.float32) for k in keys]
+
+
+@torch.library.register_fake("lamp_kernels::row_cut_masks", lib=_lib)
+def _(keys, masks, rows, counts):
+    return [torch.empty_like(k, dtype=torch.bool) for k in keys]
+
+
 # CPU: the C++ kernels.
 def _gather_cpu(weights, masks, bin_lo, bin_hi, sizes):
     out = torch.cat([_C.gather_bin_keys(w, m, lo, hi) for w, m, lo, hi in zip(weights, masks, bin_lo, bin_hi)])
@@ -126,6 +153,9 @@ if _C is not None:
     _lib.impl("apply_cuts", _apply_cuts_cpu, "CPU")
     _lib.impl("zero_cuts_", _zero_cuts_cpu, "CPU")
     _lib.impl("lamp_scores", _C.lamp_scores, "CPU")
+    _lib.impl("row_order_values", _C.row_order_values, "CPU")
+    _lib.impl("row_lamp_scores", _C.row_lamp_scores, "CPU")
+    _lib.impl("row_cut_masks", _C.row_cut_masks, "CPU")
 
 
 # CUDA: Triton kernels and the CUDA library, imported on first use (import lamp_kernels needs neither).
@@ -163,11 +193,24 @@ _lib.impl("apply_cuts", lambda *a: _triton_kernels().apply_cuts(*a), "CUDA")
 _lib.impl("zero_cuts_", lambda *a: _triton_kernels().zero_cuts_(*a), "CUDA")
 _lib.impl("lamp_scores", _cuda_lamp_scores, "CUDA")
 
+
+def _cuda_rows():
+    from . import cuda_rows
+
+    return cuda_rows
+
+
+_lib.impl("row_order_values", lambda *a: _cuda_rows().row_order_values(*a), "CUDA")
+_lib.impl("row_lamp_scores", lambda *a: _cuda_rows().row_lamp_scores(*a), "CUDA")
+
 bin_summaries = torch.ops.lamp_kernels.bin_summaries  # sparse per-layer bin counts + exact limb sums
 gather_bin_keys = torch.ops.lamp_kernels.gather_bin_keys  # sorted keys of alive elements in given bins
 apply_cuts = torch.ops.lamp_kernels.apply_cuts  # keep-masks from per-layer cuts
 zero_cuts_ = torch.ops.lamp_kernels.zero_cuts_  # the same cuts applied in place: pruned weights := 0
 lamp_scores = torch.ops.lamp_kernels.lamp_scores  # LAMP scores per layer (float32, or float64)
+row_order_values = torch.ops.lamp_kernels.row_order_values  # per-unit sorted order values (int64)
+row_lamp_scores = torch.ops.lamp_kernels.row_lamp_scores  # per-unit LAMP scores
+row_cut_masks = torch.ops.lamp_kernels.row_cut_masks  # keep-masks from per-unit pruned counts
 
 
 def solver(codes: list[int], bins: list[Tensor], counts: list[Tensor], sums: list[Tensor], lamp: bool):

@@ -14,17 +14,38 @@ Definitions (one layer, n elements, optional mask with True = alive):
                 fixed count per layer (allocation.py). Already-masked weights are pruned first and never
                 revived, so when they number more than k the masks come back unchanged.
 
+Extensions (options.py), each written out below as plainly:
+
+* importance -- selection runs on given non-negative importance tensors ("keys") exactly as on |w|: the
+                order is (importance, flat index) and the LAMP score is I_u^2 / sum_{v >= u} I_v^2. The keys
+                only choose; the masks apply to the weights. Without importance the keys are |w|.
+* granularity "row" -- each output row (options.rows_of) is a *unit* with its own order (masked first, then
+                (key, column)) and its own suffix sums; LAMP prunes the k smallest in the order (masked,
+                score, layer, row, position in the row's order). With "layer" the layer is the one unit.
+* density bounds -- layer i prunes between least_i and most_i weights (allocation.prune_bounds): its
+                least_i first weights in its own order (score, unit, position) are pruned whatever their
+                score, weights past its most_i-th are never candidates, and the k smallest candidates in the
+                global order are pruned.
+* nm=(N, M) -- before anything else, the M - N smallest of every M consecutive weights of a row in the order
+                (masked first, key, position) are masked out.
+* owl -- per-block sparsities from the share of keys above M times the block's mean (owl.py), then pruned
+                like uniform with those sparsities (per layer, or per row).
+
 This module favours clarity over speed: per-element Python loops, small inputs only (tests).
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import allocation
 from .layers import Layers, pruned_count
+from .options import GLOBAL_METHODS, Options, rows_of
 
-METHODS = ("lamp", "global", "uniform", "uniform_plus", "erk")
+METHODS = ("lamp", "global", "uniform", "uniform_plus", "erk")  # the paper's method and its baselines
+ALL_METHODS = METHODS + ("owl",)  # plus OWL, whose budget needs the keys (owl.py)
 
 
 def layer_order(w: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -105,3 +126,137 @@ def pruned_counts(layers: Layers, sparsity: float, method: str) -> tuple[list[to
 def prune_masks(layers: Layers, sparsity: float, method: str) -> list[torch.Tensor]:
     orders, counts = pruned_counts(layers, sparsity, method)
     return _masks_from_counts(layers, orders, counts)
+
+
+# ---- extensions: importance keys, rows, density bounds, N:M, OWL ------------------------------------------------
+
+
+def units(shape: tuple[int, ...], granularity: str) -> list[range]:
+    """Flat index ranges of the units of a layer: the whole layer, or each output row."""
+    n = math.prod(shape)
+    rows = rows_of(shape) if granularity == "row" else 1
+    cols = n // rows if rows else 0
+    return [range(r * cols, (r + 1) * cols) for r in range(rows)]
+
+
+def nm_masks(keys: list[torch.Tensor], masks: list[torch.Tensor | None], names: list[str], n: int,
+             m: int) -> list[torch.Tensor]:
+    """The given masks with, in every group of m consecutive weights of a row, the m - n first in the order
+    (masked first, key, position in the group) masked out too."""
+    out = []
+    for key, mask, name in zip(keys, masks, names):
+        flat = key.reshape(-1).double().abs().cpu().tolist()
+        alive = [True] * len(flat) if mask is None else mask.reshape(-1).cpu().tolist()
+        keep = list(alive)
+        for unit in units(tuple(key.shape), "row"):
+            if len(unit) % m:
+                raise ValueError(f"{name}: rows of {len(unit)} weights do not split into groups of {m}")
+            for g in range(unit.start, unit.stop, m):
+                order = sorted(range(g, g + m), key=lambda i: (alive[i], flat[i], i))
+                for i in order[: m - n]:
+                    keep[i] = False
+        out.append(torch.tensor(keep, dtype=torch.bool).reshape(key.shape).to(key.device))
+    return out
+
+
+def _unit_scores(key: torch.Tensor, mask: torch.Tensor | None, unit: range, lamp: bool) -> tuple[list[int], list]:
+    """(flat indices of the unit in its order, score of each along it; masked ones score None)."""
+    flat = key.reshape(-1).cpu()
+    idx = torch.tensor(list(unit), dtype=torch.long)
+    sub_mask = None if mask is None else mask.reshape(-1).cpu()[idx]
+    if lamp:
+        order, scores = layer_scores_in_order(flat[idx], sub_mask)
+    else:
+        order = layer_order(flat[idx], sub_mask)
+        scores = flat[idx].double().abs()[order].tolist()
+    alive = [True] * len(unit) if sub_mask is None else sub_mask[order].tolist()
+    return idx[order].tolist(), [s if a else None for s, a in zip(scores, alive)]
+
+
+def _budget_unit_counts(layers: Layers, units_of: list[list[range]], sparsity: float, method, options: Options,
+                        masked: list[list[int]]) -> list[list[int]]:
+    shapes = [tuple(w.shape) for w in layers.tensors]
+    if options.granularity == "layer":
+        targets = allocation.layer_counts(method, shapes, sparsity)
+        return [[max(t, m[0])] for t, m in zip(targets, masked)]
+    ratios = allocation.layer_ratios(method, shapes, sparsity)
+    return [[max(pruned_count(r, len(u)), mu) for u, mu in zip(us, ms)]
+            for r, us, ms in zip(ratios, units_of, masked)]
+
+
+def select(layers: Layers, sparsity: float, method, options: Options) -> tuple[list[list[list[int]]], list[list[int]]]:
+    """(per layer, per unit: flat indices in the unit's order; per layer, per unit: how many of them are
+    pruned) for the layers' current masks. ``layers.tensors`` are the keys; ``method`` may be an
+    allocation.Ratios budget (OWL)."""
+    lamp = method == "lamp"
+    units_of = [units(tuple(w.shape), options.granularity) for w in layers.tensors]
+    orders, scores = [], []
+    for w, m, us in zip(layers.tensors, layers.masks, units_of):
+        per = [_unit_scores(w, m, u, lamp) for u in us]
+        orders.append([p[0] for p in per])
+        scores.append([p[1] for p in per])
+    masked = [[sum(s is None for s in u) for u in layer] for layer in scores]
+    if method not in GLOBAL_METHODS:
+        return orders, _budget_unit_counts(layers, units_of, sparsity, method, options, masked)
+    sizes = layers.numels()
+    k = pruned_count(sparsity, sum(sizes))
+    least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
+    layer_masked = [sum(m) for m in masked]
+    allocation.check_bounds(layers.names, sizes, layer_masked, k, least, most)
+    counts = [list(m) for m in masked]
+    candidates, forced = [], 0
+    for i, layer in enumerate(scores):
+        own = sorted((s, u, pos) for u, unit in enumerate(layer) for pos, s in enumerate(unit) if s is not None)
+        first = max(0, least[i] - layer_masked[i])  # pruned whatever their score
+        for _, u, _ in own[:first]:
+            counts[i][u] += 1
+        forced += first
+        candidates += [(s, i, u, pos) for s, u, pos in own[first: most[i] - layer_masked[i]]]
+    need = k - sum(layer_masked) - forced
+    for _, i, u, _ in sorted(candidates)[: max(0, need)]:
+        counts[i][u] += 1
+    return orders, counts
+
+
+def unit_masks(layers: Layers, orders: list[list[list[int]]], counts: list[list[int]]) -> list[torch.Tensor]:
+    """Prune the first counts[i][u] weights of each unit's order."""
+    out = []
+    for w, layer_orders, layer_counts in zip(layers.tensors, orders, counts):
+        keep = torch.ones(w.numel(), dtype=torch.bool)
+        for order, c in zip(layer_orders, layer_counts):
+            keep[order[:c]] = False
+        out.append(keep.reshape(w.shape).to(w.device))
+    return out
+
+
+def _prepared(layers: Layers, sparsity: float, method: str, options: Options):
+    """N:M first (its pattern joins the masks), then OWL's budget."""
+    from . import owl
+
+    if options.nm is not None:
+        layers = layers.with_masks(nm_masks(layers.tensors, layers.masks, layers.names, *options.nm))
+    if method == "owl":
+        method = owl.budget_reference(layers, sparsity, options)
+    return layers, method
+
+
+def select_with(layers: Layers, sparsity: float, method: str, options: Options):
+    """select() under all options: (unit orders, unit counts)."""
+    layers, method = _prepared(layers, sparsity, method, options)
+    return select(layers, sparsity, method, options)
+
+
+def prune_masks_with(layers: Layers, sparsity: float, method: str, options: Options) -> list[torch.Tensor]:
+    """The masks for keys ``layers.tensors`` under all options: N:M first, then OWL's budget, then selection."""
+    layers, method = _prepared(layers, sparsity, method, options)
+    orders, counts = select(layers, sparsity, method, options)
+    return unit_masks(layers, orders, counts)
+
+
+def row_lamp_scores(key: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """LAMP scores of one layer with each output row its own unit, float64, same shape and device."""
+    out = torch.zeros(key.numel(), dtype=torch.float64)
+    for unit in units(tuple(key.shape), "row"):
+        order, scores = _unit_scores(key, mask, unit, True)
+        out[order] = torch.tensor([0.0 if s is None else s for s in scores], dtype=torch.float64)
+    return out.reshape(key.shape).to(key.device)

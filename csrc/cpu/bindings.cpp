@@ -5,6 +5,7 @@
 #include "cut_solver.h"
 #include "cuda_scan_emulation.h"
 #include "layer_kernels.h"
+#include "row_kernels.h"
 #include "summaries.h"
 
 namespace py = pybind11;
@@ -18,6 +19,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("apply_cut", &lamp::apply_cut, py::call_guard<py::gil_scoped_release>());
   m.def("zero_cut_", &lamp::zero_cut_, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores", &lamp::lamp_scores, py::call_guard<py::gil_scoped_release>());
+  m.def("row_order_values", &lamp::row_order_values, py::call_guard<py::gil_scoped_release>());
+  m.def("row_lamp_scores", &lamp::row_lamp_scores, py::call_guard<py::gil_scoped_release>());
+  m.def("row_cut_masks", &lamp::row_cut_masks, py::call_guard<py::gil_scoped_release>());
   m.def("cuda_scan_emulation", &lamp::cuda_scan_emulation, py::call_guard<py::gil_scoped_release>());
   py::class_<CutSolver>(m, "CutSolver")
       .def(py::init<const std::vector<int64_t>&, const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,

@@ -13,11 +13,13 @@
 
 #include <algorithm>
 #include <array>
+#include <limits>
 #include <numeric>
 #include <vector>
 
 #include "exact_sum.h"
 #include "float_keys.h"
+#include "radix_sort.h"
 
 namespace lamp {
 
@@ -41,38 +43,6 @@ inline std::pair<int64_t, int64_t> chunk_range(int64_t n, int chunks, int c) {
   const int64_t per = (n + chunks - 1) / chunks;
   const int64_t b = std::min<int64_t>(n, per * c);
   return {b, std::min<int64_t>(n, b + per)};
-}
-
-// Stable LSD radix sort of (key, index) pairs by key, 11 bits a pass; passes whose digit is the same for
-// every key are skipped (the high digits of a layer's magnitudes usually are).
-template <typename key_t>
-void radix_sort_pairs(std::vector<key_t>& keys, std::vector<uint32_t>& idx) {
-  constexpr int kDigit = 11, kBuckets = 1 << kDigit;
-  constexpr int kPasses = (static_cast<int>(sizeof(key_t)) * 8 - 1 + kDigit - 1) / kDigit;
-  const size_t n = keys.size();
-  std::vector<std::array<uint32_t, kBuckets>> hist(kPasses);
-  for (auto& h : hist) h.fill(0);
-  for (size_t i = 0; i < n; ++i)
-    for (int p = 0; p < kPasses; ++p) ++hist[p][(keys[i] >> (p * kDigit)) & (kBuckets - 1)];
-  std::vector<key_t> k2(n);
-  std::vector<uint32_t> i2(n);
-  for (int p = 0; p < kPasses; ++p) {
-    auto& h = hist[p];
-    if (std::any_of(h.begin(), h.end(), [n](uint32_t c) { return c == n; })) continue;
-    uint32_t sum = 0;
-    for (auto& c : h) {
-      const uint32_t t = c;
-      c = sum;
-      sum += t;
-    }
-    for (size_t i = 0; i < n; ++i) {
-      const uint32_t pos = h[(keys[i] >> (p * kDigit)) & (kBuckets - 1)]++;
-      k2[pos] = keys[i];
-      i2[pos] = idx[i];
-    }
-    keys.swap(k2);
-    idx.swap(i2);
-  }
 }
 
 template <typename scalar_t, typename out_t>
@@ -119,12 +89,17 @@ void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& c
   for (int c = 0; c < chunks; ++c) {
     int64_t* h = local[c].data();
     const auto [b, e] = chunk_range(n, chunks, c);
-    for (int64_t i = b; i < e; ++i) {
-      if (m && !m[i]) continue;
+    auto add = [&](int64_t i) {
       const uint64_t k = K::key(x[i]);
       int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
       ++slot[0];
       if (limbs) add_square_limbs(code, k, slot + 1);
+    };
+    if (m) {  // two loops, so the unmasked one carries no per-element test
+      for (int64_t i = b; i < e; ++i)
+        if (m[i]) add(i);
+    } else {
+      for (int64_t i = b; i < e; ++i) add(i);
     }
   }
   counts = at::zeros({bins}, at::kLong);
@@ -140,6 +115,49 @@ void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& c
   }
 }
 
+// Appends to `out` the keys (|x| bit patterns) of the alive elements whose bin (key >> shift) lies in
+// [lo, lo + width], in index order. Candidate bins hold few elements, so a branch-free, vectorisable scan of each
+// block finds whether it holds any, and only such blocks are walked element by element (bins are < 2^16, so
+// the range test is one unsigned 32-bit comparison). Compiled twice on x86-64 GCC (AVX2 and the baseline),
+// the CPU's features choosing at load time.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LAMP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define LAMP_VECTOR_CLONES
+#endif
+
+template <typename bits_t>
+inline void gather_bits(const bits_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
+                        std::vector<int64_t>& out) {
+  // Every bit but the sign (numeric_limits, not ~bits_t{0}: that promotes to int, and -1 >> 1 keeps the sign).
+  constexpr bits_t kMagnitude = static_cast<bits_t>(std::numeric_limits<bits_t>::max() >> 1);
+  constexpr int64_t kBlock = 256;
+  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
+    const int64_t i1 = std::min(n, i0 + kBlock);
+    uint32_t hits = 0;
+    for (int64_t i = i0; i < i1; ++i)
+      hits += static_cast<uint32_t>(static_cast<uint32_t>((x[i] & kMagnitude) >> shift) - lo <= width);
+    if (!hits) continue;
+    for (int64_t i = i0; i < i1; ++i) {
+      const bits_t k = x[i] & kMagnitude;
+      if ((!m || m[i]) && static_cast<uint32_t>(k >> shift) - lo <= width) out.push_back(static_cast<int64_t>(k));
+    }
+  }
+}
+
+LAMP_VECTOR_CLONES void gather16(const uint16_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
+                                 std::vector<int64_t>& out) {
+  gather_bits(x, m, n, shift, lo, width, out);
+}
+LAMP_VECTOR_CLONES void gather32(const uint32_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
+                                 std::vector<int64_t>& out) {
+  gather_bits(x, m, n, shift, lo, width, out);
+}
+LAMP_VECTOR_CLONES void gather64(const uint64_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
+                                 std::vector<int64_t>& out) {
+  gather_bits(x, m, n, shift, lo, width, out);
+}
+
 template <typename scalar_t>
 std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor& mask, int64_t bin_lo,
                                           int64_t bin_hi) {
@@ -148,17 +166,22 @@ std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor&
   const int shift = bin_shift(K::code);
   const scalar_t* x = w.data_ptr<scalar_t>();
   const bool* m = mask_ptr(mask);
+  // Bins are in [0, 2^16): clamp the range to it, so that it fits 32-bit arithmetic.
+  const int64_t lo = std::max<int64_t>(bin_lo, 0), hi = std::min<int64_t>(bin_hi, 0xFFFF);
+  if (hi < lo) return {};
   const int chunks = threads_for(n);
   std::vector<std::vector<int64_t>> local(chunks);
 #pragma omp parallel for num_threads(chunks) schedule(static, 1)
   for (int c = 0; c < chunks; ++c) {
     const auto [b, e] = chunk_range(n, chunks, c);
-    for (int64_t i = b; i < e; ++i) {
-      if (m && !m[i]) continue;
-      const uint64_t k = K::key(x[i]);
-      const int64_t bin = static_cast<int64_t>(k >> shift);
-      if (bin >= bin_lo && bin <= bin_hi) local[c].push_back(static_cast<int64_t>(k));
-    }
+    const bool* mc = m ? m + b : nullptr;
+    const uint32_t lo32 = static_cast<uint32_t>(lo), width = static_cast<uint32_t>(hi - lo);
+    if constexpr (sizeof(scalar_t) == 2)
+      gather16(reinterpret_cast<const uint16_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
+    else if constexpr (sizeof(scalar_t) == 4)
+      gather32(reinterpret_cast<const uint32_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
+    else
+      gather64(reinterpret_cast<const uint64_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
   }
   std::vector<int64_t> all;
   for (auto& v : local) all.insert(all.end(), v.begin(), v.end());

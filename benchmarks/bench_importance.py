@@ -1,0 +1,154 @@
+"""Speed goals of calibration-aware pruning, on this machine's CPU:
+
+1. masks with importance given, Llama-3.2-1B shapes (bf16 weights, float32 importance |W| * s_j with
+   log-normal column scales), against the magnitude path on the same weights: LAMP per layer (goal: within
+   2x), the two timed alternately round after round so that the load of a shared machine hits both alike
+   (medians, and the median of the per-round ratios); then global, LAMP per row, Wanda's per-row rule, OWL
+   and 2:4 once each for reference; every run verified to prune the exact count;
+2. calibration of SmolLM2-135M over 8k tokens (16 windows of 512) with calibration.input_norms (goal: within
+   3 minutes on 2 cores); the norms are compared with a cached earlier run when one is given.
+
+The machine's load average is recorded with each row (other jobs share the 2 cores).
+Usage: python benchmarks/bench_importance.py [--blocks 16] [--repeats 5] [--skip-calibration]
+Appends a run to benchmarks/results/importance-<date>.json (a list of runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import shapes as S  # noqa: E402
+
+import lamp_kernels as lk  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).parent / "results"
+
+
+def median_s(fn, repeats: int):
+    out = fn()  # warm-up (and the result to verify)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+def masks_rows(blocks: int, repeats: int) -> list[dict]:
+    shapes = S.llama32_1b(blocks)
+    weights = S.make_weights(shapes, torch.bfloat16)
+    g = torch.Generator().manual_seed(1)
+    importance = [w.abs().float() * torch.exp(torch.randn(w.shape[1], generator=g)) for w in weights]
+    n = S.numel(shapes)
+    magnitude = lambda: lk.prune_masks(weights, 0.5)  # noqa: E731
+    with_importance = lambda: lk.prune_masks(weights, 0.5, importance=importance)  # noqa: E731
+    for fn in (magnitude, with_importance):  # warm-up, and the exact count
+        assert sum(int((~m).sum()) for m in fn()) == round(0.5 * n)
+    times: dict[str, list[float]] = {"magnitude": [], "importance": []}
+    before = load()
+    for _ in range(repeats):
+        for name, fn in (("magnitude", magnitude), ("importance", with_importance)):
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    ratios = [b / a for a, b in zip(times["magnitude"], times["importance"])]
+    rows = [{"case": f"llama3.2-1b x{blocks / 16:g}: LAMP per layer, importance vs magnitude, alternating",
+             "magnitude_s": round(statistics.median(times["magnitude"]), 3),
+             "importance_s": round(statistics.median(times["importance"]), 3),
+             "ratio_of_medians": round(statistics.median(times["importance"]) / statistics.median(times["magnitude"]),
+                                       2),
+             "median_ratio": round(statistics.median(ratios), 2), "rounds": repeats,
+             "all_s": {k: [round(x, 3) for x in v] for k, v in times.items()}, "weights": n,
+             "load_avg_before": round(before, 2), "load_avg_after": round(load(), 2)}]
+    print(rows[-1], flush=True)
+    base = rows[0]["magnitude_s"]
+    cases = [
+        ("importance, global", lambda: lk.prune_masks(weights, 0.5, "global", importance=importance)),
+        ("importance, Wanda's per-row rule",
+         lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, granularity="row")),
+        ("importance, LAMP per row",
+         lambda: lk.prune_masks(weights, 0.5, importance=importance, granularity="row")),
+        ("importance, OWL (per-row rule)",
+         lambda: lk.prune_masks(weights, 0.5, "owl", importance=importance, granularity="row",
+                                blocks=[i // 7 for i in range(len(weights))])),
+        ("importance, 2:4", lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, nm=(2, 4))),
+    ]
+    for label, fn in cases:
+        before = load()
+        seconds, masks = median_s(fn, 1)
+        pruned = sum(int((~m).sum()) for m in masks)
+        del masks
+        if label.endswith("global") or label.endswith("LAMP per row"):
+            assert pruned == round(0.5 * n), (label, pruned)
+        rows.append({"case": f"llama3.2-1b x{blocks / 16:g}: {label}", "seconds": round(seconds, 3),
+                     "vs_magnitude": round(seconds / base, 2), "pruned": pruned, "weights": n,
+                     "load_avg_before": round(before, 2), "load_avg_after": round(load(), 2)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def calibration_row(cached: Path | None) -> dict:
+    sys.path.insert(0, str(ROOT / "examples"))
+    import handbook
+    import smollm2
+
+    from lamp_kernels.calibration import input_norms
+
+    model, tokenizer = smollm2.load(smollm2.checkpoint_dir())
+    batches = list(handbook.calibration_tokens(tokenizer, 8192).view(16, 1, 512))
+    modules = {n: m for n, m in model.named_modules() if n.startswith("model.layers.") and n.endswith("_proj")}
+    before = load()
+    t = time.perf_counter()
+    norms = input_norms(model, batches, modules, progress=False)
+    seconds = time.perf_counter() - t
+    row = {"case": "calibration: SmolLM2-135M, 8192 tokens (16 x 512), 210 Linear layers",
+           "seconds": round(seconds, 1), "tokens_per_s": round(8192 / seconds, 1),
+           "load_avg_before": round(before, 2), "load_avg_after": round(load(), 2)}
+    if cached is not None and cached.exists():
+        old = torch.load(cached)
+        row["equals_cached_norms"] = all(torch.equal(norms[k], old[k]) for k in norms)
+    print(row, flush=True)
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--blocks", type=int, default=16, help="Llama-3.2-1B blocks (16 = the whole model)")
+    ap.add_argument("--repeats", type=int, default=5, help="alternating rounds of the goal comparison")
+    ap.add_argument("--skip-calibration", action="store_true")
+    ap.add_argument("--cached-norms", type=Path, default=ROOT / "docs" / "results" / "smollm2-calibration.norms.pt")
+    args = ap.parse_args(argv)
+    rows = masks_rows(args.blocks, args.repeats)
+    if not args.skip_calibration:
+        rows.append(calibration_row(args.cached_norms))
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    out = {"date": datetime.date.today().isoformat(), "device": "cpu",
+           "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "torch": torch.__version__, "commit": commit.strip(), "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"importance-{out['date']}.json"
+    runs = json.loads(path.read_text()) if path.exists() else []
+    runs = runs if isinstance(runs, list) else [runs]
+    path.write_text(json.dumps(runs + [out], indent=1) + "\n")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    main()

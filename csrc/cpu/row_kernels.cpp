@@ -1,0 +1,210 @@
+// Kernels over *units*: each layer is viewed as [rows, numel / rows] and every row is a unit with its own
+// order -- masked-out elements first, then ascending by (key, column) -- and, for LAMP, its own exact suffix
+// sums (granularity="row"; rows = 1 makes the whole layer one unit, which the bounded selections use). Each has
+// a twin in lamp_kernels/rows.py with the same outputs.
+//
+//   row_order_values(keys, masks, rows, lamp) -> int64[numel] per layer: unit by unit, the order values along
+//        the unit's order (so ascending within each unit): 0 for a masked-out element, else 1 + the float64
+//        bit pattern of its LAMP score (lamp) or of its key's value (global). Non-negative float64 values
+//        order like their bit patterns, so these integers compare like the scores, across layers and dtypes.
+//   row_lamp_scores(keys, masks, rows, float64) -> per-unit LAMP scores in flat order (masked-out: 0)
+//   row_cut_masks(keys, masks, rows, counts) -> bool keep masks: unit r of layer i prunes the first counts[i][r]
+//        elements of its order (masked-out ones are always pruned)
+//
+// Keys are the |x| bit patterns of float_keys.h; the callers pass finite values (checked in Python). Units run
+// in parallel, each sorted on its own (std::sort when small, the radix sort otherwise).
+#include "row_kernels.h"
+
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "exact_sum.h"
+#include "float_keys.h"
+#include "radix_sort.h"
+
+namespace lamp {
+
+namespace {
+
+constexpr int64_t kRadixMin = 1 << 10;  // units up to this size are sorted with std::sort
+
+struct Unit {
+  int64_t layer, begin, size;
+};
+
+std::vector<Unit> make_units(const std::vector<at::Tensor>& ws, const std::vector<int64_t>& rows) {
+  TORCH_CHECK(rows.size() == ws.size(), "row kernels: one row count per layer");
+  std::vector<Unit> units;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    const int64_t n = ws[i].numel(), r = rows[i];
+    TORCH_CHECK(n < (int64_t{1} << 31), "row kernels: a layer has 2^31 or more elements");
+    TORCH_CHECK(r >= 0 && (r == 0 ? n == 0 : n % r == 0), "row kernels: rows must divide the layer's size");
+    for (int64_t j = 0; j < r; ++j) units.push_back({static_cast<int64_t>(i), j * (n / r), n / r});
+  }
+  // Largest first, so dynamic scheduling balances the threads.
+  std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.size > b.size; });
+  return units;
+}
+
+std::vector<at::Tensor> contiguous_all(const std::vector<at::Tensor>& ts) {
+  std::vector<at::Tensor> out;
+  for (const auto& t : ts) out.push_back(t.contiguous());
+  return out;
+}
+
+std::vector<at::Tensor> contiguous_masks(const std::vector<std::optional<at::Tensor>>& masks, size_t n) {
+  TORCH_CHECK(masks.size() == n, "row kernels: one mask (or None) per layer");
+  std::vector<at::Tensor> out;
+  for (const auto& m : masks) out.push_back(m.has_value() && m->defined() ? m->contiguous() : at::Tensor());
+  return out;
+}
+
+// The alive elements of a unit sorted by (key, column): keys ascending, cols their columns. Returns the number
+// of masked-out elements.
+template <typename scalar_t>
+int64_t sort_unit(const scalar_t* x, const bool* m, int64_t n, std::vector<typename Keys<scalar_t>::key_t>& keys,
+                  std::vector<uint32_t>& cols) {
+  using K = Keys<scalar_t>;
+  using key_t = typename K::key_t;
+  keys.clear();
+  cols.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    if (m && !m[i]) continue;
+    keys.push_back(K::key(x[i]));
+    cols.push_back(static_cast<uint32_t>(i));
+  }
+  if (static_cast<int64_t>(keys.size()) > kRadixMin) {
+    radix_sort_pairs(keys, cols);  // stable: equal keys stay in column order
+  } else {
+    std::vector<std::pair<key_t, uint32_t>> pairs(keys.size());
+    for (size_t j = 0; j < keys.size(); ++j) pairs[j] = {keys[j], cols[j]};
+    std::sort(pairs.begin(), pairs.end());
+    for (size_t j = 0; j < pairs.size(); ++j) {
+      keys[j] = pairs[j].first;
+      cols[j] = pairs[j].second;
+    }
+  }
+  return n - static_cast<int64_t>(keys.size());
+}
+
+inline int64_t order_value(double v) {
+  int64_t bits;
+  std::memcpy(&bits, &v, 8);
+  return bits + 1;
+}
+
+// Calls fn(unit, x, m) for every unit in parallel, with x/m pointing at the unit's first element.
+template <typename Fn>
+void for_units(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& ms, const std::vector<Unit>& units,
+               Fn fn) {
+#pragma omp parallel for num_threads(at::get_num_threads()) schedule(dynamic, 8)
+  for (int64_t u = 0; u < static_cast<int64_t>(units.size()); ++u) {
+    const Unit& U = units[u];
+    const at::Tensor& w = ws[U.layer];
+    const bool* m = ms[U.layer].defined() ? ms[U.layer].data_ptr<bool>() + U.begin : nullptr;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "row_kernels",
+                                    [&] { fn(U, w.data_ptr<scalar_t>() + U.begin, m); });
+  }
+}
+
+// Along a unit's sorted alive keys, from the top: emit(j, score) with the exact suffix sum of squares.
+template <typename scalar_t, typename Emit>
+void unit_scores(const std::vector<typename Keys<scalar_t>::key_t>& keys, Emit emit) {
+  ExactSum acc;
+  for (size_t j = keys.size(); j-- > 0;) {
+    const double v = key_value(Keys<scalar_t>::code, static_cast<int64_t>(keys[j]));
+    add_square(acc, v);
+    emit(j, lamp_score(v, acc.to_double()));
+  }
+}
+
+}  // namespace
+
+std::vector<at::Tensor> row_order_values(const std::vector<at::Tensor>& keys,
+                                         const std::vector<std::optional<at::Tensor>>& masks,
+                                         const std::vector<int64_t>& rows, bool lamp) {
+  const auto ws = contiguous_all(keys);
+  const auto ms = contiguous_masks(masks, ws.size());
+  const auto units = make_units(ws, rows);
+  std::vector<at::Tensor> outs;
+  for (const auto& w : ws) outs.push_back(at::empty({w.numel()}, w.options().dtype(at::kLong)));
+  for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
+    using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+    thread_local std::vector<typename Keys<scalar_t>::key_t> sorted;
+    thread_local std::vector<uint32_t> cols;
+    const int64_t masked = sort_unit(x, m, U.size, sorted, cols);
+    int64_t* out = outs[U.layer].data_ptr<int64_t>() + U.begin;
+    std::fill(out, out + masked, int64_t{0});
+    int64_t* alive = out + masked;
+    if (lamp) {
+      unit_scores<scalar_t>(sorted, [alive](size_t j, double s) { alive[j] = order_value(s); });
+    } else {
+      for (size_t j = 0; j < sorted.size(); ++j)
+        alive[j] = order_value(key_value(Keys<scalar_t>::code, static_cast<int64_t>(sorted[j])));
+    }
+  });
+  return outs;
+}
+
+std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
+                                        const std::vector<std::optional<at::Tensor>>& masks,
+                                        const std::vector<int64_t>& rows, bool float64) {
+  const auto ws = contiguous_all(keys);
+  const auto ms = contiguous_masks(masks, ws.size());
+  const auto units = make_units(ws, rows);
+  std::vector<at::Tensor> outs;
+  for (const auto& w : ws) outs.push_back(at::zeros(w.sizes(), w.options().dtype(float64 ? at::kDouble : at::kFloat)));
+  for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
+    using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+    thread_local std::vector<typename Keys<scalar_t>::key_t> sorted;
+    thread_local std::vector<uint32_t> cols;
+    sort_unit(x, m, U.size, sorted, cols);
+    if (float64) {
+      double* out = outs[U.layer].data_ptr<double>() + U.begin;
+      unit_scores<scalar_t>(sorted, [&](size_t j, double s) { out[cols[j]] = s; });
+    } else {
+      float* out = outs[U.layer].data_ptr<float>() + U.begin;
+      unit_scores<scalar_t>(sorted, [&](size_t j, double s) { out[cols[j]] = static_cast<float>(s); });
+    }
+  });
+  return outs;
+}
+
+std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
+                                      const std::vector<std::optional<at::Tensor>>& masks,
+                                      const std::vector<int64_t>& rows, const std::vector<at::Tensor>& counts) {
+  const auto ws = contiguous_all(keys);
+  const auto ms = contiguous_masks(masks, ws.size());
+  const auto units = make_units(ws, rows);
+  TORCH_CHECK(counts.size() == ws.size(), "row_cut_masks: one count tensor per layer");
+  std::vector<at::Tensor> cs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    cs.push_back(counts[i].to(at::kLong).contiguous());
+    TORCH_CHECK(cs[i].numel() == rows[i], "row_cut_masks: one count per row");
+  }
+  std::vector<at::Tensor> outs;
+  for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(at::kBool)));
+  for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
+    using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+    thread_local std::vector<typename Keys<scalar_t>::key_t> sorted;
+    thread_local std::vector<uint32_t> cols;
+    const int64_t masked = sort_unit(x, m, U.size, sorted, cols);
+    bool* out = outs[U.layer].data_ptr<bool>() + U.begin;
+    const int64_t count = U.size ? cs[U.layer].data_ptr<int64_t>()[U.begin / U.size] : 0;
+    const int64_t pruned_alive = std::clamp<int64_t>(count - masked, 0, static_cast<int64_t>(sorted.size()));
+    if (m) {
+      for (int64_t i = 0; i < U.size; ++i) out[i] = m[i];
+    } else {
+      std::fill(out, out + U.size, true);
+    }
+    for (int64_t j = 0; j < pruned_alive; ++j) out[cols[j]] = false;
+  });
+  return outs;
+}
+
+}  // namespace lamp

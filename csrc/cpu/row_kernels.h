@@ -1,0 +1,21 @@
+// Per-unit kernels: each layer split into `rows` units of numel / rows consecutive elements (see row_kernels.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <vector>
+
+namespace lamp {
+
+std::vector<at::Tensor> row_order_values(const std::vector<at::Tensor>& keys,
+                                         const std::vector<std::optional<at::Tensor>>& masks,
+                                         const std::vector<int64_t>& rows, bool lamp);
+std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
+                                        const std::vector<std::optional<at::Tensor>>& masks,
+                                        const std::vector<int64_t>& rows, bool float64);
+std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
+                                      const std::vector<std::optional<at::Tensor>>& masks,
+                                      const std::vector<int64_t>& rows, const std::vector<at::Tensor>& counts);
+
+}  // namespace lamp

@@ -1,0 +1,40 @@
+"""N:M sparsity: in every group of M consecutive weights along a row, the M - N least important are pruned.
+
+The order inside a group is (masked-out first, key, position), as everywhere in this library; so the pattern is
+deterministic under ties, and a weight already masked out is the first to go. Rows are those of
+options.rows_of (dim 0 of a tensor with >= 2 dims); a row's length must be a multiple of M. Pure torch on the
+keys' device, a chunk of groups at a time; reference.nm_masks is the spec.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .kernels_torch import magnitude_keys
+from .options import rows_of
+
+_CHUNK_GROUPS = 1 << 20
+
+
+def nm_masks(keys: list[torch.Tensor], masks: list[torch.Tensor | None], names: list[str], n: int,
+             m: int) -> list[torch.Tensor]:
+    """The given masks, with the N:M pattern's pruned weights masked out too (bool, keys' shapes)."""
+    for key, name in zip(keys, names):
+        cols = key.numel() // rows_of(tuple(key.shape)) if key.numel() else 0
+        if cols % m:
+            raise ValueError(f"{name}: rows of {cols} weights do not split into groups of {m}")
+    out = []
+    for key, mask in zip(keys, masks):
+        flat = key.detach().reshape(-1)
+        keep = torch.ones(flat.numel() // m, m, dtype=torch.bool, device=key.device)
+        alive = None if mask is None else mask.reshape(-1, m)
+        for s in range(0, keep.shape[0], _CHUNK_GROUPS):
+            part = magnitude_keys(flat[s * m:(s + _CHUNK_GROUPS) * m]).reshape(-1, m)
+            if alive is not None:
+                part = torch.where(alive[s:s + _CHUNK_GROUPS], part, -1)  # masked out sorts first
+            first = torch.sort(part, dim=1, stable=True).indices[:, : m - n]
+            keep[s:s + _CHUNK_GROUPS].scatter_(1, first, False)
+        if alive is not None:
+            keep &= alive
+        out.append(keep.reshape(key.shape))
+    return out

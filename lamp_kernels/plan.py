@@ -1,0 +1,149 @@
+"""How a request with options (importance, rows, density bounds, N:M, OWL) becomes backend calls.
+
+The keys (importance, or the weights) are what every step ranks; the masks it returns apply to the weights.
+
+    1. nm=(N, M)        the N:M pattern joins the masks (nm.py), so everything after treats it as pruned
+    2. method="owl"     becomes a per-layer budget (owl.py -> allocation.Ratios)
+    3. then one of
+       plain       granularity="layer" without bounds: the backend's own pipeline on the keys (summaries,
+                   or the sort path for backend="cuda")
+       units       granularity="row", or density bounds: the row ops (ops.row_order_values, one unit per
+                   row, or per layer when bounded) and sorted_selection.select_counts for lamp / global;
+                   budget methods at row granularity prune round(layer sparsity * row length) per row;
+                   masks from per-unit counts (ops.row_cut_masks)
+
+Global magnitude is the same selection at either granularity (its order (key, layer, row, column) is the
+layer's (key, layer, flat index)), so it takes the plain path unless bounded. The reference backend runs
+reference.py's spec of all of this instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from . import allocation, backends, nm, owl, reference, selection, sorted_selection
+from .layers import Layers, pruned_count
+from .options import GLOBAL_METHODS, Options, rows_of
+
+
+@dataclass
+class Units:
+    """A selection made unit by unit: rows[i] units in layer i, counts[i] = pruned per unit (int64 [rows])."""
+
+    rows: list[int]
+    counts: list[torch.Tensor]
+
+    def pruned(self) -> list[int]:
+        return [int(c.sum()) for c in self.counts]
+
+
+def _prepare(keys: Layers, sparsity: float, method, options: Options):
+    if options.nm is not None:
+        keys = keys.with_masks(nm.nm_masks(keys.tensors, keys.masks, keys.names, *options.nm))
+    if method == "owl":
+        method = owl.budget(keys, sparsity, options)
+    return keys, method
+
+
+def _uses_units(method, options: Options) -> bool:
+    if options.bounded:
+        return True
+    return options.granularity == "row" and method != "global"
+
+
+def _unit_rows(keys: Layers, options: Options) -> list[int]:
+    return [rows_of(tuple(w.shape)) if options.granularity == "row" else 1 for w in keys.tensors]
+
+
+def _per_group(keys: Layers, fn, *extra) -> list:
+    """fn(tensors, masks, *extra lists) per (device, dtype) group of layers, results back in layer order."""
+    out: list = [None] * len(keys.tensors)
+    for _, idx in selection.by_group(keys.tensors).items():
+        got = fn([keys.tensors[i] for i in idx], [keys.masks[i] for i in idx], *[[e[i] for i in idx] for e in extra])
+        for i, g in zip(idx, got):
+            out[i] = g
+    return out
+
+
+def _masked_per_row(mask: torch.Tensor | None, rows: int, cols: int, device) -> torch.Tensor:
+    if mask is None:
+        return torch.zeros(rows, dtype=torch.int64, device=device)
+    return (~mask.reshape(rows, cols)).sum(1)
+
+
+def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_set) -> Units:
+    keys.check_values()
+    rows = _unit_rows(keys, options)
+    shapes = [tuple(w.shape) for w in keys.tensors]
+    if method not in GLOBAL_METHODS:  # a budget at row granularity: Wanda's per-row rule with layer sparsities
+        ratios = allocation.layer_ratios(method, shapes, sparsity)
+        counts = []
+        for w, m, r, ratio in zip(keys.tensors, keys.masks, rows, ratios):
+            cols = w.numel() // r if r else 0
+            counts.append(torch.clamp(_masked_per_row(m, r, cols, w.device), min=pruned_count(ratio, cols)))
+        return Units(rows, counts)
+    sizes = keys.numels()
+    k = pruned_count(sparsity, sum(sizes))
+    least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
+    allocation.check_bounds(keys.names, sizes, keys.masked_counts(), k, least, most)
+    nonempty = [i for i, n in enumerate(sizes) if n]
+    values = _per_group(keys, lambda ws, ms, rs: ops_set.row_order_values(ws, ms, rs, method == "lamp"), rows)
+    chosen = sorted_selection.select_counts([values[i].reshape(rows[i], -1) for i in nonempty], k,
+                                            [least[i] for i in nonempty], [most[i] for i in nonempty])
+    del values
+    counts = [torch.zeros(r, dtype=torch.int64, device=w.device) for r, w in zip(rows, keys.tensors)]
+    for i, c in zip(nonempty, chosen):
+        counts[i] = c
+    return Units(rows, counts)
+
+
+def _check_group(method, options: Options, group) -> None:
+    if group is not None and (_uses_units(method, options) or method == "owl"):
+        raise ValueError("granularity='row', density bounds and method='owl' do not run distributed (group=)")
+
+
+def _prepared(keys: Layers, sparsity: float, method, options: Options, group):
+    _check_group(method, options, group)
+    return _prepare(keys, sparsity, method, options)
+
+
+def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,
+          group=None) -> list[torch.Tensor]:
+    if isinstance(chosen, backends.ReferenceBackend):
+        _check_group(method, options, group)
+        keys.check_values()
+        return reference.prune_masks_with(keys, sparsity, method, options)
+    keys, method = _prepared(keys, sparsity, method, options, group)
+    if _uses_units(method, options):
+        units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
+        return _per_group(keys, chosen.unit_ops().row_cut_masks, units.rows, units.counts)
+    return chosen.masks(keys, sparsity, method, group)
+
+
+def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,
+                  group=None) -> tuple[list[int], list[int]]:
+    """(pruned per layer, size of the layer each count refers to: the whole layer for a row shard)."""
+    if isinstance(chosen, backends.ReferenceBackend):
+        _check_group(method, options, group)
+        keys.check_values()
+        _, counts = reference.select_with(keys, sparsity, method, options)
+        return [sum(c) for c in counts], keys.numels()
+    keys, method = _prepared(keys, sparsity, method, options, group)
+    if _uses_units(method, options):
+        return _unit_counts(keys, sparsity, method, options, chosen.unit_ops()).pruned(), keys.numels()
+    cuts = chosen.cuts(keys, sparsity, method, group)
+    return cuts.pruned, cuts.numels
+
+
+def scores(keys: Layers, options: Options, chosen: backends.Backend, float64: bool) -> list[torch.Tensor]:
+    if options.granularity == "layer":
+        return chosen.scores(keys, float64)
+    keys.check_values()
+    rows = _unit_rows(keys, options)
+    if isinstance(chosen, backends.ReferenceBackend):
+        dtype = torch.float64 if float64 else torch.float32
+        return [reference.row_lamp_scores(k, m).to(dtype) for k, m in zip(keys.tensors, keys.masks)]
+    return _per_group(keys, lambda ws, ms, rs: chosen.unit_ops().row_lamp_scores(ws, ms, rs, float64), rows)
+

@@ -1,0 +1,127 @@
+"""importance=: every backend against the reference on importance keys (ties, zeros, masked weights), at layer
+granularity; the contract (selection on the keys, masks on the weights); bad importance."""
+
+import pytest
+import torch
+from cases import CASES, DTYPES, random_masks
+
+import lamp_kernels as lk
+from lamp_kernels import reference
+
+# Backends that take CPU tensors: the C++ kernels, and Triton through its interpreter when there is no GPU.
+FAST = [b for b in lk.available_backends() if b == "cpu" or (b == "triton" and not torch.cuda.is_available())]
+SCORES = [b for b in FAST if b != "triton"]
+pytestmark = pytest.mark.skipif(not FAST, reason="no compiled backend built")
+SPARSITIES = [0.0, 0.3, 0.7]
+
+
+def importance_for(layers, dtype, seed=0):
+    """Tie-heavy non-negative keys with exact zeros: |w| times a few repeated scales, some of them 0."""
+    g = torch.Generator().manual_seed(seed)
+    scales = torch.tensor([0.0, 0.5, 1.0, 1.0, 2.0, 3.0])
+    return [(w.double().abs() * scales[torch.randint(0, 6, w.shape, generator=g)]).to(dtype) for w in layers]
+
+
+def _same(got, want, label):
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert torch.equal(g, w), f"{label}: layer {i} differs in {int((g != w).sum())} of {w.numel()} entries"
+
+
+# The Triton interpreter is slow: it takes the two small tie-heavy cases (its kernels' own tests are test_triton.py).
+COMBOS = [(b, d, c) for b in FAST for d in DTYPES for c in sorted(CASES)
+          if b != "triton" or c in ("heavy_ties", "zeros_and_tiny")]
+
+
+@pytest.mark.parametrize("backend,dtype,case", COMBOS, ids=[f"{b}-{d}-{c}" for b, d, c in COMBOS])
+def test_importance_masks_match_reference(backend, dtype, case):
+    layers = CASES[case](torch.float32)
+    keys = importance_for(layers, dtype)
+    masks = random_masks(layers) if (sorted(CASES).index(case) + DTYPES.index(dtype)) % 2 else None
+    for method in lk.ALL_METHODS:
+        for s in SPARSITIES:
+            want = lk.prune_masks(layers, s, method, masks=masks, importance=keys, backend="reference")
+            got = lk.prune_masks(layers, s, method, masks=masks, importance=keys, backend=backend)
+            _same(got, want, f"{method} s={s}")
+            frac = lk.layer_sparsities(layers, s, method, masks=masks, importance=keys, backend=backend)
+            assert frac == [float((~m).sum()) / m.numel() for m in want]
+
+
+@pytest.mark.parametrize("backend", SCORES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_importance_scores_match_reference(backend, dtype):
+    layers = CASES["heavy_ties"](torch.float32)
+    keys = importance_for(layers, dtype, seed=3)
+    masks = random_masks(layers, seed=5)
+    want = lk.lamp_scores(layers, masks, importance=keys, backend="reference", dtype=torch.float64)
+    got = lk.lamp_scores(layers, masks, importance=keys, backend=backend, dtype=torch.float64)
+    _same(got, want, "scores")
+
+
+def test_selection_runs_on_the_keys_and_masks_apply_to_the_weights():
+    """Importance equal to |w| reproduces magnitude pruning; importance reversed against |w| prunes the
+    largest weights; the weights' own values never enter."""
+    g = torch.Generator().manual_seed(1)
+    w = [torch.randn(40, 30, generator=g), torch.randn(100, generator=g)]
+    for backend in ["reference"] + FAST:
+        for method in ("lamp", "global", "uniform"):
+            plain = lk.prune_masks(w, 0.6, method, backend=backend)
+            _same(lk.prune_masks(w, 0.6, method, importance=[x.abs() for x in w], backend=backend), plain, method)
+        flipped = lk.prune_masks(w, 0.5, "uniform", importance=[1.0 / (x.abs() + 1.0) for x in w], backend=backend)
+        for x, m in zip(w, flipped):
+            assert x[~m].abs().min() >= x[m].abs().max()  # the largest half went
+
+
+def test_importance_is_not_modified_and_zero_importance_goes_first():
+    w = torch.randn(10, 10, generator=torch.Generator().manual_seed(2))
+    imp = w.abs().clone()
+    imp[3] = 0.0
+    before = imp.clone()
+    for backend in ["reference"] + FAST:
+        m = lk.prune_masks(w, 0.1, "lamp", importance=imp, backend=backend)
+        assert not m[3].any() and int((~m).sum()) == 10
+    assert torch.equal(imp, before)
+
+
+@pytest.mark.parametrize("backend", ["reference"] + FAST)
+def test_bad_importance(backend):
+    g = torch.Generator().manual_seed(3)
+    w = [torch.randn(6, 5, generator=g), torch.randn(7, generator=g)]
+    good = [x.abs() for x in w]
+    cases = {
+        "negative": ([good[0], -good[1]], ValueError, "layer 1: importance has negative"),
+        "nan": ([good[0], good[1].clone().fill_(float("nan"))], ValueError, "layer 1: importance has NaN"),
+        "inf": ([good[0].clone().fill_(float("inf")), good[1]], ValueError, "layer 0: importance has Inf"),
+        "shape": ([good[0].t(), good[1]], ValueError, "layer 0: importance shape"),
+        "device": ([good[0].to("meta"), good[1]], ValueError, "layer 0: importance is on meta"),
+        "dtype": ([good[0].int(), good[1]], TypeError, "layer 0: importance dtype"),
+        "length": ([good[0]], ValueError, "list of 2"),
+        "container": ({"a": good[0]}, ValueError, "list of 2"),
+        "not a tensor": ([good[0], [1.0] * 7], TypeError, "layer 1: importance must be a tensor"),
+    }
+    for imp, kind, message in cases.values():
+        with pytest.raises(kind, match=message):
+            lk.prune_masks(w, 0.5, importance=imp, backend=backend)
+    with pytest.raises(ValueError, match="keys of weights"):
+        lk.prune_masks({"a": w[0]}, 0.5, importance={"b": good[0]}, backend=backend)
+    masked_nan = good[1].clone()
+    masked_nan[0] = float("nan")  # importance is checked everywhere, masked entries included
+    with pytest.raises(ValueError, match="NaN"):
+        lk.prune_masks(w, 0.5, importance=[good[0], masked_nan],
+                       masks=[None, torch.arange(7) > 0], backend=backend)
+
+
+def test_negative_zero_counts_as_zero():
+    w = torch.randn(8, generator=torch.Generator().manual_seed(4))
+    imp = w.abs()
+    imp[2] = -0.0
+    assert not lk.prune_masks(w, 0.125, importance=imp, backend="reference")[2]
+
+
+def test_reference_importance_is_reference_on_keys():
+    """The spec: with importance, the reference equals the reference run on the keys as weights."""
+    layers = CASES["scaled_copies"](torch.float32)
+    keys = importance_for(layers, torch.float32, seed=7)
+    for method in lk.ALL_METHODS:
+        want = lk.prune_masks(keys, 0.55, method, backend="reference")
+        _same(lk.prune_masks(layers, 0.55, method, importance=keys, backend="reference"), want, method)
+    assert reference.ALL_METHODS == lk.ALL_METHODS and "owl" not in lk.METHODS

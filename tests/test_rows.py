@@ -1,0 +1,234 @@
+"""granularity="row" and density bounds: every backend against the reference, the row kernels against their
+twins, the sorted selection on its own, and the errors."""
+
+import pytest
+import torch
+from cases import CASES, DTYPES, random_masks
+from test_importance import importance_for
+
+import lamp_kernels as lk
+from lamp_kernels import allocation, ops, reference, rows, sorted_selection
+from lamp_kernels.layers import Layers
+from lamp_kernels.options import check_options
+
+FAST = [b for b in lk.available_backends() if b == "cpu"]
+pytestmark = pytest.mark.skipif(not FAST, reason="the C++ extension is not built")
+BOUNDS = [(None, None), (0.15, None), (None, 0.6), (0.25, 0.75)]
+
+
+def _same(got, want, label):
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert torch.equal(g, w), f"{label}: layer {i} differs in {int((g != w).sum())} of {w.numel()} entries"
+
+
+def _layers(case, dtype):
+    """The shared adversarial cases (their one large layer cut to 40 x 50, to keep the reference quick) plus 2-D
+    layers with real rows (the cases are mostly vectors)."""
+    g = torch.Generator().manual_seed(11)
+    extra = [torch.randn(12, 20, generator=g), (torch.randint(0, 3, (7, 6, 2), generator=g) * 0.5)]
+    layers = [w[:40, :50] if w.numel() > 4000 else w for w in CASES[case](dtype)]
+    return [w.to(dtype) for w in layers] + [w.to(dtype) for w in extra]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_rows_and_bounds_match_reference(dtype, case):
+    layers = _layers(case, dtype)
+    # weights or importance as keys, with or without masks: one combination per (case, dtype), all four covered
+    turn = sorted(CASES).index(case) + DTYPES.index(dtype)
+    imp = importance_for(layers, dtype) if turn % 2 else None
+    masks = random_masks(layers) if turn // 2 % 2 else None
+    for method in lk.ALL_METHODS:
+        for gran in ("layer", "row"):
+            for lo, hi in BOUNDS if method in ("lamp", "global") else BOUNDS[:1]:
+                for s in (0.2, 0.9) if method in ("lamp", "global") else (0.55,):
+                    kw = dict(masks=masks, importance=imp, granularity=gran, min_density=lo, max_density=hi)
+                    try:
+                        want = lk.prune_masks(layers, s, method, backend="reference", **kw)
+                    except ValueError as exc:
+                        with pytest.raises(ValueError, match=str(exc).split(":")[0]):
+                            lk.prune_masks(layers, s, method, backend="cpu", **kw)
+                        continue
+                    got = lk.prune_masks(layers, s, method, backend="cpu", **kw)
+                    _same(got, want, f"{method} {gran} s={s} bounds=({lo}, {hi})")
+                    frac = lk.layer_sparsities(layers, s, method, backend="cpu", **kw)
+                    assert frac == [float((~m).sum()) / m.numel() for m in want]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_row_scores_match_reference(dtype):
+    layers = _layers("heavy_ties", dtype)
+    masks = random_masks(layers, seed=2)
+    want = lk.lamp_scores(layers, masks, granularity="row", backend="reference", dtype=torch.float64)
+    got = lk.lamp_scores(layers, masks, granularity="row", backend="cpu", dtype=torch.float64)
+    _same(got, want, "row scores")
+    got32 = lk.lamp_scores(layers, masks, granularity="row", backend="cpu")
+    _same(got32, [w.float() for w in want], "row scores float32")
+
+
+def test_row_scores_are_per_row_lamp():
+    """Each row scored on its own: the same as lamp_scores of that row alone."""
+    w = torch.randn(5, 9, generator=torch.Generator().manual_seed(3))
+    got = lk.lamp_scores(w, granularity="row", dtype=torch.float64, backend="cpu")
+    for r in range(5):
+        assert torch.equal(got[r], lk.lamp_scores(w[r], dtype=torch.float64, backend="reference"))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("per_row", [False, True])
+def test_row_kernels_match_twins(dtype, per_row):
+    layers = _layers("zeros_and_tiny", dtype) + _layers("heavy_ties", dtype)
+    masks = random_masks(layers, seed=6)
+    n_rows = [w.shape[0] if (per_row and w.dim() >= 2) else 1 for w in layers]
+    for lamp in (True, False):
+        _same(ops._C.row_order_values(layers, masks, n_rows, lamp),
+              rows.row_order_values_ref(layers, masks, n_rows, lamp), f"order values lamp={lamp}")
+    for f64 in (True, False):
+        _same(ops._C.row_lamp_scores(layers, masks, n_rows, f64), rows.row_lamp_scores_ref(layers, masks, n_rows, f64),
+              "scores")
+    g = torch.Generator().manual_seed(8)
+    counts = [torch.randint(0, w.numel() // r + 1, (r,), generator=g) for w, r in zip(layers, n_rows)]
+    _same(ops._C.row_cut_masks(layers, masks, n_rows, counts), rows.row_cut_masks_ref(layers, masks, n_rows, counts),
+          "cut masks")
+
+
+def test_row_kernels_large_units_use_the_radix_sort():
+    """Units above the std::sort size take the radix sort: same order, ties in column order."""
+    g = torch.Generator().manual_seed(9)
+    w = (torch.randint(0, 50, (3, 5000), generator=g) * 0.125).to(torch.bfloat16)
+    m = torch.rand(3, 5000, generator=g) > 0.2
+    for r in (1, 3):
+        _same(ops._C.row_order_values([w], [m], [r], True), rows.row_order_values_ref([w], [m], [r], True), "values")
+        c = [torch.tensor([4000] * r)]
+        _same(ops._C.row_cut_masks([w], [m], [r], c), rows.row_cut_masks_ref([w], [m], [r], c), "masks")
+
+
+def test_global_is_the_same_at_both_granularities():
+    layers = _layers("scaled_copies", torch.float32)
+    for s in (0.3, 0.8):
+        a = lk.prune_masks(layers, s, "global", granularity="row", backend="reference")
+        _same(a, lk.prune_masks(layers, s, "global", backend="reference"), "global")
+
+
+def test_uniform_rows_is_wandas_rule():
+    """uniform at row granularity prunes round(s * row length) in every row, the lowest keys first."""
+    g = torch.Generator().manual_seed(10)
+    w = torch.randn(6, 10, generator=g)
+    imp = w.abs() * torch.rand(10, generator=g)
+    m = lk.prune_masks(w, 0.35, "uniform", importance=imp, granularity="row", backend="cpu")
+    assert ((~m).sum(1) == round(0.35 * 10)).all()
+    for r in range(6):
+        assert imp[r][~m[r]].max() <= imp[r][m[r]].min()
+
+
+def _reference_counts(values, k, least, most):
+    """sorted_selection's contract written out: sort (value, layer, row, position) entries."""
+    n = len(values)
+    least = least or [0] * n
+    most = most or [v.numel() for v in values]
+    masked = [int((v == 0).sum()) for v in values]
+    counts = [[int((row == 0).sum()) for row in v] for v in values]
+    forced, cands = [], []
+    for i, v in enumerate(values):
+        own = sorted((int(x), r, p) for r, row in enumerate(v) for p, x in enumerate(row.tolist()) if x != 0)
+        first = max(0, least[i] - masked[i])
+        for _, r, _ in own[:first]:
+            counts[i][r] += 1
+        forced.append(first)
+        cands += [(x, i, r, p) for x, r, p in own[first: most[i] - masked[i]]]
+    for _, i, r, _ in sorted(cands)[: max(0, k - sum(masked) - sum(forced))]:
+        counts[i][r] += 1
+    return counts
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_sorted_selection_against_its_contract(seed):
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for r, c in [(3, 7), (1, 20), (5, 4), (2, 1)]:
+        v = torch.randint(0, 6, (r, c), generator=g)  # heavy ties, zeros = masked
+        values.append(torch.sort(v, dim=1).values)
+    total = sum(v.numel() for v in values)
+    for k in range(0, total + 1, 3):
+        for least, most in [(None, None), ([3, 2, 0, 0], [18, 15, 20, 2]), ([0, 10, 5, 1], None)]:
+            masked = [int((v == 0).sum()) for v in values]
+            lo = least or [0] * 4
+            hi = most or [v.numel() for v in values]
+            try:
+                allocation.check_bounds([str(i) for i in range(4)], [v.numel() for v in values], masked, k, lo, hi)
+            except ValueError:
+                continue
+            got = sorted_selection.select_counts(values, k, least, most)
+            assert [c.tolist() for c in got] == _reference_counts(values, k, least, most), (k, least, most)
+
+
+def test_bounds_hold_and_are_exact():
+    g = torch.Generator().manual_seed(12)
+    layers = [torch.randn(10, 10, generator=g) * 10, torch.randn(10, 10, generator=g) * 0.01,
+              torch.randn(10, generator=g)]
+    for gran in ("layer", "row"):
+        free = lk.layer_sparsities(layers, 0.5, "global", granularity=gran, backend="cpu")
+        assert free[1] == 1.0 and free[0] < 0.1  # global magnitude empties the small-magnitude layer
+        got = lk.layer_sparsities(layers, 0.5, "global", granularity=gran, min_density=0.3, max_density=0.9,
+                                  backend="cpu")
+        assert got == [0.28, 0.7, 0.7]  # layers 1 and 2 at their cap, layer 0 takes the rest of the 105
+        got = lk.layer_sparsities(layers, 0.5, granularity=gran, min_density=0.45, max_density=0.55, backend="cpu")
+        assert all(0.45 - 1e-12 <= s <= 0.55 + 1e-12 for s in got)
+        assert round(sum(s * w.numel() for s, w in zip(got, layers))) == 105
+    # 0.3 * 10 keeps 3 (not 4, as ceil(0.3 * 10) would in floating point)
+    assert allocation.prune_bounds([10], 0.3, None) == ([0], [7])
+
+
+def test_infeasible_bounds_raise():
+    layers = [torch.randn(10, 10), torch.randn(10)]
+    for backend in ("reference", "cpu"):
+        with pytest.raises(ValueError, match="max_density forces"):
+            lk.prune_masks(layers, 0.3, min_density=None, max_density=0.5, backend=backend)
+        with pytest.raises(ValueError, match="min_density lets"):
+            lk.prune_masks(layers, 0.8, min_density=0.5, backend=backend)
+        masks = [torch.zeros(10, 10, dtype=torch.bool), None]
+        with pytest.raises(ValueError, match="layer 0: its masks already prune"):
+            lk.prune_masks(layers, 0.9, masks=masks, min_density=0.1, backend=backend)
+        with pytest.raises(ValueError, match="layer 0: no density"):
+            lk.prune_masks([torch.randn(1), torch.randn(10)], 0.5, min_density=0.3, max_density=0.6, backend=backend)
+
+
+def test_option_errors():
+    w = [torch.randn(4, 4)]
+    with pytest.raises(ValueError, match="granularity"):
+        lk.prune_masks(w, 0.5, granularity="column")
+    with pytest.raises(ValueError, match="min_density 0.6 is larger"):
+        lk.prune_masks(w, 0.5, min_density=0.6, max_density=0.5)
+    with pytest.raises(ValueError, match="fixes every layer's density"):
+        lk.prune_masks(w, 0.5, "uniform", min_density=0.1)
+    with pytest.raises(ValueError, match="max_density must be in"):
+        lk.prune_masks(w, 0.5, max_density=1.5)
+    with pytest.raises(ValueError, match="owl_m"):
+        lk.prune_masks(w, 0.5, "owl", owl_m=float("nan"))
+    with pytest.raises(ValueError, match="granularity"):
+        lk.lamp_scores(w, granularity="block")
+    if "triton" in lk.available_backends():
+        with pytest.raises(ValueError, match="backend 'triton' selects whole layers"):
+            lk.prune_masks(w, 0.5, granularity="row", backend="triton")
+
+
+def test_reference_units_and_options():
+    assert [list(u) for u in reference.units((2, 3), "row")] == [[0, 1, 2], [3, 4, 5]]
+    assert [list(u) for u in reference.units((2, 3), "layer")] == [list(range(6))]
+    assert [list(u) for u in reference.units((4,), "row")] == [list(range(4))]
+    assert check_options("lamp").is_plain() and not check_options("lamp", "row").is_plain()
+    assert Layers.from_inputs([torch.ones(2)]).with_masks([None]).masks == [None]
+
+
+def test_cuda_row_segment_tables():
+    """The host side of cuda_rows.py (the GPU run itself is in test_gpu_importance.py): one segment per row,
+    scores shared in flat order, values pointing at each row's slice, tiles never crossing rows."""
+    from lamp_kernels import cuda_rows
+
+    table, tiles = cuda_rows.segment_table(3, 5000, 1000, 0)
+    assert tiles == 6
+    assert [table[i:i + 6] for i in range(0, 18, 6)] == [[0, 5000, 0, 1000, 0, 0], [5000, 5000, 2, 1000, 0, 0],
+                                                         [10000, 5000, 4, 1000, 0, 0]]
+    table, tiles = cuda_rows.segment_table(2, 7, 0, 8000)
+    assert tiles == 2 and table == [0, 7, 0, 0, 8000, 0, 7, 7, 1, 0, 8000 + 8 * 7, 0]
+    assert cuda_rows.segment_offsets(3, 5) == [0, 5, 10, 15]
