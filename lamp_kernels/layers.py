@@ -104,15 +104,26 @@ class Layers:
                 raise ValueError(f"{name}: mask is on {m.device}, weight on {w.device}")
 
     def check_values(self) -> None:
-        """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise."""
+        """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise.
+
+        One min/max reduction per layer (no copy; NaN propagates into both) settles the common case. Only a
+        layer with a NaN or Inf somewhere, or a masked fp64 layer (whose range is that of its alive weights),
+        is looked at weight by weight."""
         for i, (w, m) in enumerate(zip(self.tensors, self.masks)):
+            if w.numel() == 0:
+                continue
+            lo, hi = torch.aminmax(w.detach())
+            if bool(torch.isfinite(lo) & torch.isfinite(hi)) and (m is None or w.dtype != torch.float64):
+                if w.dtype == torch.float64:
+                    self.check_fp64_range(i, max(-float(lo), float(hi)))
+                continue
             a = w.detach().abs()
             if m is not None:
                 a = torch.where(m, a, torch.zeros((), dtype=a.dtype, device=a.device))
             if not bool(torch.isfinite(a).all()):
                 raise ValueError(f"{self.names[i]} has NaN or Inf weights")
             if w.dtype == torch.float64:
-                self.check_fp64_range(i, float(a.max()) if a.numel() else 0.0)
+                self.check_fp64_range(i, float(a.max()))
 
     def check_fp64_range(self, i: int, max_abs: float) -> None:
         if max_abs >= MAGNITUDE_LIMIT or 0.0 < max_abs < 1.0 / MAGNITUDE_LIMIT:

@@ -178,3 +178,27 @@ def test_layer_above_2_24_elements():
     want = 1.0 / torch.arange(n, 0, -1, dtype=torch.float64)
     assert torch.equal(ops.lamp_scores([ones], [None], True)[0], want)
     assert torch.equal(ops._C.lamp_scores_by(ones.bfloat16(), None, True, "bins"), want)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+def test_value_checks_of_lamp_scores(dtype):
+    """lamp_scores checks values with one min/max reduction per layer: a NaN/Inf that is masked out is
+    ignored (and scores 0); an alive one is refused; a masked fp64 layer's range is that of its alive weights."""
+    import lamp_kernels as lk
+
+    w = _random(5000, dtype, seed=8)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        v = w.clone()
+        v[17] = bad
+        mask = torch.ones(5000, dtype=torch.bool)
+        mask[17] = False
+        scores = lk.lamp_scores([w[:10], v], [None, mask], dtype=torch.float64)[1]
+        assert scores[17] == 0 and torch.equal(scores, reference.lamp_scores(torch.where(mask, v, 0), mask))
+        with pytest.raises(ValueError, match="layer 1"):
+            lk.lamp_scores([w[:10], v])
+    if dtype == torch.float64:
+        tiny = torch.full((10,), 2.0**-600, dtype=dtype)
+        tiny[0] = 1.0
+        with pytest.raises(ValueError, match="outside"):
+            lk.lamp_scores([tiny], [torch.arange(10) > 0])
+        assert lk.lamp_scores([tiny])[0][0] > 0
