@@ -29,6 +29,8 @@
 #include <memory>
 #include <numeric>
 
+#include <sys/mman.h>
+
 #include "exact_sum.h"
 #include "float_keys.h"
 #include "rounding_base.h"
@@ -44,6 +46,24 @@ constexpr int64_t kMinChunk = int64_t{1} << 16;          // elements per chunk o
 constexpr int64_t kMinBinGroup = int64_t{1} << 15;       // elements per task of the bin scores
 
 const bool* mask_ptr(const at::Tensor& mask) { return mask.defined() ? mask.data_ptr<bool>() : nullptr; }
+
+// Asks for 2 MiB pages over the 2 MiB-aligned part of [p, p + bytes), memory that is about to be written for
+// the first time (the scores, the fp32 table). Faulting in fresh 4 KiB pages costs more than computing the
+// scores does (measured on a 2-core VM: ~0.6 ms per MiB, ~0.1 ms with 2 MiB pages), and a bin path's
+// thousands of concurrent streams through the table miss the TLB less. Only a hint: where transparent huge
+// pages are off, or none are free, the kernel uses 4 KiB pages as before.
+void advise_huge_pages(void* p, size_t bytes) {
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+}
+
+at::Tensor empty_scores(const at::Tensor& w, bool float64) {
+  at::Tensor out = at::empty(w.sizes(), w.options().dtype(float64 ? at::kDouble : at::kFloat));
+  advise_huge_pages(out.data_ptr(), out.nbytes());
+  return out;
+}
 
 // 2^k as a double, for k in the normal range.
 inline double pow2(int k) {
@@ -185,8 +205,10 @@ struct BinWorkspace {
   void* need_table(size_t bytes) {
     if (table_bytes < bytes) {
       table.reset();  // release first: never hold two
-      table.reset(std::malloc(bytes));
+      constexpr size_t kHuge = size_t{2} << 20;
+      table.reset(std::aligned_alloc(kHuge, (bytes + kHuge - 1) & ~(kHuge - 1)));
       if (!table) throw std::bad_alloc();
+      advise_huge_pages(table.get(), bytes);
       table_bytes = bytes;
     }
     return table.get();
@@ -669,7 +691,7 @@ std::vector<at::Tensor> lamp_scores(const std::vector<at::Tensor>& weights,
     TORCH_CHECK(weights[i].numel() < (int64_t{1} << 31), "lamp_scores: a layer has 2^31 or more elements");
     ws[i] = weights[i].contiguous();
     ms[i] = i < masks.size() ? contiguous_mask(masks[i]) : at::Tensor();
-    outs[i] = at::empty(ws[i].sizes(), ws[i].options().dtype(float64 ? at::kDouble : at::kFloat));
+    outs[i] = empty_scores(ws[i], float64);
   }
   // Large layers of the bin path one after another, each over all threads; every other layer is one task,
   // largest first, so that the tasks even out across threads.
@@ -696,7 +718,7 @@ at::Tensor lamp_scores_by(const at::Tensor& w_in, const std::optional<at::Tensor
   TORCH_CHECK(w_in.numel() < (int64_t{1} << 31), "lamp_scores: a layer has 2^31 or more elements");
   const at::Tensor w = w_in.contiguous();
   const at::Tensor mask = contiguous_mask(mask_in);
-  at::Tensor out = at::empty(w.sizes(), w.options().dtype(float64 ? at::kDouble : at::kFloat));
+  at::Tensor out = empty_scores(w, float64);
   BinWorkspace ws;
   score_layer(w, mask, out, float64, max_workers(), path == "sort" ? Path::kSort : Path::kBins, ws);
   return out;
