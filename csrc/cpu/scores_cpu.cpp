@@ -79,32 +79,6 @@ __attribute__((target_clones("avx2", "default"))) void divide(double* num, const
   for (int i = 0; i < n; ++i) num[i] /= den[i];
 }
 
-// Quotients num / den collected in batches, divided together, and handed to sink(quotients, where, size).
-template <typename Sink>
-class QuotientBatch {
- public:
-  explicit QuotientBatch(Sink sink) : sink_(sink) {}
-  ~QuotientBatch() { flush(); }
-  void push(double num, double den, int64_t where) {
-    num_[size_] = num;
-    den_[size_] = den;
-    where_[size_] = where;
-    if (++size_ == kSize) flush();
-  }
-  void flush() {
-    divide(num_, den_, size_);
-    sink_(num_, where_, size_);
-    size_ = 0;
-  }
-
- private:
-  static constexpr int kSize = 256;
-  double num_[kSize], den_[kSize];
-  int64_t where_[kSize];
-  int size_ = 0;
-  Sink sink_;
-};
-
 // The integer significand M of a key (|w| = M * 2^e) and e, for the dtypes of the bin path.
 inline uint64_t significand(int code, uint64_t key) {
   switch (code) {
@@ -237,18 +211,22 @@ struct BinScratch {
   }
 };
 
-// Sorts packed (low << 17 | position) values of one bin: unique values, so the order is (low, position).
-void sort_packed(uint32_t* a, uint32_t* b, int64_t c) {
+// The packed values (low << 17 | position) of one bin's c <= 2^17 entries (low 15 bits each), sorted into a:
+// values are unique, so their order is (low, position). b is scratch of the same size.
+template <typename entry_t>
+void sort_bin(const entry_t* entries, int64_t c, uint32_t* a, uint32_t* b) {
   if (c <= 64) {
+    for (int64_t p = 0; p < c; ++p) a[p] = static_cast<uint32_t>(entries[p]) << 17 | static_cast<uint32_t>(p);
     std::sort(a, a + c);
     return;
   }
-  // Two stable counting passes over the 15 low bits (bits 17..24, then 25..31); positions are already in
-  // ascending order, so the result is sorted by (low, position).
+  // Two stable counting passes over the low bits (bits 0..7, then 8..14), the first one reading the entries in
+  // position order: the result is sorted by (low, position).
   uint32_t h1[256] = {}, h2[128] = {};
-  for (int64_t i = 0; i < c; ++i) {
-    ++h1[(a[i] >> 17) & 0xFF];
-    ++h2[a[i] >> 25];
+  for (int64_t p = 0; p < c; ++p) {
+    const uint32_t low = static_cast<uint32_t>(entries[p]);
+    ++h1[low & 0xFF];
+    ++h2[low >> 8];
   }
   auto exclusive_prefix = [](uint32_t* h, int size) {
     uint32_t sum = 0;
@@ -260,7 +238,10 @@ void sort_packed(uint32_t* a, uint32_t* b, int64_t c) {
   };
   exclusive_prefix(h1, 256);
   exclusive_prefix(h2, 128);
-  for (int64_t i = 0; i < c; ++i) b[h1[(a[i] >> 17) & 0xFF]++] = a[i];
+  for (int64_t p = 0; p < c; ++p) {
+    const uint32_t low = static_cast<uint32_t>(entries[p]);
+    b[h1[low & 0xFF]++] = low << 17 | static_cast<uint32_t>(p);
+  }
   for (int64_t i = 0; i < c; ++i) a[h2[b[i] >> 25]++] = b[i];
 }
 
@@ -460,12 +441,7 @@ class BinPath {
           sums_[j] = static_cast<u128>(mm * mm) * static_cast<uint64_t>(count_[bin]);
           continue;
         }
-        u128 s = 0;
-        for (int64_t p = start_[bin]; p < start_[bin] + count_[bin]; ++p) {
-          const uint64_t mm = significand_of(bin, low_at(table_, p));
-          s += mm * mm;
-        }
-        sums_[j] = s;
+        sums_[j] = sum_of_squares(significand_of(bin, 0), table_ + start_[bin], count_[bin]);
       }
     });
     base_.resize(nb);
@@ -475,6 +451,22 @@ class BinPath {
       base_[j] = RoundingBase(acc, u);
       acc.add(sums_[j], u);
     }
+  }
+
+  // Sum of (high | low)^2 over c entries' low bits (M < 2^24). Blocks of 2^15 squares (< 2^48 each) fit in 64
+  // bits, and the loop over a block vectorizes.
+  static u128 sum_of_squares(uint64_t high, const entry_t* entries, int64_t c) {
+    u128 s = 0;
+    for (int64_t b = 0; b < c; b += 1 << 15) {
+      const int64_t e = std::min<int64_t>(c, b + (1 << 15));
+      uint64_t block = 0;
+      for (int64_t p = b; p < e; ++p) {
+        const uint64_t m = high | static_cast<uint32_t>(entries[p]);
+        block += m * m;
+      }
+      s += block;
+    }
+    return s;
   }
 
   void bin_scores() {
@@ -507,23 +499,26 @@ class BinPath {
   // One fp32 bin (one exponent): the scores of its c elements, in place of their low bits. Elements in the
   // order (low bits, position) are in the order (key, flat index); J = their M^2 summed from the bin's end.
   template <typename Den>
-  static void fp32_bin(int bin, const Den& den, entry_t* entries, int64_t c, BinScratch& scratch) {
+  static void fp32_bin(int bin, const Den den, entry_t* entries, int64_t c, BinScratch& scratch) {
     using sum_t = typename Den::sum_t;
     const uint64_t m_high = significand_of(bin, 0);  // M = m_high | low
-    auto quotients = [entries](const double* q, const int64_t* where, int size) {
-      for (int i = 0; i < size; ++i) store(entries + where[i], static_cast<out_t>(q[i]));
-    };
-    QuotientBatch batch(quotients);
+    constexpr int kBlock = 256;                        // scores are computed in blocks: one vector division each
+    double num[kBlock], den_of[kBlock];
     if (c <= BinScratch::kSortMax) {
       scratch.need_sort();
-      uint32_t* packed = scratch.a.get();
-      for (int64_t p = 0; p < c; ++p) packed[p] = low_at(entries, p) << 17 | static_cast<uint32_t>(p);
-      sort_packed(packed, scratch.b.get(), c);
+      const uint32_t* packed = scratch.a.get();
+      sort_bin(entries, c, scratch.a.get(), scratch.b.get());
       sum_t suffix = 0;
-      for (int64_t j = c; j-- > 0;) {
-        const uint64_t m = m_high | (packed[j] >> 17);
-        suffix += m * m;
-        batch.push(den.num(m * m), den.den(suffix), packed[j] & 0x1FFFF);
+      for (int64_t end = c; end > 0; end -= kBlock) {  // descending: packed[end - 1 - t]
+        const int len = static_cast<int>(std::min<int64_t>(kBlock, end));
+        for (int t = 0; t < len; ++t) {
+          const uint64_t m = m_high | (packed[end - 1 - t] >> 17);
+          suffix += m * m;
+          num[t] = den.num(m * m);
+          den_of[t] = den.den(suffix);
+        }
+        divide(num, den_of, len);
+        for (int t = 0; t < len; ++t) store(entries + (packed[end - 1 - t] & 0x1FFFF), static_cast<out_t>(num[t]));
       }
       return;
     }
@@ -542,12 +537,18 @@ class BinPath {
       const uint64_t m = m_high | static_cast<uint64_t>(l);
       acc += static_cast<u128>(m * m) * count[l];
     }
-    // Entry p is read before any score is stored at p (the batch stores positions already pushed).
-    for (int64_t p = 0; p < c; ++p) {
-      const uint32_t l = low_at(entries, p);
-      const uint64_t m = m_high | l;
-      const u128 suffix = above[l] + static_cast<u128>(m * m) * (count[l] - seen[l]++);
-      batch.push(den.num(m * m), den.den(static_cast<sum_t>(suffix)), p);
+    // Each block reads its entries' low bits before it stores their scores in their place.
+    for (int64_t p0 = 0; p0 < c; p0 += kBlock) {
+      const int len = static_cast<int>(std::min<int64_t>(kBlock, c - p0));
+      for (int t = 0; t < len; ++t) {
+        const uint32_t l = low_at(entries, p0 + t);
+        const uint64_t m = m_high | l;
+        const u128 suffix = above[l] + static_cast<u128>(m * m) * (count[l] - seen[l]++);
+        num[t] = den.num(m * m);
+        den_of[t] = den.den(static_cast<sum_t>(suffix));
+      }
+      divide(num, den_of, len);
+      for (int t = 0; t < len; ++t) store(entries + p0 + t, static_cast<out_t>(num[t]));
     }
   }
 
@@ -569,14 +570,15 @@ class BinPath {
   }
 
   // bf16/fp16: the element at position pos of bin order has j = end - pos equal keys at or after it (itself
-  // included): S = (A + j M^2) 2^u, and score = fl(M^2 / (A + j M^2)) when that sum is below 2^53 (both
-  // operands exact, the common 2^u cancels); else fl(v^2 / RoundingBase::round_plus(j M^2)).
+  // included): S = (A + j M^2) 2^u, and score = fl(M^2 / (A + j M^2)) when that sum is below 2^53 (every
+  // operand is an integer below 2^53, so the double arithmetic is exact, and the common 2^u cancels); else
+  // fl(v^2 / RoundingBase::round_plus(j M^2)).
   struct EqualKey {
-    uint64_t a;    // A, or kGeneral
-    uint32_t mm;   // M^2 < 2^22
+    double a;      // A, or kGeneral
+    double mm;     // M^2 < 2^22
     uint32_t end;  // end of the key's run in bin order
   };
-  static constexpr uint64_t kGeneral = ~uint64_t{0};
+  static constexpr double kGeneral = -1.0;
 
   void gather_equal_keys() {
     std::unique_ptr<EqualKey[]> keys(new EqualKey[kBins]);
@@ -588,8 +590,8 @@ class BinPath {
       const double v = key_value(Spec::code, k);
       squares[k] = v * v;
       const bool exact = base_[j].shift == 0 && base_[j].top + static_cast<u128>(m * m) * count_[k] < (u128{1} << 53);
-      keys[k] = {exact ? static_cast<uint64_t>(base_[j].top) : kGeneral, static_cast<uint32_t>(m * m),
-                 static_cast<uint32_t>(start_[k] + count_[k])};
+      keys[k] = {exact ? static_cast<double>(static_cast<uint64_t>(base_[j].top)) : kGeneral,
+                 static_cast<double>(m * m), static_cast<uint32_t>(start_[k] + count_[k])};
       base_of_[k] = static_cast<int32_t>(j);
     }
     const EqualKey* ks = keys.get();
@@ -610,13 +612,13 @@ class BinPath {
             continue;
           }
           const EqualKey& ek = ks[k];
-          const uint64_t j = ek.end - h[k]++;
+          const uint32_t j = ek.end - h[k]++;
           if (ek.a != kGeneral) {
-            num[t] = static_cast<double>(ek.mm);
-            den[t] = static_cast<double>(ek.a + j * ek.mm);
+            num[t] = ek.mm;
+            den[t] = ek.a + static_cast<double>(static_cast<int32_t>(j)) * ek.mm;
           } else {
             num[t] = squares[k];
-            den[t] = base_[base_of_[k]].round_plus(static_cast<u128>(ek.mm) * j);
+            den[t] = base_[base_of_[k]].round_plus(static_cast<u128>(static_cast<uint64_t>(ek.mm)) * j);
           }
         }
         divide(num, den, len);
