@@ -41,8 +41,9 @@ namespace lamp {
 namespace {
 
 constexpr int64_t kBinPathMin = int64_t{1} << 12;       // smaller layers: the sort path is cheaper
-constexpr int64_t kParallelLayerMin = int64_t{1} << 18;  // smaller layers: one task each, batched
-constexpr int64_t kMinChunk = int64_t{1} << 16;          // elements per chunk of a pass over a layer
+// A chunk of a pass over a layer has at least kChunkPerBin elements per bin, so that its row of cursors (4
+// bytes per bin) costs at most a byte per element; a layer with fewer than two chunks' worth is one task.
+constexpr int64_t kChunkPerBin = 4;
 constexpr int64_t kMinBinGroup = int64_t{1} << 15;       // elements per task of the bin scores
 
 const bool* mask_ptr(const at::Tensor& mask) { return mask.defined() ? mask.data_ptr<bool>() : nullptr; }
@@ -299,7 +300,7 @@ class BinPath {
 
  public:
   BinPath(const scalar_t* x, const bool* m, int64_t n, out_t* out, int workers, BinWorkspace& ws)
-      : x_(x), m_(m), n_(n), out_(out), workers_(workers), chunks_(chunk_count(n, workers, kMinChunk)),
+      : x_(x), m_(m), n_(n), out_(out), workers_(workers), chunks_(chunk_count(n, workers, kChunkPerBin * kBins)),
         ws_(ws), count_(kBins), start_(kBins) {
     ws_.cursor.assign(static_cast<size_t>(chunks_) * kBins, 0);
     cursor_ = ws_.cursor.data();
@@ -700,7 +701,8 @@ std::vector<at::Tensor> lamp_scores(const std::vector<at::Tensor>& weights,
   std::vector<size_t> large, rest;
   for (size_t i = 0; i < L; ++i) {
     const bool bins = ws[i].scalar_type() != at::kDouble && ws[i].numel() >= kBinPathMin;
-    (bins && ws[i].numel() >= kParallelLayerMin ? large : rest).push_back(i);
+    const int64_t bin_count = ws[i].scalar_type() == at::kFloat ? BinSpec<float>::bins : BinSpec<at::BFloat16>::bins;
+    (bins && ws[i].numel() >= 2 * kChunkPerBin * bin_count ? large : rest).push_back(i);
   }
   std::stable_sort(rest.begin(), rest.end(), [&](size_t a, size_t b) { return ws[a].numel() > ws[b].numel(); });
   const int workers = max_workers();
