@@ -104,26 +104,36 @@ class Layers:
                 raise ValueError(f"{name}: mask is on {m.device}, weight on {w.device}")
 
     def check_values(self) -> None:
-        """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise.
+        """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise."""
+        for i, max_abs in enumerate(self.alive_max_abs()):
+            if not math.isfinite(max_abs):
+                raise ValueError(f"{self.names[i]} has NaN or Inf weights")
+            if self.tensors[i].dtype == torch.float64:
+                self.check_fp64_range(i, max_abs)
 
-        One min/max reduction per layer (no copy; NaN propagates into both) settles the common case. Only a
-        layer with a NaN or Inf somewhere, or a masked fp64 layer (whose range is that of its alive weights),
-        is looked at weight by weight."""
-        for i, (w, m) in enumerate(zip(self.tensors, self.masks)):
+    def alive_max_abs(self) -> list[float]:
+        """The largest |w| over each layer's alive weights (0 if none), inf where one of them is NaN or Inf.
+
+        CPU layers go through the C++ kernels in one pass on their own thread pool: torch's reductions would
+        run on its OpenMP threads, which then spin for milliseconds and take a core from the kernels that
+        follow. Other devices (or no extension): torch."""
+        from . import ops  # here, not at the top: ops imports modules that import this one
+
+        out = [0.0] * len(self.tensors)
+        on_cpu = [i for i, w in enumerate(self.tensors) if w.device.type == "cpu"] if ops._C is not None else []
+        if on_cpu:
+            found = ops._C.alive_max_abs([self.tensors[i].detach() for i in on_cpu], [self.masks[i] for i in on_cpu])
+            for i, v in zip(on_cpu, found):
+                out[i] = v
+        for i in sorted(set(range(len(self.tensors))) - set(on_cpu)):
+            w, m = self.tensors[i], self.masks[i]
             if w.numel() == 0:
-                continue
-            lo, hi = torch.aminmax(w.detach())
-            if bool(torch.isfinite(lo) & torch.isfinite(hi)) and (m is None or w.dtype != torch.float64):
-                if w.dtype == torch.float64:
-                    self.check_fp64_range(i, max(-float(lo), float(hi)))
                 continue
             a = w.detach().abs()
             if m is not None:
                 a = torch.where(m, a, torch.zeros((), dtype=a.dtype, device=a.device))
-            if not bool(torch.isfinite(a).all()):
-                raise ValueError(f"{self.names[i]} has NaN or Inf weights")
-            if w.dtype == torch.float64:
-                self.check_fp64_range(i, float(a.max()))
+            out[i] = float(a.max()) if bool(torch.isfinite(a).all()) else math.inf
+        return out
 
     def check_fp64_range(self, i: int, max_abs: float) -> None:
         if max_abs >= MAGNITUDE_LIMIT or 0.0 < max_abs < 1.0 / MAGNITUDE_LIMIT:

@@ -202,3 +202,28 @@ def test_value_checks_of_lamp_scores(dtype):
         with pytest.raises(ValueError, match="outside"):
             lk.lamp_scores([tiny], [torch.arange(10) > 0])
         assert lk.lamp_scores([tiny])[0][0] > 0
+
+
+def test_alive_max_abs_matches_its_torch_twin(monkeypatch):
+    """The C++ check (one pass on the kernels' pool) and the torch one (other devices) agree."""
+    from lamp_kernels import layers as layers_module
+
+    g = _gen(9)
+    tensors, masks = [], []
+    for dtype in ALL_DTYPES:
+        for n in (0, 1, 300_000):
+            w = _random(n, dtype, seed=n)
+            m = torch.rand(n, generator=g) > 0.5
+            tensors += [w, w.clone(), w.clone()]
+            masks += [None, m, torch.zeros(n, dtype=torch.bool)]
+            if n:
+                bad = w.clone()
+                bad[n // 2] = float("nan") if n > 1 else float("inf")
+                tensors += [bad, bad]
+                masks += [None, torch.arange(n) != n // 2]
+    layers = layers_module.Layers.from_inputs(tensors, masks)
+    compiled = layers.alive_max_abs()
+    monkeypatch.setattr(ops, "_C", None)
+    twin = layers.alive_max_abs()
+    assert compiled == twin
+    assert any(v == float("inf") for v in compiled) and any(v == 0.0 for v in compiled)

@@ -6,6 +6,7 @@
 #include "cuda_scan_emulation.h"
 #include "layer_kernels.h"
 #include "scores_cpu.h"
+#include "value_check.h"
 
 namespace py = pybind11;
 using lamp::CutSolver;
@@ -18,6 +19,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("zero_cut_", &lamp::zero_cut_, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores", &lamp::lamp_scores, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores_by", &lamp::lamp_scores_by, py::call_guard<py::gil_scoped_release>());  // tests: one path
+  m.def("alive_max_abs", &lamp::alive_max_abs, py::call_guard<py::gil_scoped_release>());
   m.def("cuda_scan_emulation", &lamp::cuda_scan_emulation, py::call_guard<py::gil_scoped_release>());
   py::class_<CutSolver>(m, "CutSolver")
       .def(py::init<const std::vector<int64_t>&, const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,

@@ -53,10 +53,13 @@ void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& c
       if (limbs) add_square_limbs(code, k, slot + 1);
     }
   });
-  counts = at::zeros({bins}, at::kLong);
-  sums = at::zeros({bins, limbs}, at::kLong);
+  // at::empty and our own fill: at::zeros of this size would run on torch's OpenMP threads, which then spin.
+  counts = at::empty({bins}, at::kLong);
+  sums = at::empty({bins, limbs}, at::kLong);
   int64_t* cp = counts.data_ptr<int64_t>();
   int64_t* sp = sums.data_ptr<int64_t>();
+  std::fill(cp, cp + bins, 0);
+  std::fill(sp, sp + static_cast<size_t>(bins) * limbs, 0);
   for (const auto& mine : local) {
     if (mine.empty()) continue;
     const int64_t* h = mine.data();
