@@ -275,6 +275,30 @@ struct WindowDen {
   }
 };
 
+// v (< 2^53) as a double, with operations that vectorize (AVX2 has no 64-bit integer conversion): the high and
+// low 32 bits become the significands of 2^84 + hi 2^32 and 2^52 + lo, and the two exact differences add up
+// exactly.
+inline double u53_to_double(uint64_t v) {
+  const uint64_t hi = (v >> 32) | 0x4530000000000000ull, lo = (v & 0xFFFFFFFFull) | 0x4330000000000000ull;
+  double dh, dl;
+  std::memcpy(&dh, &hi, 8);
+  std::memcpy(&dl, &lo, 8);
+  return (dh - 19342813118337666422669312.0) + dl;  // 2^84 + 2^52
+}
+
+// WindowDen over a block: q[t] = fl(num(mm[t]) / den(j[t])), as one loop that vectorizes.
+__attribute__((target_clones("avx2", "default"))) void window_quotients(
+    uint64_t ah, uint64_t al, int p, double inv_scale, const uint64_t* __restrict mm, const uint64_t* __restrict j,
+    int n, double* __restrict q) {
+  const uint64_t mask = (uint64_t{1} << p) - 1, half = uint64_t{1} << (p - 1);
+  for (int i = 0; i < n; ++i) {
+    const uint64_t t = al + j[i];
+    const uint64_t whole = ah + (t >> p), r = t & mask;
+    const uint64_t up = (r > half ? 1 : 0) | (r == half ? (whole & 1) : 0);  // to nearest, ties to even
+    q[i] = u53_to_double(mm[i]) * inv_scale / u53_to_double(whole + up);
+  }
+}
+
 struct GeneralDen {  // any A (RoundingBase): den = S, num = v^2
   using sum_t = u128;
   const RoundingBase* base;
@@ -512,13 +536,23 @@ class BinPath {
       sum_t suffix = 0;
       for (int64_t end = c; end > 0; end -= kBlock) {  // descending: packed[end - 1 - t]
         const int len = static_cast<int>(std::min<int64_t>(kBlock, end));
-        for (int t = 0; t < len; ++t) {
-          const uint64_t m = m_high | (packed[end - 1 - t] >> 17);
-          suffix += m * m;
-          num[t] = den.num(m * m);
-          den_of[t] = den.den(suffix);
+        if constexpr (std::is_same<Den, WindowDen>::value) {
+          uint64_t mm[kBlock], js[kBlock];
+          for (int t = 0; t < len; ++t) {
+            const uint64_t m = m_high | (packed[end - 1 - t] >> 17);
+            mm[t] = m * m;
+            js[t] = suffix += m * m;
+          }
+          window_quotients(den.ah, den.al, den.p, den.inv_scale, mm, js, len, num);
+        } else {
+          for (int t = 0; t < len; ++t) {
+            const uint64_t m = m_high | (packed[end - 1 - t] >> 17);
+            suffix += m * m;
+            num[t] = den.num(m * m);
+            den_of[t] = den.den(suffix);
+          }
+          divide(num, den_of, len);
         }
-        divide(num, den_of, len);
         for (int t = 0; t < len; ++t) store(entries + (packed[end - 1 - t] & 0x1FFFF), static_cast<out_t>(num[t]));
       }
       return;
