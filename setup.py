@@ -29,12 +29,11 @@ def extensions():
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
     sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cpu").glob("*.cpp"))
-    flags = ["-O3", "-fopenmp", "-ffp-contract=off", "-std=c++17"]
+    flags = ["-O3", "-ffp-contract=off", "-std=c++17"]
     ext = CppExtension(
         "lamp_kernels._C",
         sources,
         extra_compile_args={"cxx": flags},
-        extra_link_args=["-fopenmp"],
     )
     return [ext], {"build_ext": _build_ext_with_cuda_library(BuildExtension.with_options(use_ninja=True))}
 

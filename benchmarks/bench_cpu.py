@@ -1,8 +1,15 @@
-"""CPU benchmarks: lamp_kernels against the official algorithm on real layer shapes.
+"""CPU benchmarks: lamp_kernels against the official algorithm on real layer shapes, on a quiet machine and with
+one core busy.
 
-Prints a table (median of repeats, speedup over the baseline, achieved GB/s against this machine's measured
-copy bandwidth, peak memory beyond inputs and outputs) and writes the rows to
-benchmarks/results/cpu-<date>.json. Usage: python benchmarks/bench_cpu.py [--quick] [--skip-llama]
+Every compiled-path case is timed twice in the same run: quiet, and beside a spin-loop process that this script
+starts and stops itself (one core busy). Each case also times a memcpy of the same bytes (what the case must
+read and write at least, copied in chunks of at most 512 MiB between buffers allocated beforehand), so its GB/s
+is put next to the machine's copy speed measured in the same run. Extra memory is the peak resident memory of a
+first call in a fresh process, beyond what was resident before and the outputs it returns.
+
+Prints a table and writes the rows to benchmarks/results/cpu-<date>.json, with the machine's load average
+before and after the run (figures are only comparable on a quiet machine).
+Usage: python benchmarks/bench_cpu.py [--quick] [--skip-llama] [--only NAME ...]
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import argparse
 import ctypes
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -30,6 +38,7 @@ import lamp_kernels as lk  # noqa: E402
 from lamp_kernels.official import official_lamp_masks, official_layer_scores  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+COPY_CHUNK = 512 * 2**20
 
 
 def median_ms(fn, repeats):
@@ -40,6 +49,36 @@ def median_ms(fn, repeats):
         fn()
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+class BusyCore:
+    """A spin-loop process on one core for the duration of a with-block."""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        time.sleep(0.5)  # let it start spinning
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def memcpy_ms(total_bytes, repeats=5):
+    """Time to copy total_bytes / 2 bytes (total_bytes read + written), in chunks of at most 512 MiB."""
+    half = max(1, total_bytes // 2)
+    chunk = min(half, COPY_CHUNK)
+    src = torch.empty(chunk, dtype=torch.uint8).fill_(1)
+    dst = torch.empty_like(src).fill_(0)
+    full, rest = divmod(half, chunk)
+
+    def copy():
+        for _ in range(full):
+            dst.copy_(src)
+        if rest:
+            dst[:rest].copy_(src[:rest])
+
+    return median_ms(copy, repeats)
 
 
 def rss_bytes():
@@ -69,27 +108,29 @@ def peak_extra_mb(fn, output_bytes):
     return max(0.0, (peak[0] - base - output_bytes) / 2**20)
 
 
-MEMORY_CASES = {
-    "vgg16-masks": (S.vgg16_cifar, torch.float32, lambda ws: lk.prune_masks(ws, 0.9), 1),
-    "vgg16-scores": (S.vgg16_cifar, torch.float32, lambda ws: lk.lamp_scores(ws), 4),
-    "resnet18-masks": (S.resnet18_cifar, torch.float32, lambda ws: lk.prune_masks(ws, 0.9), 1),
-    "llama-masks": (S.llama32_1b, torch.bfloat16, lambda ws: lk.prune_masks(ws, 0.5), 1),
+def llama_mlp():
+    return [(8192, 2048)]
+
+
+# name -> (shapes, dtype, call, output bytes per weight)
+MODELS = {
+    "llama3.2-1b-mlp-bf16": (llama_mlp, torch.bfloat16),
+    "llama3.2-1b-mlp-fp32": (llama_mlp, torch.float32),
+    "vgg16-fp32": (S.vgg16_cifar, torch.float32),
+    "resnet18-fp32": (S.resnet18_cifar, torch.float32),
+    "llama3.2-1b-bf16": (S.llama32_1b, torch.bfloat16),
+}
+CALLS = {
+    "scores": (lambda ws: lk.lamp_scores(ws), 4),
+    "masks": (lambda ws: lk.prune_masks(ws, 0.9 if ws[0].dtype == torch.float32 else 0.5), 1),
 }
 
 
-def measure_memory(case):
-    """(extra MiB, ms) of a first call, measured in a fresh interpreter."""
-    out = subprocess.run([sys.executable, __file__, "--memory", case], capture_output=True, text=True, check=True)
-    mb, ms = out.stdout.strip().splitlines()[-1].split()
-    return float(mb), float(ms)
-
-
-def copy_bandwidth_gbs():
-    """Achieved memory bandwidth of a large tensor copy (bytes read + written per second)."""
-    x = torch.empty(256 * 2**20, dtype=torch.uint8).fill_(1)
-    y = torch.empty_like(x)
-    ms = median_ms(lambda: y.copy_(x), 5)
-    return 2 * x.numel() / (ms / 1e3) / 1e9
+def measure_memory(model, task):
+    """Extra MiB of a first call, measured in a fresh interpreter."""
+    out = subprocess.run([sys.executable, __file__, "--memory", model, task], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def global_unstructured(weights, sparsity):
@@ -106,73 +147,102 @@ def nbytes(ws):
     return sum(w.numel() * w.element_size() for w in ws)
 
 
-def run_cases(quick: bool, skip_llama: bool):
-    bw = copy_bandwidth_gbs()
+def index_budget_mb(ws):
+    """Twice the largest layer's keys and 32-bit indices: the extra memory allowed to the scores."""
+    w = max(ws, key=lambda t: t.numel())
+    return 2 * w.numel() * (w.element_size() + 4) / 2**20
+
+
+def run_cases(quick: bool, skip_llama: bool, only: list[str] | None):
     reps = 3 if quick else 7
     rows = []
 
-    def add(name, ours_ms, baseline, baseline_ms, bytes_moved, mem_mb, note=""):
+    def add(name, fn, bytes_moved, baseline=None, baseline_fn=None, baseline_reps=3, memory=None, budget=None,
+            note="", repeats=reps):
+        if only and not any(o in name for o in only):
+            return
+        print(f"{name} ...", flush=True)
+        ours = median_ms(fn, repeats)
+        with BusyCore():
+            busy = median_ms(fn, repeats)
+        base_ms = median_ms(baseline_fn, baseline_reps) if baseline_fn is not None and not quick else None
+        copy = memcpy_ms(bytes_moved)
         rows.append({
-            "name": name, "ours_ms": round(ours_ms, 2), "baseline": baseline,
-            "baseline_ms": None if baseline_ms is None else round(baseline_ms, 1),
-            "speedup": None if baseline_ms is None else round(baseline_ms / ours_ms, 1),
-            "gbs": round(bytes_moved / (ours_ms / 1e3) / 1e9, 2),
-            "bound_ms": round(bytes_moved / (bw * 1e9) * 1e3, 2),
-            "peak_mem_mb": None if mem_mb is None else round(mem_mb, 1), "note": note,
+            "name": name, "ours_ms": round(ours, 2), "busy_ms": round(busy, 2), "busy_ratio": round(busy / ours, 2),
+            "baseline": baseline, "baseline_ms": None if base_ms is None else round(base_ms, 1),
+            "speedup": None if base_ms is None else round(base_ms / ours, 1),
+            "bytes": bytes_moved, "gbs": round(bytes_moved / (ours / 1e3) / 1e9, 2),
+            "memcpy_ms": round(copy, 2), "memcpy_gbs": round(bytes_moved / (copy / 1e3) / 1e9, 2),
+            "x_memcpy": round(ours / copy, 1), "peak_mem_mb": None if memory is None else round(memory, 1),
+            "mem_budget_mb": None if budget is None else round(budget, 1), "note": note,
         })
+        r = rows[-1]
+        print(f"  {r['ours_ms']} ms quiet, {r['busy_ms']} ms busy ({r['busy_ratio']}x), baseline {r['baseline_ms']} "
+              f"ms, {r['gbs']} GB/s vs memcpy {r['memcpy_gbs']} GB/s, extra {r['peak_mem_mb']} MiB", flush=True)
 
-    for model, shapes in (("vgg16", S.vgg16_cifar()), ("resnet18", S.resnet18_cifar())):
-        ws = S.make_weights(shapes, torch.float32)
-        n = S.numel(shapes)
+    def scores_case(model, baseline_reps=3, repeats=reps, note=""):
+        if only and not any(o in f"{model}-scores" for o in only):
+            return
+        shapes, dtype = MODELS[model]
+        ws = S.make_weights(shapes(), dtype)
+        n = sum(w.numel() for w in ws)
+        # one read of the weights, four bytes written per weight (the scores)
+        add(f"{model}-scores", lambda: lk.lamp_scores(ws), nbytes(ws) + 4 * n, "official per-layer sort+cumsum",
+            lambda: [official_layer_scores(w) for w in ws], baseline_reps,
+            measure_memory(model, "scores"), index_budget_mb(ws), note, repeats)
+
+    scores_case("llama3.2-1b-mlp-bf16")
+    scores_case("llama3.2-1b-mlp-fp32")
+    for model in ("vgg16-fp32", "resnet18-fp32"):
+        scores_case(model)
+        if only and not any(o in f"{model}-masks" for o in only):
+            continue
+        shapes, dtype = MODELS[model]
+        ws = S.make_weights(shapes(), dtype)
+        n = sum(w.numel() for w in ws)
         # masks: two reads of the weights (summary + mask pass) and one byte written per weight
-        ours = median_ms(lambda: lk.prune_masks(ws, 0.9), reps)
-        base = median_ms(lambda: official_lamp_masks(ws, 0.9), max(3, reps // 2))
-        add(f"{model}-fp32-masks", ours, "official LAMP (sort+cumsum, cat+topk)", base, 2 * nbytes(ws) + n,
-            measure_memory(f"{model}-masks")[0])
-        ours = median_ms(lambda: lk.prune_masks(ws, 0.9, "global"), reps)
-        base = median_ms(lambda: global_unstructured(ws, 0.9), max(3, reps // 2))
-        add(f"{model}-fp32-global-masks", ours, "torch prune.global_unstructured", base, 2 * nbytes(ws) + n,
-            None)
-        # scores: one read, 4 bytes written per weight (the sort's traffic is not counted in the bound)
-        ours = median_ms(lambda: lk.lamp_scores(ws), reps)
-        base = median_ms(lambda: [official_layer_scores(w) for w in ws], max(3, reps // 2))
-        add(f"{model}-fp32-scores", ours, "official per-layer sort+cumsum", base, nbytes(ws) + 4 * n,
-            measure_memory("vgg16-scores")[0] if model == "vgg16" else None)
+        add(f"{model}-masks", lambda: lk.prune_masks(ws, 0.9), 2 * nbytes(ws) + n,
+            "official LAMP (sort+cumsum, cat+topk)", lambda: official_lamp_masks(ws, 0.9), 3,
+            measure_memory(model, "masks"))
+        add(f"{model}-global-masks", lambda: lk.prune_masks(ws, 0.9, "global"), 2 * nbytes(ws) + n,
+            "torch prune.global_unstructured", lambda: global_unstructured(ws, 0.9), 3)
 
     if not skip_llama:
-        shapes = S.llama32_1b()
-        ws = S.make_weights(shapes, torch.bfloat16)
-        n = S.numel(shapes)
-        ours = median_ms(lambda: lk.prune_masks(ws, 0.5), 3)
-        mem, first_ms = measure_memory("llama-masks")
-        one_block = ws[:7]
-        base = median_ms(lambda: official_lamp_masks(one_block, 0.5), 1) if not quick else None
-        add("llama3.2-1b-bf16-masks", ours, "official LAMP on 1 of 16 blocks (not run on the whole model)",
-            base, 2 * nbytes(ws) + n, mem,
-            note=f"first call in a fresh process: {first_ms:.0f} ms (allocating the masks' pages included); "
-            + ("baseline_ms is for 1/16 of the model" if base else ""))
-        if base is not None:
-            rows[-1]["speedup"] = None
-        ours = median_ms(lambda: lk.layer_sparsities(ws, 0.5), 3)
-        add("llama3.2-1b-bf16-layer-sparsities", ours, "none", None, nbytes(ws), None)
-    return bw, rows
+        model = "llama3.2-1b-bf16"
+        scores_case(model, baseline_reps=1, repeats=3)
+        if not only or any(o in f"{model}-masks" for o in only):
+            ws = S.make_weights(S.llama32_1b(), torch.bfloat16)
+            n = sum(w.numel() for w in ws)
+            add(f"{model}-masks", lambda: lk.prune_masks(ws, 0.5), 2 * nbytes(ws) + n,
+                "official LAMP on 1 of 16 blocks (not run on the whole model)",
+                lambda: official_lamp_masks(ws[:7], 0.5), 1, measure_memory(model, "masks"), repeats=3,
+                note="baseline_ms is for 1/16 of the model; no speedup claimed")
+            if rows and rows[-1]["name"] == f"{model}-masks":
+                rows[-1]["speedup"] = None
+            add(f"{model}-layer-sparsities", lambda: lk.layer_sparsities(ws, 0.5), nbytes(ws), repeats=3)
+    return rows
+
+
+def load_average():
+    return round(os.getloadavg()[0], 2)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, no Llama baseline")
-    ap.add_argument("--skip-llama", action="store_true")
-    ap.add_argument("--memory", choices=sorted(MEMORY_CASES), help=argparse.SUPPRESS)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, no baselines")
+    ap.add_argument("--skip-llama", action="store_true", help="skip the whole-model Llama cases")
+    ap.add_argument("--only", nargs="*", help="run the cases whose name contains one of these")
+    ap.add_argument("--memory", nargs=2, metavar=("MODEL", "TASK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.memory:
-        make, dtype, fn, out_bytes_per_weight = MEMORY_CASES[args.memory]
-        shapes = make()
-        ws = S.make_weights(shapes, dtype)
-        t = time.perf_counter()
-        mb = peak_extra_mb(lambda: fn(ws), out_bytes_per_weight * S.numel(shapes))
-        print(mb, (time.perf_counter() - t) * 1e3)
+        model, task = args.memory
+        shapes, dtype = MODELS[model]
+        fn, out_bytes_per_weight = CALLS[task]
+        ws = S.make_weights(shapes(), dtype)
+        print(peak_extra_mb(lambda: fn(ws), out_bytes_per_weight * sum(w.numel() for w in ws)))
         return
-    bw, rows = run_cases(args.quick, args.skip_llama)
+    load_before = load_average()
+    rows = run_cases(args.quick, args.skip_llama, args.only)
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 cwd=Path(__file__).parent).stdout.strip()
@@ -186,19 +256,24 @@ def main():
                 break
     except OSError:
         pass
-    record = {"device": f"CPU: {cpu}, {torch.get_num_threads()} threads", "torch": torch.__version__,
-              "commit": commit, "date": datetime.date.today().isoformat(), "copy_bandwidth_gbs": round(bw, 2),
-              "cases": rows}
+    record = {"device": f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
+              "torch": torch.__version__, "commit": commit, "date": datetime.date.today().isoformat(),
+              "load_average_before": load_before, "load_average_after": load_average(), "cases": rows}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"cpu-{record['date']}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"{record['device']}, torch {record['torch']}, commit {commit}, copy bandwidth {bw:.1f} GB/s")
-    print("| case | ours (ms) | baseline | baseline (ms) | speedup | GB/s | bound (ms) | extra mem (MiB) |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|")
+    print(f"{record['device']}, torch {record['torch']}, commit {commit}, "
+          f"1-minute load {load_before} before, {record['load_average_after']} after")
+    print("| case | ours (ms) | one core busy (ms) | baseline | baseline (ms) | speedup | GB/s | memcpy GB/s "
+          "| extra memory (MiB) |")
+    print("|---|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['name']} | {r['ours_ms']} | {r['baseline']} | {r['baseline_ms'] if r['baseline_ms'] else '-'} | "
-              f"{str(r['speedup']) + 'x' if r['speedup'] else '-'} | {r['gbs']} | {r['bound_ms']} | "
-              f"{r['peak_mem_mb'] if r['peak_mem_mb'] is not None else '-'} |")
+        mem = "–" if r["peak_mem_mb"] is None else str(r["peak_mem_mb"])
+        if r["mem_budget_mb"] is not None:
+            mem += f" (≤ {r['mem_budget_mb']})"
+        print(f"| {r['name']} | {r['ours_ms']} | {r['busy_ms']} ({r['busy_ratio']}×) | {r['baseline'] or '–'} | "
+              f"{r['baseline_ms'] if r['baseline_ms'] else '–'} | "
+              f"{str(r['speedup']) + '×' if r['speedup'] else '–'} | {r['gbs']} | {r['memcpy_gbs']} | {mem} |")
     print(f"written to {path}")
 
 

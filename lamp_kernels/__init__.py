@@ -15,8 +15,9 @@ def _running_as_command() -> bool:
 
 
 if _running_as_command():
-    # The command alternates short parallel kernels with file I/O. Idle OpenMP threads spin by default and take
-    # the cores that page-cache writeback needs (measured: 4.7 s -> 3.1 s on 2 cores); BLAS is never used. Both
+    # The command alternates short parallel kernels with file I/O. The library's kernels run on its own pool of
+    # blocking threads, but torch's own ops use OpenMP, whose idle threads spin by default and take the cores
+    # that page-cache writeback needs (measured: 4.7 s -> 3.1 s on 2 cores); BLAS is never used. Both settings
     # are read when the libraries load, so they are set here, before torch is imported; only for the command.
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -134,16 +134,39 @@ class Layers:
     def check_values(self, skip_cuda: bool = False) -> None:
         """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise.
         skip_cuda: leave CUDA layers to kernels that check inside a pass they make anyway (no host sync)."""
-        for i, (w, m) in enumerate(zip(self.tensors, self.masks)):
-            if skip_cuda and w.device.type == "cuda":
+        skip = {i for i, w in enumerate(self.tensors) if skip_cuda and w.device.type == "cuda"}
+        for i, max_abs in enumerate(self.alive_max_abs(skip)):
+            if i in skip:
+                continue
+            if not math.isfinite(max_abs):
+                raise ValueError(f"{self.names[i]} has NaN or Inf weights")
+            if self.tensors[i].dtype == torch.float64:
+                self.check_fp64_range(i, max_abs)
+
+    def alive_max_abs(self, skip: set[int] = frozenset()) -> list[float]:
+        """The largest |w| over each layer's alive weights (0 if none), inf where one of them is NaN or Inf;
+        0 for the layers in ``skip``.
+
+        CPU layers go through the C++ kernels in one pass on their own thread pool: torch's reductions would
+        run on its OpenMP threads, which then spin for milliseconds and take a core from the kernels that
+        follow. Other devices (or no extension): torch."""
+        from . import ops  # here, not at the top: ops imports modules that import this one
+
+        out = [0.0] * len(self.tensors)
+        on_cpu = [i for i, w in enumerate(self.tensors) if w.device.type == "cpu"] if ops._C is not None else []
+        if on_cpu:
+            found = ops._C.alive_max_abs([self.tensors[i].detach() for i in on_cpu], [self.masks[i] for i in on_cpu])
+            for i, v in zip(on_cpu, found):
+                out[i] = v
+        for i in sorted(set(range(len(self.tensors))) - set(on_cpu) - set(skip)):
+            w, m = self.tensors[i], self.masks[i]
+            if w.numel() == 0:
                 continue
             a = w.detach().abs()
             if m is not None:
                 a = torch.where(m, a, torch.zeros((), dtype=a.dtype, device=a.device))
-            if not bool(torch.isfinite(a).all()):
-                raise ValueError(f"{self.names[i]} has NaN or Inf weights")
-            if w.dtype == torch.float64:
-                self.check_fp64_range(i, float(a.max()) if a.numel() else 0.0)
+            out[i] = float(a.max()) if bool(torch.isfinite(a).all()) else math.inf
+        return out
 
     def check_fp64_range(self, i: int, max_abs: float) -> None:
         if max_abs >= MAGNITUDE_LIMIT or 0.0 < max_abs < 1.0 / MAGNITUDE_LIMIT:

@@ -21,8 +21,6 @@
 // first `ties` of them in flat order.
 #include "cut_solver.h"
 
-#include <ATen/Parallel.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -30,6 +28,7 @@
 
 #include "exact_sum.h"
 #include "float_keys.h"
+#include "task_pool.h"
 
 namespace lamp {
 
@@ -134,15 +133,13 @@ CutSolver::CutSolver(const std::vector<int64_t>& codes, const std::vector<at::Te
     L.limbs.assign(s.data_ptr<int64_t>(), s.data_ptr<int64_t>() + n * nl);
   }
   // Bounds need exact suffix sums over every bin: the costly part, independent per layer.
-  at::parallel_for(0, static_cast<int64_t>(layers_.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t li = b; li < e; ++li) {
-      Layer& L = layers_[li];
-      const size_t n = L.bins.size();
-      L.cum.assign(n + 1, 0);
-      for (size_t i = 0; i < n; ++i) L.cum[i + 1] = L.cum[i] + L.count[i];
-      L.alive = L.cum[n];
-      compute_bounds(L);
-    }
+  parallel_tasks(static_cast<int64_t>(layers_.size()), max_workers(), [&](int64_t li, int) {
+    Layer& L = layers_[li];
+    const size_t n = L.bins.size();
+    L.cum.assign(n + 1, 0);
+    for (size_t i = 0; i < n; ++i) L.cum[i + 1] = L.cum[i] + L.count[i];
+    L.alive = L.cum[n];
+    compute_bounds(L);
   });
 }
 
@@ -385,9 +382,8 @@ std::vector<CutSolver::Cut> CutSolver::finish(const std::vector<at::Tensor>& gat
                 "CutSolver: gathered keys do not match the summary");
     keys[j] = gathered[li].contiguous().to(at::kLong);
   }
-  at::parallel_for(0, static_cast<int64_t>(open.size()), 1, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) build_groups(*open[j], keys[j]);
-  });
+  parallel_tasks(static_cast<int64_t>(open.size()), max_workers(),
+                 [&](int64_t j, int) { build_groups(*open[j], keys[j]); });
   if (!mode_global_) {
     for (size_t li = 0; li < layers_.size(); ++li)
       if (!layers_[li].resolved) set_cut(layers_[li], targets_[li] - layers_[li].below);

@@ -5,11 +5,8 @@
 //   apply_cut(w, mask, cut_key, ties) -> keep mask: alive and (key > cut_key, or key == cut_key and among the
 //                                        equal keys at least `ties` precede it in flat order)
 //   zero_cut_(w, mask, cut_key, ties) -> the same decision, applied in place: pruned (and masked-out) weights := 0
-//   lamp_scores(ws, masks, float64)   -> LAMP scores, exact suffix sums (exact_sum.h), one layer per thread
+// (lamp_scores lives in scores_cpu.cpp.) Each pass is cut into chunks run as tasks on the task pool (task_pool.h).
 #include "layer_kernels.h"
-
-#include <ATen/Parallel.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <array>
@@ -17,9 +14,8 @@
 #include <numeric>
 #include <vector>
 
-#include "exact_sum.h"
 #include "float_keys.h"
-#include "radix_sort.h"
+#include "task_pool.h"
 
 namespace lamp {
 
@@ -33,62 +29,24 @@ at::Tensor contiguous_mask(const std::optional<at::Tensor>& mask) {
   return mask.has_value() && mask->defined() ? mask->contiguous() : at::Tensor();
 }
 
-int threads_for(int64_t n) {
-  const int64_t t = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / kGrain));
-  return static_cast<int>(t);
-}
-
-// [begin, end) of chunk c out of `chunks` over n elements.
-inline std::pair<int64_t, int64_t> chunk_range(int64_t n, int chunks, int c) {
-  const int64_t per = (n + chunks - 1) / chunks;
-  const int64_t b = std::min<int64_t>(n, per * c);
-  return {b, std::min<int64_t>(n, b + per)};
-}
-
-template <typename scalar_t, typename out_t>
-void lamp_scores_layer(const at::Tensor& w, const at::Tensor& mask, at::Tensor& out) {
-  using K = Keys<scalar_t>;
-  using key_t = typename K::key_t;
-  const int64_t n = w.numel();
-  const scalar_t* x = w.data_ptr<scalar_t>();
-  const bool* m = mask_ptr(mask);
-  out_t* o = out.data_ptr<out_t>();
-  std::vector<key_t> keys;
-  std::vector<uint32_t> idx;
-  keys.reserve(n);
-  idx.reserve(n);
-  for (int64_t i = 0; i < n; ++i) {
-    o[i] = 0;  // masked-out and zero weights score 0
-    if (m && !m[i]) continue;
-    const key_t k = K::key(x[i]);
-    if (k == 0) continue;
-    keys.push_back(k);
-    idx.push_back(static_cast<uint32_t>(i));
-  }
-  radix_sort_pairs(keys, idx);
-  // Descending along the order: acc is the exact suffix sum including the current element.
-  ExactSum acc;
-  for (size_t j = keys.size(); j-- > 0;) {
-    const double v = key_value(K::code, static_cast<int64_t>(keys[j]));
-    add_square(acc, v);
-    o[idx[j]] = static_cast<out_t>(lamp_score(v, acc.to_double()));
-  }
-}
-
 template <typename scalar_t>
 void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& counts, at::Tensor& sums) {
   using K = Keys<scalar_t>;
   const int64_t n = w.numel();
   const int code = K::code, bins = num_bins(code), limbs = num_limbs(code), shift = bin_shift(code);
   const int stride = 1 + limbs;  // per bin: count, then limbs
-  const int chunks = threads_for(n);
-  std::vector<std::vector<int64_t>> local(chunks, std::vector<int64_t>(static_cast<size_t>(bins) * stride, 0));
+  const int workers = max_workers();
+  const int64_t chunks = chunk_count(n, workers, kGrain);
+  // One histogram per worker (sums are exact integers: any split of the work gives the same totals).
+  std::vector<std::vector<int64_t>> local(std::min<int64_t>(workers, chunks));
   const scalar_t* x = w.data_ptr<scalar_t>();
   const bool* m = mask_ptr(mask);
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-  for (int c = 0; c < chunks; ++c) {
-    int64_t* h = local[c].data();
-    const auto [b, e] = chunk_range(n, chunks, c);
+  parallel_tasks(chunks, workers, [&](int64_t c, int worker) {
+    std::vector<int64_t>& mine = local[worker];
+    if (mine.empty()) mine.assign(static_cast<size_t>(bins) * stride, 0);
+    int64_t* h = mine.data();
+    int64_t b, e;
+    chunk_range(n, chunks, c, b, e);
     auto add = [&](int64_t i) {
       const uint64_t k = K::key(x[i]);
       int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
@@ -101,13 +59,17 @@ void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& c
     } else {
       for (int64_t i = b; i < e; ++i) add(i);
     }
-  }
-  counts = at::zeros({bins}, at::kLong);
-  sums = at::zeros({bins, limbs}, at::kLong);
+  });
+  // at::empty and our own fill: at::zeros of this size would run on torch's OpenMP threads, which then spin.
+  counts = at::empty({bins}, at::kLong);
+  sums = at::empty({bins, limbs}, at::kLong);
   int64_t* cp = counts.data_ptr<int64_t>();
   int64_t* sp = sums.data_ptr<int64_t>();
-  for (int c = 0; c < chunks; ++c) {
-    const int64_t* h = local[c].data();
+  std::fill(cp, cp + bins, 0);
+  std::fill(sp, sp + static_cast<size_t>(bins) * limbs, 0);
+  for (const auto& mine : local) {
+    if (mine.empty()) continue;
+    const int64_t* h = mine.data();
     for (int bin = 0; bin < bins; ++bin) {
       cp[bin] += h[static_cast<size_t>(bin) * stride];
       for (int l = 0; l < limbs; ++l) sp[bin * limbs + l] += h[static_cast<size_t>(bin) * stride + 1 + l];
@@ -169,20 +131,21 @@ std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor&
   // Bins are in [0, 2^16): clamp the range to it, so that it fits 32-bit arithmetic.
   const int64_t lo = std::max<int64_t>(bin_lo, 0), hi = std::min<int64_t>(bin_hi, 0xFFFF);
   if (hi < lo) return {};
-  const int chunks = threads_for(n);
-  std::vector<std::vector<int64_t>> local(chunks);
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-  for (int c = 0; c < chunks; ++c) {
-    const auto [b, e] = chunk_range(n, chunks, c);
+  const int workers = max_workers();
+  const int64_t chunks = chunk_count(n, workers, kGrain);
+  std::vector<std::vector<int64_t>> local(std::min<int64_t>(workers, chunks));  // per worker; sorted below
+  parallel_tasks(chunks, workers, [&](int64_t c, int worker) {
+    int64_t b, e;
+    chunk_range(n, chunks, c, b, e);
     const bool* mc = m ? m + b : nullptr;
     const uint32_t lo32 = static_cast<uint32_t>(lo), width = static_cast<uint32_t>(hi - lo);
     if constexpr (sizeof(scalar_t) == 2)
-      gather16(reinterpret_cast<const uint16_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
+      gather16(reinterpret_cast<const uint16_t*>(x + b), mc, e - b, shift, lo32, width, local[worker]);
     else if constexpr (sizeof(scalar_t) == 4)
-      gather32(reinterpret_cast<const uint32_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
+      gather32(reinterpret_cast<const uint32_t*>(x + b), mc, e - b, shift, lo32, width, local[worker]);
     else
-      gather64(reinterpret_cast<const uint64_t*>(x + b), mc, e - b, shift, lo32, width, local[c]);
-  }
+      gather64(reinterpret_cast<const uint64_t*>(x + b), mc, e - b, shift, lo32, width, local[worker]);
+  });
   std::vector<int64_t> all;
   for (auto& v : local) all.insert(all.end(), v.begin(), v.end());
   std::sort(all.begin(), all.end());
@@ -193,22 +156,23 @@ std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor&
 template <typename scalar_t, typename Sink>
 void cut_pass(const scalar_t* x, const bool* m, int64_t n, int64_t cut_key, int64_t ties, Sink sink) {
   using K = Keys<scalar_t>;
-  const int chunks = threads_for(n);
+  const int workers = max_workers();
+  const int64_t chunks = chunk_count(n, workers, kGrain);
   // Equal keys at the cut are pruned in flat order: chunk c starts with rank = equal keys in chunks < c.
   std::vector<int64_t> first_rank(chunks + 1, 0);
   if (ties > 0) {
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-    for (int c = 0; c < chunks; ++c) {
-      const auto [b, e] = chunk_range(n, chunks, c);
+    parallel_tasks(chunks, workers, [&](int64_t c, int) {
+      int64_t b, e;
+      chunk_range(n, chunks, c, b, e);
       int64_t cnt = 0;
       for (int64_t i = b; i < e; ++i) cnt += (!m || m[i]) && static_cast<int64_t>(K::key(x[i])) == cut_key;
       first_rank[c + 1] = cnt;
-    }
+    });
     std::partial_sum(first_rank.begin(), first_rank.end(), first_rank.begin());
   }
-#pragma omp parallel for num_threads(chunks) schedule(static, 1)
-  for (int c = 0; c < chunks; ++c) {
-    const auto [b, e] = chunk_range(n, chunks, c);
+  parallel_tasks(chunks, workers, [&](int64_t c, int) {
+    int64_t b, e;
+    chunk_range(n, chunks, c, b, e);
     int64_t rank = first_rank[c];
     for (int64_t i = b; i < e; ++i) {
       const bool alive = !m || m[i];
@@ -217,7 +181,7 @@ void cut_pass(const scalar_t* x, const bool* m, int64_t n, int64_t cut_key, int6
       if (alive && k == cut_key) keep = rank++ >= ties;
       sink(i, keep);
     }
-  }
+  });
 }
 
 template <typename scalar_t>
@@ -276,33 +240,6 @@ void zero_cut_(at::Tensor& w, const std::optional<at::Tensor>& mask_in, int64_t 
   const at::Tensor mask = contiguous_mask(mask_in);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "zero_cut_",
                                   [&] { zero_cut_impl<scalar_t>(w, mask, cut_key, ties); });
-}
-
-std::vector<at::Tensor> lamp_scores(const std::vector<at::Tensor>& weights,
-                                    const std::vector<std::optional<at::Tensor>>& masks, bool float64) {
-  const size_t L = weights.size();
-  std::vector<at::Tensor> ws(L), ms(L), outs(L);
-  for (size_t i = 0; i < L; ++i) {
-    TORCH_CHECK(weights[i].numel() < (int64_t{1} << 31), "lamp_scores: a layer has 2^31 or more elements");
-    ws[i] = weights[i].contiguous();
-    ms[i] = i < masks.size() ? contiguous_mask(masks[i]) : at::Tensor();
-    outs[i] = at::empty(ws[i].sizes(), ws[i].options().dtype(float64 ? at::kDouble : at::kFloat));
-  }
-  // Largest layers first, one layer per thread.
-  std::vector<size_t> order(L);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ws[a].numel() > ws[b].numel(); });
-#pragma omp parallel for num_threads(at::get_num_threads()) schedule(dynamic, 1)
-  for (size_t j = 0; j < L; ++j) {
-    const size_t i = order[j];
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ws[i].scalar_type(), "lamp_scores", [&] {
-      if (float64)
-        lamp_scores_layer<scalar_t, double>(ws[i], ms[i], outs[i]);
-      else
-        lamp_scores_layer<scalar_t, float>(ws[i], ms[i], outs[i]);
-    });
-  }
-  return outs;
 }
 
 }  // namespace lamp

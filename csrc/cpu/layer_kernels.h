@@ -14,7 +14,5 @@ at::Tensor gather_bin_keys(const at::Tensor& w, const std::optional<at::Tensor>&
                            int64_t bin_hi);
 at::Tensor apply_cut(const at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties);
 void zero_cut_(at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties);
-std::vector<at::Tensor> lamp_scores(const std::vector<at::Tensor>& weights,
-                                    const std::vector<std::optional<at::Tensor>>& masks, bool float64);
 
 }  // namespace lamp

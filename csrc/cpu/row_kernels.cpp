@@ -15,8 +15,6 @@
 // in parallel, each sorted on its own (std::sort when small, the radix sort otherwise).
 #include "row_kernels.h"
 
-#include <ATen/Parallel.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -26,6 +24,7 @@
 #include "exact_sum.h"
 #include "float_keys.h"
 #include "radix_sort.h"
+#include "task_pool.h"
 
 namespace lamp {
 
@@ -102,14 +101,18 @@ inline int64_t order_value(double v) {
 template <typename Fn>
 void for_units(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& ms, const std::vector<Unit>& units,
                Fn fn) {
-#pragma omp parallel for num_threads(at::get_num_threads()) schedule(dynamic, 8)
-  for (int64_t u = 0; u < static_cast<int64_t>(units.size()); ++u) {
-    const Unit& U = units[u];
-    const at::Tensor& w = ws[U.layer];
-    const bool* m = ms[U.layer].defined() ? ms[U.layer].data_ptr<bool>() + U.begin : nullptr;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "row_kernels",
-                                    [&] { fn(U, w.data_ptr<scalar_t>() + U.begin, m); });
-  }
+  // Tasks of 8 units (rows are small; a task per row would cost more in claims than in work).
+  constexpr int64_t kUnitsPerTask = 8;
+  const int64_t n = static_cast<int64_t>(units.size());
+  parallel_tasks((n + kUnitsPerTask - 1) / kUnitsPerTask, max_workers(), [&](int64_t t, int) {
+    for (int64_t u = t * kUnitsPerTask; u < std::min(n, (t + 1) * kUnitsPerTask); ++u) {
+      const Unit& U = units[u];
+      const at::Tensor& w = ws[U.layer];
+      const bool* m = ms[U.layer].defined() ? ms[U.layer].data_ptr<bool>() + U.begin : nullptr;
+      AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "row_kernels",
+                                      [&] { fn(U, w.data_ptr<scalar_t>() + U.begin, m); });
+    }
+  });
 }
 
 // Along a unit's sorted alive keys, from the top: emit(j, score) with the exact suffix sum of squares.

@@ -3,20 +3,19 @@
 // A layer's summary lists only its nonempty bins: (bin, alive count, exact limb sums of M^2), bins
 // ascending. Memory and time are proportional to the layer's size, never to the 2^15/2^16 bins of the
 // dtype: a layer of 9 weights costs 9 entries. Large layers are histogrammed densely (bin_summary, one pass,
-// threads over chunks) and compacted; small ones are sorted by key and run-length encoded, many layers per
-// thread. Both give the same entries as the dense histogram (tested against kernels_torch).
+// tasks over chunks) and compacted; small ones are sorted by key and run-length encoded, a layer per task
+// (task_pool.h). Both give the same entries as the dense histogram (tested against kernels_torch).
 //
 // Output (one dtype per call): offsets int64[L + 1] (layer i owns entries [offsets[i], offsets[i+1])),
 // bins int64[E], counts int64[E], sums int64[E, limbs].
 #include "summaries.h"
-
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <vector>
 
 #include "float_keys.h"
 #include "layer_kernels.h"
+#include "task_pool.h"
 
 namespace lamp {
 
@@ -98,9 +97,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
     else
       small.push_back(i);
   }
-  at::parallel_for(0, static_cast<int64_t>(small.size()), 16, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) summarize(ws[small[j]], ms[small[j]], parts[small[j]]);
-  });
+  parallel_tasks(static_cast<int64_t>(small.size()), max_workers(),
+                 [&](int64_t j, int) { summarize(ws[small[j]], ms[small[j]], parts[small[j]]); });
   at::Tensor offsets = at::empty({L + 1}, at::kLong);
   int64_t* off = offsets.data_ptr<int64_t>();
   off[0] = 0;
@@ -108,14 +106,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
   const int64_t E = off[L];
   at::Tensor bins = at::empty({E}, at::kLong), counts = at::empty({E}, at::kLong),
              sums = at::empty({E, limbs}, at::kLong);
-  at::parallel_for(0, L, 64, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      const Entries& p = parts[i];
-      std::copy(p.bins.begin(), p.bins.end(), bins.data_ptr<int64_t>() + off[i]);
-      std::copy(p.counts.begin(), p.counts.end(), counts.data_ptr<int64_t>() + off[i]);
-      std::copy(p.sums.begin(), p.sums.end(), sums.data_ptr<int64_t>() + off[i] * limbs);
-    }
-  });
+  for (int64_t i = 0; i < L; ++i) {  // entries are few (at most 2^16 per layer): one thread copies them
+    const Entries& p = parts[i];
+    std::copy(p.bins.begin(), p.bins.end(), bins.data_ptr<int64_t>() + off[i]);
+    std::copy(p.counts.begin(), p.counts.end(), counts.data_ptr<int64_t>() + off[i]);
+    std::copy(p.sums.begin(), p.sums.end(), sums.data_ptr<int64_t>() + off[i] * limbs);
+  }
   return {offsets, bins, counts, sums};
 }
 

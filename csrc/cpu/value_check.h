@@ -1,0 +1,15 @@
+// The input check of the compiled CPU path (see value_check.cpp).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+#include <vector>
+
+namespace lamp {
+
+// Per layer: the largest |w| over its alive weights (0 if none), or +inf if one of them is NaN or Inf.
+std::vector<double> alive_max_abs(const std::vector<at::Tensor>& weights,
+                                  const std::vector<std::optional<at::Tensor>>& masks);
+
+}  // namespace lamp
