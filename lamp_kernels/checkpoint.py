@@ -140,9 +140,13 @@ class PruneJob:
         """Once the checkpoint is known good (rank 0): repair what a run killed in the middle of a replace
         left (staging.recover), refuse an existing destination without --force, and record what is there."""
         staging.recover(self.target, self.notices.append)
-        if os.path.lexists(self.target) and not self.force:
-            raise CheckpointError(f"{self.dst} exists; pass --force to replace it")
+        self.refuse_existing()
         self.seen = staging.identity(self.target)
+
+    def refuse_existing(self) -> None:
+        """An existing destination without --force -> CheckpointError (after check(); nothing for a dry run)."""
+        if not self.dry_run and os.path.lexists(self.target) and not self.force:
+            raise CheckpointError(f"{self.dst} exists; pass --force to replace it")
 
 
 def _check_plot_format(path: Path) -> None:

@@ -58,8 +58,9 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _importance(args, progress: bool):
-    """None (magnitude), or PruneJob.importance from a calibration run (checkpoint_calibration.py)."""
+def _importance(args, job: PruneJob):
+    """None (magnitude), or PruneJob.importance from a calibration run (checkpoint_calibration.py). The job's
+    arguments are checked first, so that a bad one is refused before minutes of calibration."""
     if args.importance == "magnitude":
         if args.calibration is not None:
             raise CheckpointError("--calibration is used with --importance wanda")
@@ -70,14 +71,14 @@ def _importance(args, progress: bool):
         raise CheckpointError("--calibration-tokens and --calibration-window must be positive")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise CheckpointError("--importance wanda runs in a single process (not under torchrun)")
+    job.check()
+    job.refuse_existing()
     from . import checkpoint_calibration as cc
     from .checkpoint import Checkpoint, select
 
     names = [e.name for e in select(list(Checkpoint.open(args.src).entries()), args.include, args.exclude)]
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and __import__("torch").cuda.is_available()) \
-        else "cpu"
     norms = cc.wanda_norms(args.src, args.calibration, names, tokens=args.calibration_tokens,
-                           window=args.calibration_window, device=device, progress=progress)
+                           window=args.calibration_window, device=job.device, progress=job.progress)
     return cc.wanda_importance_of(norms)
 
 
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             group = job.group = _process_group(args.device)
             rank = 0 if group is None else __import__("torch.distributed").distributed.get_rank()
-            job.importance, job.importance_name = _importance(args, job.progress), args.importance
+            job.importance, job.importance_name = _importance(args, job), args.importance
             report = prune_checkpoint(job)
             if rank == 0:
                 where = "dry run, nothing written" if args.dry_run else f"wrote {args.out}"

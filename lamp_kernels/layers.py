@@ -144,8 +144,8 @@ class Layers:
                 self.check_fp64_range(i, max_abs)
 
     def alive_max_abs(self, skip: set[int] = frozenset()) -> list[float]:
-        """The largest |w| over each layer's alive weights (0 if none), inf where one of them is NaN or Inf;
-        0 for the layers in ``skip``.
+        """The largest |w| over each layer's alive weights (0 if none), inf where one of them is NaN or Inf.
+        Layers in ``skip`` that are not on the CPU are not read (0).
 
         CPU layers go through the C++ kernels in one pass on their own thread pool: torch's reductions would
         run on its OpenMP threads, which then spin for milliseconds and take a core from the kernels that

@@ -98,3 +98,27 @@ def test_magnitude_mode_never_imports_transformers(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
     assert out.stdout.split()[-2:] == ["0", "False"]
+
+
+@pytest.mark.parametrize("problem", ["existing output", "bad regex"])
+def test_wanda_refuses_bad_arguments_before_calibrating(tmp_path, monkeypatch, capsys, problem):
+    """Arguments and the destination are checked before the (long) calibration run starts."""
+    from lamp_kernels import checkpoint_calibration
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("calibration ran before the arguments were checked")
+
+    monkeypatch.setattr(checkpoint_calibration, "wanda_norms", must_not_run)
+    src = tmp_path / "src"
+    src.mkdir()  # never opened: the checks come first
+    text = tmp_path / "calibration.txt"
+    text.write_text(TEXT)
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    args = [str(src), "--sparsity", "0.5", "--out", str(dst), "--importance", "wanda", "--calibration", str(text),
+            "--quiet"]
+    if problem == "bad regex":
+        args += ["--include", "(unclosed", "--force"]
+    assert lamp_prune(args) == 2
+    err = capsys.readouterr().err
+    assert ("exists; pass --force" if problem == "existing output" else "invalid regular expression") in err

@@ -102,3 +102,25 @@ def test_many_tiny_layers_cost_their_size():
     got = lk.prune_masks(layers, 0.5, "lamp", backend="cpu")
     want = lk.prune_masks(layers, 0.5, "lamp", backend="reference")
     assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cut_pass_tie_ranks_across_blocks_and_chunks(dtype):
+    """The mask pass is branch-free by blocks of 1024 and walks only the block where the running count of
+    equal keys crosses `ties`: every crossing point (block and chunk edges included) equals the twin."""
+    g = torch.Generator().manual_seed(3)
+    n = 3 * (1 << 16) + 517  # several chunks of the pass
+    w = (torch.randint(-6, 7, (n,), generator=g).to(torch.float64) / 4).to(dtype)  # 13 values: heavy ties
+    m = torch.rand(n, generator=g) > 0.2
+    key = int(kernels_torch.magnitude_keys(w.abs().max().reshape(1) / 2)[0])  # |w| = 0.75: one in six
+    for mask in (None, m):
+        alive = torch.ones(n, dtype=torch.bool) if mask is None else mask
+        equal = int(((kernels_torch.magnitude_keys(w) == key) & alive).sum())
+        for ties in (0, 1, 1023, 1024, 1025, equal // 2, equal - 1, equal, equal + 7):
+            for cut in (key, -1, 2**63 - 1):
+                got = ops.apply_cuts([w], [mask], [cut], [ties])[0]
+                assert torch.equal(got, kernels_torch.apply_cuts_ref([w], [mask], [cut], [ties])[0]), (ties, cut)
+                a, b = w.clone(), w.clone()
+                ops.zero_cuts_([a], [mask], [cut], [ties])
+                kernels_torch.zero_cuts_ref_([b], [mask], [cut], [ties])
+                assert torch.equal(a, b), (ties, cut)

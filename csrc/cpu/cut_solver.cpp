@@ -373,7 +373,7 @@ std::vector<CutSolver::Cut> CutSolver::finish(const std::vector<at::Tensor>& gat
     open_index.push_back(li);
   }
   std::vector<at::Tensor> keys(open.size());
-  for (size_t j = 0; j < open.size(); ++j) {  // checked on this thread: TORCH_CHECK must not throw in a worker
+  for (size_t j = 0; j < open.size(); ++j) {  // checked here, before any task starts
     const Layer& L = *open[j];
     const size_t li = open_index[j];
     if (exact_bins(L.code)) continue;

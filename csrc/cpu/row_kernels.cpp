@@ -161,7 +161,9 @@ std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
   const auto ms = contiguous_masks(masks, ws.size());
   const auto units = make_units(ws, rows);
   std::vector<at::Tensor> outs;
-  for (const auto& w : ws) outs.push_back(at::zeros(w.sizes(), w.options().dtype(float64 ? at::kDouble : at::kFloat)));
+  // at::empty, each unit zeroed by its own task (masked-out and zero weights score 0): at::zeros would run on
+  // torch's OpenMP threads, which then spin beside the pool's.
+  for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(float64 ? at::kDouble : at::kFloat)));
   for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
     thread_local std::vector<typename Keys<scalar_t>::key_t> sorted;
@@ -169,9 +171,11 @@ std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
     sort_unit(x, m, U.size, sorted, cols);
     if (float64) {
       double* out = outs[U.layer].data_ptr<double>() + U.begin;
+      std::fill(out, out + U.size, 0.0);
       unit_scores<scalar_t>(sorted, [&](size_t j, double s) { out[cols[j]] = s; });
     } else {
       float* out = outs[U.layer].data_ptr<float>() + U.begin;
+      std::fill(out, out + U.size, 0.0f);
       unit_scores<scalar_t>(sorted, [&](size_t j, double s) { out[cols[j]] = static_cast<float>(s); });
     }
   });

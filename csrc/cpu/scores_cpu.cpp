@@ -29,10 +29,9 @@
 #include <memory>
 #include <numeric>
 
-#include <sys/mman.h>
-
 #include "exact_sum.h"
 #include "float_keys.h"
+#include "huge_pages.h"
 #include "radix_sort.h"
 #include "rounding_base.h"
 #include "task_pool.h"
@@ -48,18 +47,6 @@ constexpr int64_t kChunkPerBin = 4;
 constexpr int64_t kMinBinGroup = int64_t{1} << 15;       // elements per task of the bin scores
 
 const bool* mask_ptr(const at::Tensor& mask) { return mask.defined() ? mask.data_ptr<bool>() : nullptr; }
-
-// Asks for 2 MiB pages over the 2 MiB-aligned part of [p, p + bytes), memory that is about to be written for
-// the first time (the scores, the fp32 table). Faulting in fresh 4 KiB pages costs more than computing the
-// scores does (measured on a 2-core VM: ~0.6 ms per MiB, ~0.1 ms with 2 MiB pages), and a bin path's
-// thousands of concurrent streams through the table miss the TLB less. Only a hint: where transparent huge
-// pages are off, or none are free, the kernel uses 4 KiB pages as before.
-void advise_huge_pages(void* p, size_t bytes) {
-  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
-  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHuge - 1) & ~(kHuge - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(kHuge - 1);
-  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
-}
 
 at::Tensor empty_scores(const at::Tensor& w, bool float64) {
   at::Tensor out = at::empty(w.sizes(), w.options().dtype(float64 ? at::kDouble : at::kFloat));
