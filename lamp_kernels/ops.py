@@ -134,17 +134,16 @@ def _gather_cpu(weights, masks, bin_lo, bin_hi, sizes):
 
 
 def _apply_cuts_cpu(weights, masks, cut_keys, ties):
-    return [_C.apply_cut(w, m, k, t) for w, m, k, t in zip(weights, masks, cut_keys, ties)]
+    return _C.apply_cuts(weights, masks, cut_keys, ties)
 
 
 def _zero_cuts_cpu(weights, masks, cut_keys, ties):
-    for w, m, k, t in zip(weights, masks, cut_keys, ties):
-        if w.is_contiguous():
-            _C.zero_cut_(w, m, k, t)
-        else:  # the kernel walks flat memory: work on a contiguous copy
-            tmp = w.contiguous()
-            _C.zero_cut_(tmp, m, k, t)
-            w.copy_(tmp)
+    # The kernel walks flat memory: a non-contiguous weight is zeroed in a contiguous copy, copied back.
+    flat = [w if w.is_contiguous() else w.contiguous() for w in weights]
+    _C.zero_cuts_(flat, masks, cut_keys, ties)
+    for w, f in zip(weights, flat):
+        if f is not w:
+            w.copy_(f)
 
 
 if _C is not None:

@@ -20,6 +20,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("apply_cut", &lamp::apply_cut, py::call_guard<py::gil_scoped_release>());
   m.def("zero_cut_", &lamp::zero_cut_, py::call_guard<py::gil_scoped_release>());
+  m.def("apply_cuts", &lamp::apply_cuts, py::call_guard<py::gil_scoped_release>());
+  m.def("zero_cuts_", &lamp::zero_cuts_, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores", &lamp::lamp_scores, py::call_guard<py::gil_scoped_release>());
   m.def("row_order_values", &lamp::row_order_values, py::call_guard<py::gil_scoped_release>());
   m.def("row_lamp_scores", &lamp::row_lamp_scores, py::call_guard<py::gil_scoped_release>());

@@ -5,6 +5,7 @@
 //   apply_cut(w, mask, cut_key, ties) -> keep mask: alive and (key > cut_key, or key == cut_key and among the
 //                                        equal keys at least `ties` precede it in flat order)
 //   zero_cut_(w, mask, cut_key, ties) -> the same decision, applied in place: pruned (and masked-out) weights := 0
+//   apply_cuts / zero_cuts_           -> the same over many layers, all their chunks one list of tasks
 // (lamp_scores lives in scores_cpu.cpp.) Each pass is cut into chunks run as tasks on the task pool (task_pool.h).
 #include "layer_kernels.h"
 
@@ -153,96 +154,142 @@ std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor&
   return all;
 }
 
-// One pass deciding keep/prune for every element; sink(i, keep) records the decision.
+// The cut pass: keep/prune for every element of many layers, in at most two parallel regions (one more
+// only counts equal keys, when a cut falls inside a tie group), each layer cut into chunks, all chunks of all
+// layers one list of tasks.
 //
 // keep = alive and (key > cut, or key == cut and at least `ties` equal alive keys precede it in flat order).
-// The comparison is made in the key's own width (cut clamped into it), and blocks are branch-free loops the
-// compiler vectorises: at a cut near the median, a branch on the comparison mispredicts on every other
-// element (measured: 5x slower). Only a block where the running count of equal keys crosses `ties` is walked
-// element by element; before it, equal keys are pruned (keep = key > cut), after it kept (key >= cut).
+// The comparison is made in the key's own width, and blocks are branch-free loops the compiler vectorises:
+// at a cut near the median, a branch on the comparison mispredicts on every other element (measured: 25x
+// slower). Only the block where the running count of equal keys crosses `ties` is walked element by element;
+// before it, equal keys are pruned (keep = key >= cut + 1), after it kept (key >= cut).
+template <typename key_t>
+struct KeyCut {
+  key_t tie, lo_strict;  // the cut key (clamped), and the smallest key above it
+  int64_t ties;          // 0 when no key can equal the cut
+
+  KeyCut(int64_t cut_key, int64_t ties_in) {
+    // Keys are magnitudes (sign bit clear), so top + 1 still fits key_t; in uint64_t, because for 64-bit
+    // keys top + 1 = 2^63 overflows int64_t. A cut below 0 keeps every alive element, one above every key none.
+    constexpr uint64_t top = std::numeric_limits<key_t>::max() >> 1;
+    const uint64_t cut = cut_key < 0 ? 0 : static_cast<uint64_t>(cut_key);
+    tie = static_cast<key_t>(std::min(cut, top + 1));
+    lo_strict = static_cast<key_t>(cut_key < 0 ? 0 : std::min(cut, top) + 1);
+    ties = cut_key < 0 || cut > top ? 0 : ties_in;
+  }
+};
+
+template <typename scalar_t>
+int64_t count_equal(const scalar_t* x, const bool* m, int64_t b, int64_t e, typename Keys<scalar_t>::key_t tie) {
+  using K = Keys<scalar_t>;
+  int64_t cnt = 0;
+  if (m) {
+    for (int64_t i = b; i < e; ++i) cnt += m[i] & (K::key(x[i]) == tie);
+  } else {
+    for (int64_t i = b; i < e; ++i) cnt += K::key(x[i]) == tie;
+  }
+  return cnt;
+}
+
+// Elements [b, e) of one layer, `rank` equal alive keys before b; sink(i, keep) records each decision.
 template <typename scalar_t, typename Sink>
-void cut_pass(const scalar_t* x, const bool* m, int64_t n, int64_t cut_key, int64_t ties, Sink sink) {
+void cut_range(const scalar_t* x, const bool* m, int64_t b, int64_t e, const KeyCut<typename Keys<scalar_t>::key_t>& c,
+               int64_t rank, Sink sink) {
   using K = Keys<scalar_t>;
   using key_t = typename K::key_t;
-  // Keys are magnitudes (sign bit clear), so top + 1 still fits key_t. keep = alive and key >= lo, with
-  // lo = cut + 1 while equal keys are being pruned and lo = cut once `ties` of them have been; a cut below 0
-  // keeps every alive element, one above every key keeps none.
-  // (In uint64_t: for 64-bit keys top + 1 = 2^63 overflows int64_t.)
-  constexpr uint64_t top = std::numeric_limits<key_t>::max() >> 1;
-  const uint64_t cut = cut_key < 0 ? 0 : static_cast<uint64_t>(cut_key);
-  const key_t tie = static_cast<key_t>(std::min(cut, top + 1));  // == cut_key when in range
-  const key_t lo_strict = static_cast<key_t>(cut_key < 0 ? 0 : std::min(cut, top) + 1);
-  if (cut_key < 0 || cut > top) ties = 0;  // no key equals the cut
-  const int workers = max_workers();
-  const int64_t chunks = chunk_count(n, workers, kGrain);
-  auto count_equal = [&](int64_t b, int64_t e) {
-    int64_t cnt = 0;
+  auto keep_from = [&](int64_t i0, int64_t i1, key_t lo) {  // branch-free
     if (m) {
-      for (int64_t i = b; i < e; ++i) cnt += m[i] & (K::key(x[i]) == tie);
+      for (int64_t i = i0; i < i1; ++i) sink(i, m[i] & (K::key(x[i]) >= lo));
     } else {
-      for (int64_t i = b; i < e; ++i) cnt += K::key(x[i]) == tie;
-    }
-    return cnt;
-  };
-  auto keep_from = [&](int64_t b, int64_t e, key_t lo) {  // branch-free: the compiler vectorises it
-    if (m) {
-      for (int64_t i = b; i < e; ++i) sink(i, m[i] & (K::key(x[i]) >= lo));
-    } else {
-      for (int64_t i = b; i < e; ++i) sink(i, K::key(x[i]) >= lo);
+      for (int64_t i = i0; i < i1; ++i) sink(i, K::key(x[i]) >= lo);
     }
   };
-  // Equal keys at the cut are pruned in flat order: chunk c starts with rank = equal keys in chunks < c.
-  std::vector<int64_t> first_rank(chunks + 1, 0);
-  if (ties > 0) {
-    parallel_tasks(chunks, workers, [&](int64_t c, int) {
-      int64_t b, e;
-      chunk_range(n, chunks, c, b, e);
-      first_rank[c + 1] = count_equal(b, e);
-    });
-    std::partial_sum(first_rank.begin(), first_rank.end(), first_rank.begin());
-  }
   constexpr int64_t kBlock = 1024;
-  parallel_tasks(chunks, workers, [&](int64_t c, int) {
-    int64_t b, e;
-    chunk_range(n, chunks, c, b, e);
-    int64_t rank = first_rank[c];
-    for (int64_t i0 = b; i0 < e; i0 += kBlock) {
-      const int64_t i1 = std::min(e, i0 + kBlock);
-      if (rank >= ties) {  // every tie to prune is behind us: keep key >= cut, to the end of the chunk
-        keep_from(i0, e, tie);
-        break;
-      }
-      const int64_t equal = count_equal(i0, i1);
-      if (rank + equal <= ties) {  // all of this block's equal keys are pruned
-        keep_from(i0, i1, lo_strict);
-        rank += equal;
-        continue;
-      }
-      for (int64_t i = i0; i < i1; ++i) {  // the block where the count crosses `ties`
-        const bool alive = !m || m[i];
-        const key_t k = K::key(x[i]);
-        sink(i, alive && (k > tie || (k == tie && rank++ >= ties)));
+  for (int64_t i0 = b; i0 < e; i0 += kBlock) {
+    const int64_t i1 = std::min(e, i0 + kBlock);
+    if (rank >= c.ties) {  // every tie to prune is behind: keep key >= cut to the end
+      keep_from(i0, e, c.tie);
+      return;
+    }
+    const int64_t equal = count_equal(x, m, i0, i1, c.tie);
+    if (rank + equal <= c.ties) {  // all of this block's equal keys are pruned
+      keep_from(i0, i1, c.lo_strict);
+      rank += equal;
+      continue;
+    }
+    for (int64_t i = i0; i < i1; ++i) {  // the block where the count crosses `ties`
+      const bool alive = !m || m[i];
+      const key_t k = K::key(x[i]);
+      sink(i, alive && (k > c.tie || (k == c.tie && rank++ >= c.ties)));
+    }
+  }
+}
+
+// Cuts of many layers; out[i] == nullptr zeroes layer i in place (pruned and masked-out weights := +0, by an
+// AND with all ones or all zeros: branch-free, and each element is written after its own key was read).
+void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& ms,
+                const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties, const std::vector<bool*>& out) {
+  const size_t L = ws.size();
+  const int workers = max_workers();
+  std::vector<int64_t> first(L + 1, 0);  // layer i owns tasks [first[i], first[i + 1]): its chunks
+  std::vector<int64_t> chunks(L);
+  for (size_t i = 0; i < L; ++i) {
+    chunks[i] = ws[i].numel() ? chunk_count(ws[i].numel(), workers, kGrain) : 0;
+    first[i + 1] = first[i] + chunks[i];
+  }
+  const int64_t tasks = first[L];
+  auto layer_of = [&](int64_t t) {
+    return static_cast<size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1);
+  };
+  auto dispatch = [&](size_t i, auto fn) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ws[i].scalar_type(), "cut_layers", [&] {
+      using key_t = typename Keys<scalar_t>::key_t;
+      fn(static_cast<scalar_t*>(ws[i].data_ptr()), ms[i].defined() ? ms[i].data_ptr<bool>() : nullptr,
+         KeyCut<key_t>(cut_keys[i], ties[i]));
+    });
+  };
+  // Equal keys at a cut are pruned in flat order: a chunk starts with rank = equal keys in the layer's
+  // chunks before it.
+  std::vector<int64_t> rank(tasks + 1, 0);
+  bool any_ties = false;
+  for (size_t i = 0; i < L; ++i) any_ties |= ties[i] > 0;
+  if (any_ties) {
+    parallel_tasks(tasks, workers, [&](int64_t t, int) {
+      const size_t i = layer_of(t);
+      dispatch(i, [&](auto* x, const bool* m, const auto& c) {
+        if (c.ties <= 0) return;
+        int64_t b, e;
+        chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
+        rank[t + 1] = count_equal(x, m, b, e, c.tie);
+      });
+    });
+    for (size_t i = 0; i < L; ++i) {  // exclusive prefix sums within each layer
+      int64_t acc = 0;
+      for (int64_t t = first[i]; t < first[i + 1]; ++t) {
+        const int64_t here = rank[t + 1];
+        rank[t + 1] = 0;
+        rank[t] = acc;
+        acc += here;
       }
     }
+  }
+  parallel_tasks(tasks, workers, [&](int64_t t, int) {
+    const size_t i = layer_of(t);
+    dispatch(i, [&](auto* x, const bool* m, const auto& c) {
+      using scalar_t = std::remove_pointer_t<decltype(x)>;
+      using bits_t = typename Keys<scalar_t>::key_t;  // an unsigned integer as wide as scalar_t
+      static_assert(sizeof(bits_t) == sizeof(scalar_t));
+      int64_t b, e;
+      chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
+      if (bool* o = out[i]) {
+        cut_range(x, m, b, e, c, rank[t], [o](int64_t j, bool keep) { o[j] = keep; });
+      } else {
+        bits_t* bits = reinterpret_cast<bits_t*>(x);
+        cut_range(x, m, b, e, c, rank[t],
+                  [bits](int64_t j, bool keep) { bits[j] &= static_cast<bits_t>(-static_cast<bits_t>(keep)); });
+      }
+    });
   });
-}
-
-template <typename scalar_t>
-void apply_cut_impl(const at::Tensor& w, const at::Tensor& mask, int64_t cut_key, int64_t ties, bool* o) {
-  cut_pass(w.data_ptr<scalar_t>(), mask_ptr(mask), w.numel(), cut_key, ties, [o](int64_t i, bool keep) { o[i] = keep; });
-}
-
-template <typename scalar_t>
-void zero_cut_impl(at::Tensor& w, const at::Tensor& mask, int64_t cut_key, int64_t ties) {
-  using bits_t = typename Keys<scalar_t>::key_t;  // an unsigned integer as wide as scalar_t
-  static_assert(sizeof(bits_t) == sizeof(scalar_t));
-  scalar_t* x = w.data_ptr<scalar_t>();
-  bits_t* b = reinterpret_cast<bits_t*>(x);
-  // Each element is written after its own key was read, so the pass is race-free. The store is branchless
-  // (AND with all ones or all zeros; +0.0 is the all-zero pattern): at sparsities near 50% a branch on
-  // `keep` mispredicts on every other element.
-  cut_pass(static_cast<const scalar_t*>(x), mask_ptr(mask), w.numel(), cut_key, ties,
-           [b](int64_t i, bool keep) { b[i] &= static_cast<bits_t>(-static_cast<bits_t>(keep)); });
 }
 
 }  // namespace
@@ -268,22 +315,42 @@ at::Tensor gather_bin_keys(const at::Tensor& w_in, const std::optional<at::Tenso
   return out;
 }
 
-at::Tensor apply_cut(const at::Tensor& w_in, const std::optional<at::Tensor>& mask_in, int64_t cut_key,
-                     int64_t ties) {
-  const at::Tensor w = w_in.contiguous();
-  const at::Tensor mask = contiguous_mask(mask_in);
-  at::Tensor out = at::empty(w.sizes(), w.options().dtype(at::kBool));
-  advise_huge_pages(out.data_ptr(), out.nbytes());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "apply_cut",
-                                  [&] { apply_cut_impl<scalar_t>(w, mask, cut_key, ties, out.data_ptr<bool>()); });
-  return out;
+std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
+                                   const std::vector<std::optional<at::Tensor>>& masks,
+                                   const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties) {
+  const size_t L = weights.size();
+  TORCH_CHECK(masks.size() == L && cut_keys.size() == L && ties.size() == L, "apply_cuts: one entry per layer");
+  std::vector<at::Tensor> ws(L), ms(L), outs(L);
+  std::vector<bool*> out(L);
+  for (size_t i = 0; i < L; ++i) {
+    ws[i] = weights[i].contiguous();
+    ms[i] = contiguous_mask(masks[i]);
+    outs[i] = at::empty(ws[i].sizes(), ws[i].options().dtype(at::kBool));
+    advise_huge_pages(outs[i].data_ptr(), outs[i].nbytes());
+    out[i] = outs[i].data_ptr<bool>();
+  }
+  cut_layers(ws, ms, cut_keys, ties, out);
+  return outs;
 }
 
-void zero_cut_(at::Tensor& w, const std::optional<at::Tensor>& mask_in, int64_t cut_key, int64_t ties) {
-  TORCH_CHECK(w.is_contiguous(), "zero_cut_: the weight must be contiguous");
-  const at::Tensor mask = contiguous_mask(mask_in);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "zero_cut_",
-                                  [&] { zero_cut_impl<scalar_t>(w, mask, cut_key, ties); });
+void zero_cuts_(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+                const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties) {
+  const size_t L = weights.size();
+  TORCH_CHECK(masks.size() == L && cut_keys.size() == L && ties.size() == L, "zero_cuts_: one entry per layer");
+  std::vector<at::Tensor> ms(L);
+  for (size_t i = 0; i < L; ++i) {
+    TORCH_CHECK(weights[i].is_contiguous(), "zero_cuts_: the weights must be contiguous");
+    ms[i] = contiguous_mask(masks[i]);
+  }
+  cut_layers(weights, ms, cut_keys, ties, std::vector<bool*>(L, nullptr));
+}
+
+at::Tensor apply_cut(const at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties) {
+  return apply_cuts({w}, {mask}, {cut_key}, {ties})[0];
+}
+
+void zero_cut_(at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties) {
+  zero_cuts_({w}, {mask}, {cut_key}, {ties});
 }
 
 }  // namespace lamp

@@ -14,5 +14,11 @@ at::Tensor gather_bin_keys(const at::Tensor& w, const std::optional<at::Tensor>&
                            int64_t bin_hi);
 at::Tensor apply_cut(const at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties);
 void zero_cut_(at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties);
+// Many layers in one pass over all of them (the CPU kernels of lamp_kernels::apply_cuts / zero_cuts_).
+std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
+                                   const std::vector<std::optional<at::Tensor>>& masks,
+                                   const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties);
+void zero_cuts_(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+                const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties);
 
 }  // namespace lamp
