@@ -124,3 +124,25 @@ def test_cut_pass_tie_ranks_across_blocks_and_chunks(dtype):
                 ops.zero_cuts_([a], [mask], [cut], [ties])
                 kernels_torch.zero_cuts_ref_([b], [mask], [cut], [ties])
                 assert torch.equal(a, b), (ties, cut)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_summaries_of_many_large_layers(dtype):
+    """Large layers are histogrammed a group at a time, every chunk of the group one task, each worker
+    flushing its histogram when it moves to another layer: equal to the twin for more layers than a group
+    holds (fp32: 10, fp64: 6), with masks and small layers between them, at 1 and 2 threads."""
+    g = torch.Generator().manual_seed(5)
+    ws, ms = [], []
+    for i in range(13):
+        n = 70_000 + 9_000 * i if i % 4 else 300 + i  # mostly large (> 4096), some small
+        ws.append((torch.randn(n, generator=g, dtype=torch.float64) * 2.0 ** (i - 6)).to(dtype))
+        ms.append(torch.rand(n, generator=g) > 0.3 if i % 3 == 0 else None)
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            got = ops._C.bin_summaries(ws, ms)
+            want = kernels_torch.bin_summaries_ref(ws, ms)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+    finally:
+        torch.set_num_threads(threads)

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "float_keys.h"
+#include "histogram.h"
 #include "huge_pages.h"
 #include "task_pool.h"
 
@@ -35,7 +36,7 @@ template <typename scalar_t>
 void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& counts, at::Tensor& sums) {
   using K = Keys<scalar_t>;
   const int64_t n = w.numel();
-  const int code = K::code, bins = num_bins(code), limbs = num_limbs(code), shift = bin_shift(code);
+  const int code = K::code, bins = num_bins(code), limbs = num_limbs(code);
   const int stride = 1 + limbs;  // per bin: count, then limbs
   const int workers = max_workers();
   const int64_t chunks = chunk_count(n, workers, kGrain);
@@ -49,18 +50,7 @@ void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& c
     int64_t* h = mine.data();
     int64_t b, e;
     chunk_range(n, chunks, c, b, e);
-    auto add = [&](int64_t i) {
-      const uint64_t k = K::key(x[i]);
-      int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
-      ++slot[0];
-      if (limbs) add_square_limbs(code, k, slot + 1);
-    };
-    if (m) {  // two loops, so the unmasked one carries no per-element test
-      for (int64_t i = b; i < e; ++i)
-        if (m[i]) add(i);
-    } else {
-      for (int64_t i = b; i < e; ++i) add(i);
-    }
+    add_to_histogram(x, m, b, e, h);
   });
   // at::empty and our own fill: at::zeros of this size would run on torch's OpenMP threads, which then spin.
   counts = at::empty({bins}, at::kLong);
