@@ -227,3 +227,25 @@ def test_alive_max_abs_matches_its_torch_twin(monkeypatch):
     twin = layers.alive_max_abs()
     assert compiled == twin
     assert any(v == float("inf") for v in compiled) and any(v == 0.0 for v in compiled)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_many_large_layers_one_per_task(dtype):
+    """Enough large layers (at least 3 x threads x the largest) are scored a layer per task, each on one
+    thread with its worker's reused workspace: the same scores as each layer alone by the sort path (itself
+    equal to the reference above), with masks, at 2 threads."""
+    g = _gen(11)
+    # all above the size that would take every thread (2 x 4 elements per bin: 2^18 bf16, 2^19 fp32)
+    sizes = [(1 << (18 if dtype == torch.bfloat16 else 19)) + 10_000 * (i + 1) for i in range(8)]
+    ws = [(torch.randn(n, generator=g, dtype=torch.float64) * 2.0 ** (i % 5 - 2)).to(dtype)
+          for i, n in enumerate(sizes)]
+    ms = [torch.rand(n, generator=g) > 0.25 if i % 2 else None for i, n in enumerate(sizes)]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        for float64 in (True, False):
+            got = ops._C.lamp_scores(ws, ms, float64)
+            for w, m, s in zip(ws, ms, got):
+                assert torch.equal(s, ops._C.lamp_scores_by(w, m, float64, "sort"))
+    finally:
+        torch.set_num_threads(threads)

@@ -694,13 +694,28 @@ std::vector<at::Tensor> lamp_scores(const std::vector<at::Tensor>& weights,
     const int64_t bin_count = ws[i].scalar_type() == at::kFloat ? BinSpec<float>::bins : BinSpec<at::BFloat16>::bins;
     (bins && ws[i].numel() >= 2 * kChunkPerBin * bin_count ? large : rest).push_back(i);
   }
-  std::stable_sort(rest.begin(), rest.end(), [&](size_t a, size_t b) { return ws[a].numel() > ws[b].numel(); });
   const int workers = max_workers();
-  parallel_tasks(static_cast<int64_t>(rest.size()), workers, [&](int64_t t, int) {
+  // Many large layers (a model, not one matrix): each is a task too. A pass over all threads is one parallel
+  // region per step of the bin path, several per layer; under a busy core, short regions get little help
+  // from the thread that shares it, whereas whole layers claimed one at a time even out. Only when the
+  // layers are enough for that: all of them at least 3 x threads times the largest (largest first, the
+  // longest task cannot be left alone at the end).
+  int64_t large_total = 0, large_max = 0;
+  for (size_t i : large) {
+    large_total += ws[i].numel();
+    large_max = std::max(large_max, ws[i].numel());
+  }
+  if (workers > 1 && large_total >= int64_t{3} * workers * large_max) {
+    rest.insert(rest.end(), large.begin(), large.end());
+    large.clear();
+  }
+  std::stable_sort(rest.begin(), rest.end(), [&](size_t a, size_t b) { return ws[a].numel() > ws[b].numel(); });
+  std::vector<BinWorkspace> own(static_cast<size_t>(workers));  // per worker, reused across its layers
+  parallel_tasks(static_cast<int64_t>(rest.size()), workers, [&](int64_t t, int worker) {
     const size_t i = rest[t];
-    BinWorkspace own;
-    score_layer(ws[i], ms[i], outs[i], float64, 1, Path::kAuto, own);
+    score_layer(ws[i], ms[i], outs[i], float64, 1, Path::kAuto, own[worker]);
   });
+  own.clear();
   BinWorkspace shared;  // the large layers run one after another and reuse its buffers
   for (size_t i : large) score_layer(ws[i], ms[i], outs[i], float64, workers, Path::kAuto, shared);
   return outs;
