@@ -290,8 +290,8 @@ def _report(job: PruneJob, chosen, mine, cuts, by_name) -> dict:
     elements, total_pruned = sum(x["elements"] for x in layers), sum(x["pruned"] for x in layers)
     return {"tool": f"lamp_kernels {__version__}", "source": str(job.src),
             "output": None if job.dry_run else str(job.dst), "method": job.method, "sparsity": job.sparsity,
-            "importance": job.importance_name, "threshold": cuts.threshold, "device": job.device, "world_size": _rank_world(job.group)[1],
-            "elements": elements, "pruned": total_pruned,
+            "importance": job.importance_name, "threshold": cuts.threshold, "device": job.device,
+            "world_size": _rank_world(job.group)[1], "elements": elements, "pruned": total_pruned,
             "density": round(1 - total_pruned / elements, 6) if elements else 1.0, "layers": layers}
 
 
