@@ -146,3 +146,20 @@ def test_summaries_of_many_large_layers(dtype):
             assert all(torch.equal(a, b) for a, b in zip(got, want))
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(ops._C is None, reason="C++ extension not built")
+def test_cut_kernels_check_everything_before_writing():
+    """A bad layer anywhere in the list is refused before any layer is written; layers sharing memory are
+    refused by the in-place kernel (all layers are zeroed in one parallel region)."""
+    a, b = torch.randn(200_000), torch.randn(300)
+    keep_a, keep_b = a.clone(), b.clone()
+    with pytest.raises(RuntimeError, match="one entry per weight"):
+        ops._C.zero_cuts_([a, b], [None, torch.ones(299, dtype=torch.bool)], [0, 0], [0, 0])
+    with pytest.raises(RuntimeError, match="bfloat16, float16, float32 or float64"):
+        ops._C.zero_cuts_([a, torch.ones(3, dtype=torch.int32)], [None, None], [0, 0], [0, 0])
+    with pytest.raises(RuntimeError, match="overlap in memory"):
+        ops._C.zero_cuts_([a, a[100:5000]], [None, None], [2**62, 2**62], [0, 0])
+    assert torch.equal(a, keep_a) and torch.equal(b, keep_b)
+    ops._C.zero_cuts_([a[:100], a[100:]], [None, None], [2**62, 2**62], [0, 0])  # disjoint views: fine
+    assert not a.any()

@@ -13,6 +13,7 @@
 #include <array>
 #include <limits>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "float_keys.h"
@@ -305,6 +306,20 @@ at::Tensor gather_bin_keys(const at::Tensor& w_in, const std::optional<at::Tenso
   return out;
 }
 
+// Every argument checked before any layer is read or written (a failure inside the parallel region would
+// leave some layers zeroed and others not).
+static void check_cut_inputs(const std::vector<at::Tensor>& weights,
+                             const std::vector<std::optional<at::Tensor>>& masks, const char* op) {
+  for (size_t i = 0; i < weights.size(); ++i) {
+    const at::ScalarType t = weights[i].scalar_type();
+    TORCH_CHECK(t == at::kBFloat16 || t == at::kHalf || t == at::kFloat || t == at::kDouble, op,
+                ": weights must be bfloat16, float16, float32 or float64");
+    if (masks[i].has_value() && masks[i]->defined())
+      TORCH_CHECK(masks[i]->scalar_type() == at::kBool && masks[i]->numel() == weights[i].numel(), op,
+                  ": a mask must be bool with one entry per weight");
+  }
+}
+
 std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
                                    const std::vector<std::optional<at::Tensor>>& masks,
                                    const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties) {
@@ -312,6 +327,7 @@ std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
   TORCH_CHECK(masks.size() == L && cut_keys.size() == L && ties.size() == L, "apply_cuts: one entry per layer");
   std::vector<at::Tensor> ws(L), ms(L), outs(L);
   std::vector<bool*> out(L);
+  check_cut_inputs(weights, masks, "apply_cuts");
   for (size_t i = 0; i < L; ++i) {
     ws[i] = weights[i].contiguous();
     ms[i] = contiguous_mask(masks[i]);
@@ -328,10 +344,18 @@ void zero_cuts_(const std::vector<at::Tensor>& weights, const std::vector<std::o
   const size_t L = weights.size();
   TORCH_CHECK(masks.size() == L && cut_keys.size() == L && ties.size() == L, "zero_cuts_: one entry per layer");
   std::vector<at::Tensor> ms(L);
+  check_cut_inputs(weights, masks, "zero_cuts_");
+  // Every layer is written in one parallel region: two that share memory would race.
+  std::vector<std::pair<uintptr_t, uintptr_t>> spans;
   for (size_t i = 0; i < L; ++i) {
     TORCH_CHECK(weights[i].is_contiguous(), "zero_cuts_: the weights must be contiguous");
     ms[i] = contiguous_mask(masks[i]);
+    const auto begin = reinterpret_cast<uintptr_t>(weights[i].data_ptr());
+    if (weights[i].numel()) spans.emplace_back(begin, begin + weights[i].nbytes());
   }
+  std::sort(spans.begin(), spans.end());
+  for (size_t j = 1; j < spans.size(); ++j)
+    TORCH_CHECK(spans[j].first >= spans[j - 1].second, "zero_cuts_: two of the weights overlap in memory");
   cut_layers(weights, ms, cut_keys, ties, std::vector<bool*>(L, nullptr));
 }
 

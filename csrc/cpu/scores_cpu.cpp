@@ -710,7 +710,10 @@ std::vector<at::Tensor> lamp_scores(const std::vector<at::Tensor>& weights,
     large.clear();
   }
   std::stable_sort(rest.begin(), rest.end(), [&](size_t a, size_t b) { return ws[a].numel() > ws[b].numel(); });
-  std::vector<BinWorkspace> own(static_cast<size_t>(workers));  // per worker, reused across its layers
+  // Per worker, reused across its layers: each keeps the table of the largest fp32 layer it scored (4 bytes
+  // per element), so at most threads x the largest layer, which the condition above bounds by a third of
+  // all the large layers' elements.
+  std::vector<BinWorkspace> own(static_cast<size_t>(workers));
   parallel_tasks(static_cast<int64_t>(rest.size()), workers, [&](int64_t t, int worker) {
     const size_t i = rest[t];
     score_layer(ws[i], ms[i], outs[i], float64, 1, Path::kAuto, own[worker]);
