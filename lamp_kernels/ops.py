@@ -127,7 +127,7 @@ def _(keys, masks, rows, counts):
 
 # CPU: the C++ kernels.
 def _gather_cpu(weights, masks, bin_lo, bin_hi, sizes):
-    out = torch.cat([_C.gather_bin_keys(w, m, lo, hi) for w, m, lo, hi in zip(weights, masks, bin_lo, bin_hi)])
+    out = _C.gather_bin_keys_many(weights, masks, bin_lo, bin_hi)
     if out.numel() != sum(sizes):
         raise RuntimeError("gather_bin_keys: the sizes do not match the layers' keys")
     return out

@@ -5,7 +5,7 @@
 //   apply_cut(w, mask, cut_key, ties) -> keep mask: alive and (key > cut_key, or key == cut_key and among the
 //                                        equal keys at least `ties` precede it in flat order)
 //   zero_cut_(w, mask, cut_key, ties) -> the same decision, applied in place: pruned (and masked-out) weights := 0
-//   apply_cuts / zero_cuts_           -> the same over many layers, all their chunks one list of tasks
+//   gather_bin_keys_many, apply_cuts, zero_cuts_ -> the same over many layers, all their chunks one list of tasks
 // (lamp_scores lives in scores_cpu.cpp.) Each pass is cut into chunks run as tasks on the task pool (task_pool.h).
 #include "layer_kernels.h"
 
@@ -111,38 +111,6 @@ LAMP_VECTOR_CLONES void gather32(const uint32_t* x, const bool* m, int64_t n, in
 LAMP_VECTOR_CLONES void gather64(const uint64_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
                                  std::vector<int64_t>& out) {
   gather_bits(x, m, n, shift, lo, width, out);
-}
-
-template <typename scalar_t>
-std::vector<int64_t> gather_bin_keys_impl(const at::Tensor& w, const at::Tensor& mask, int64_t bin_lo,
-                                          int64_t bin_hi) {
-  using K = Keys<scalar_t>;
-  const int64_t n = w.numel();
-  const int shift = bin_shift(K::code);
-  const scalar_t* x = w.data_ptr<scalar_t>();
-  const bool* m = mask_ptr(mask);
-  // Bins are in [0, 2^16): clamp the range to it, so that it fits 32-bit arithmetic.
-  const int64_t lo = std::max<int64_t>(bin_lo, 0), hi = std::min<int64_t>(bin_hi, 0xFFFF);
-  if (hi < lo) return {};
-  const int workers = max_workers();
-  const int64_t chunks = chunk_count(n, workers, kGrain);
-  std::vector<std::vector<int64_t>> local(std::min<int64_t>(workers, chunks));  // per worker; sorted below
-  parallel_tasks(chunks, workers, [&](int64_t c, int worker) {
-    int64_t b, e;
-    chunk_range(n, chunks, c, b, e);
-    const bool* mc = m ? m + b : nullptr;
-    const uint32_t lo32 = static_cast<uint32_t>(lo), width = static_cast<uint32_t>(hi - lo);
-    if constexpr (sizeof(scalar_t) == 2)
-      gather16(reinterpret_cast<const uint16_t*>(x + b), mc, e - b, shift, lo32, width, local[worker]);
-    else if constexpr (sizeof(scalar_t) == 4)
-      gather32(reinterpret_cast<const uint32_t*>(x + b), mc, e - b, shift, lo32, width, local[worker]);
-    else
-      gather64(reinterpret_cast<const uint64_t*>(x + b), mc, e - b, shift, lo32, width, local[worker]);
-  });
-  std::vector<int64_t> all;
-  for (auto& v : local) all.insert(all.end(), v.begin(), v.end());
-  std::sort(all.begin(), all.end());
-  return all;
 }
 
 // The cut pass: keep/prune for every element of many layers, in at most two parallel regions (one more
@@ -294,16 +262,60 @@ std::tuple<at::Tensor, at::Tensor> bin_summary(const at::Tensor& w_in, const std
   return {counts, sums};
 }
 
-at::Tensor gather_bin_keys(const at::Tensor& w_in, const std::optional<at::Tensor>& mask_in, int64_t bin_lo,
-                           int64_t bin_hi) {
-  const at::Tensor w = w_in.contiguous();
-  const at::Tensor mask = contiguous_mask(mask_in);
-  std::vector<int64_t> keys;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "gather_bin_keys",
-                                  [&] { keys = gather_bin_keys_impl<scalar_t>(w, mask, bin_lo, bin_hi); });
-  at::Tensor out = at::empty({static_cast<int64_t>(keys.size())}, at::kLong);
-  std::copy(keys.begin(), keys.end(), out.data_ptr<int64_t>());
+at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
+                                const std::vector<std::optional<at::Tensor>>& masks, const std::vector<int64_t>& bin_lo,
+                                const std::vector<int64_t>& bin_hi) {
+  const size_t L = weights.size();
+  TORCH_CHECK(masks.size() == L && bin_lo.size() == L && bin_hi.size() == L, "gather_bin_keys: one entry per layer");
+  std::vector<at::Tensor> ws(L), ms(L);
+  const int workers = max_workers();
+  std::vector<int64_t> first(L + 1, 0), chunks(L, 0);  // layer i owns tasks [first[i], first[i + 1])
+  for (size_t i = 0; i < L; ++i) {
+    ws[i] = weights[i].contiguous();
+    ms[i] = contiguous_mask(masks[i]);
+    // Bins are in [0, 2^16): the range clamped to it fits 32-bit arithmetic; an empty range reads nothing.
+    const bool any = std::min<int64_t>(bin_hi[i], 0xFFFF) >= std::max<int64_t>(bin_lo[i], 0);
+    chunks[i] = any && ws[i].numel() ? chunk_count(ws[i].numel(), workers, kGrain) : 0;
+    first[i + 1] = first[i] + chunks[i];
+  }
+  // One region over every chunk of every layer; each task keeps its own finds, so that concatenated in task
+  // order they are layer after layer.
+  std::vector<std::vector<int64_t>> found(static_cast<size_t>(first[L]));
+  parallel_tasks(first[L], workers, [&](int64_t t, int) {
+    const size_t i = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1);
+    int64_t b, e;
+    chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
+    const bool* m = ms[i].defined() ? ms[i].data_ptr<bool>() + b : nullptr;
+    const int64_t lo = std::max<int64_t>(bin_lo[i], 0), hi = std::min<int64_t>(bin_hi[i], 0xFFFF);
+    const uint32_t lo32 = static_cast<uint32_t>(lo), width = static_cast<uint32_t>(hi - lo);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ws[i].scalar_type(), "gather_bin_keys", [&] {
+      const scalar_t* x = ws[i].data_ptr<scalar_t>() + b;
+      const int shift = bin_shift(Keys<scalar_t>::code);
+      if constexpr (sizeof(scalar_t) == 2)
+        gather16(reinterpret_cast<const uint16_t*>(x), m, e - b, shift, lo32, width, found[t]);
+      else if constexpr (sizeof(scalar_t) == 4)
+        gather32(reinterpret_cast<const uint32_t*>(x), m, e - b, shift, lo32, width, found[t]);
+      else
+        gather64(reinterpret_cast<const uint64_t*>(x), m, e - b, shift, lo32, width, found[t]);
+    });
+  });
+  std::vector<int64_t> offset(L + 1, 0);
+  for (size_t i = 0; i < L; ++i) {
+    offset[i + 1] = offset[i];
+    for (int64_t t = first[i]; t < first[i + 1]; ++t) offset[i + 1] += static_cast<int64_t>(found[t].size());
+  }
+  at::Tensor out = at::empty({offset[L]}, at::kLong);
+  int64_t* o = out.data_ptr<int64_t>();
+  for (size_t t = 0, at = 0; t < found.size(); at += found[t].size(), ++t)
+    std::copy(found[t].begin(), found[t].end(), o + at);
+  parallel_tasks(static_cast<int64_t>(L), workers,  // each layer's keys ascending
+                 [&](int64_t i, int) { std::sort(o + offset[i], o + offset[i + 1]); });
   return out;
+}
+
+at::Tensor gather_bin_keys(const at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t bin_lo,
+                           int64_t bin_hi) {
+  return gather_bin_keys_many({w}, {mask}, {bin_lo}, {bin_hi});
 }
 
 // Every argument checked before any layer is read or written (a failure inside the parallel region would

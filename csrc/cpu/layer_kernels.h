@@ -14,7 +14,11 @@ at::Tensor gather_bin_keys(const at::Tensor& w, const std::optional<at::Tensor>&
                            int64_t bin_hi);
 at::Tensor apply_cut(const at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties);
 void zero_cut_(at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties);
-// Many layers in one pass over all of them (the CPU kernels of lamp_kernels::apply_cuts / zero_cuts_).
+// Many layers in one pass over all of them (the CPU kernels of lamp_kernels::gather_bin_keys, apply_cuts,
+// zero_cuts_); gather_bin_keys_many returns every layer's keys, layer after layer, each layer's ascending.
+at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
+                                const std::vector<std::optional<at::Tensor>>& masks, const std::vector<int64_t>& bin_lo,
+                                const std::vector<int64_t>& bin_hi);
 std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
                                    const std::vector<std::optional<at::Tensor>>& masks,
                                    const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties);
