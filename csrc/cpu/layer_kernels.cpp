@@ -273,6 +273,8 @@ at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
   for (size_t i = 0; i < L; ++i) {
     ws[i] = weights[i].contiguous();
     ms[i] = contiguous_mask(masks[i]);
+    TORCH_CHECK(!ms[i].defined() || (ms[i].scalar_type() == at::kBool && ms[i].numel() == ws[i].numel()),
+                "gather_bin_keys: a mask must be bool with one entry per weight");
     // Bins are in [0, 2^16): the range clamped to it fits 32-bit arithmetic; an empty range reads nothing.
     const bool any = std::min<int64_t>(bin_hi[i], 0xFFFF) >= std::max<int64_t>(bin_lo[i], 0);
     chunks[i] = any && ws[i].numel() ? chunk_count(ws[i].numel(), workers, kGrain) : 0;
