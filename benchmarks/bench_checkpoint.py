@@ -30,6 +30,9 @@ from safetensors.torch import save_file
 import lamp_kernels
 from lamp_kernels.checkpoint import PruneJob, prune_checkpoint
 
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import git_commit  # noqa: E402
+
 RESULTS = Path(__file__).parent / "results"
 SPARSITY = 0.5
 
@@ -168,8 +171,7 @@ def main():
                                 str(work / "out-2ranks"), "--quiet"], env=env)
         identical = digest(work / "out") == digest(work / "out-2ranks") == digest(work / "out-cmd")
         med = statistics.median
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
+        commit = git_commit()
         record = {
             "device": f"CPU, {torch.get_num_threads()} threads", "torch": torch.__version__, "commit": commit,
             "date": datetime.date.today().isoformat(), "lamp_kernels": lamp_kernels.__version__,

@@ -19,7 +19,6 @@ import ctypes
 import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).parent))
 import shapes as S  # noqa: E402
+from machine import cpu_model, git_commit  # noqa: E402
 
 import lamp_kernels as lk  # noqa: E402
 from lamp_kernels.official import official_lamp_masks, official_layer_scores  # noqa: E402
@@ -243,26 +243,13 @@ def main():
         return
     load_before = load_average()
     rows = run_cases(args.quick, args.skip_llama, args.only)
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = ""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    record = {"device": f"CPU: {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
-              "torch": torch.__version__, "commit": commit, "date": datetime.date.today().isoformat(),
+    record = {"device": f"CPU: {cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads",
+              "torch": torch.__version__, "commit": git_commit(), "date": datetime.date.today().isoformat(),
               "load_average_before": load_before, "load_average_after": load_average(), "cases": rows}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"cpu-{record['date']}.json"
     path.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"{record['device']}, torch {record['torch']}, commit {commit}, "
+    print(f"{record['device']}, torch {record['torch']}, commit {record['commit']}, "
           f"1-minute load {load_before} before, {record['load_average_after']} after")
     print("| case | ours (ms) | one core busy (ms) | baseline | baseline (ms) | speedup | GB/s | memcpy GB/s "
           "| extra memory (MiB) |")

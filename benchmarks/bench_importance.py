@@ -19,9 +19,7 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import shapes as S  # noqa: E402
+from machine import cpu_model, git_commit  # noqa: E402
 
 import lamp_kernels as lk  # noqa: E402
 
@@ -138,10 +137,8 @@ def main(argv=None) -> None:
     rows = masks_rows(args.blocks, args.repeats)
     if not args.skip_calibration:
         rows.append(calibration_row(args.cached_norms))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    out = {"date": datetime.date.today().isoformat(), "device": "cpu",
-           "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "commit": commit.strip(), "rows": rows}
+    out = {"date": datetime.date.today().isoformat(), "device": "cpu", "cpu": cpu_model(),
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "commit": git_commit(), "rows": rows}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"importance-{out['date']}.json"
     runs = json.loads(path.read_text()) if path.exists() else []

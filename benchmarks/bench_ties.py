@@ -25,10 +25,8 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +39,7 @@ import lamp_kernels as lk
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 import smollm2  # noqa: E402
+from machine import cpu_model, git_commit  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -75,15 +74,7 @@ def distinct_fraction(ws: dict[str, torch.Tensor]) -> float:
 
 
 def device_name() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {torch.get_num_threads()} threads"
+    return f"CPU: {cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def main(argv=None) -> dict:
@@ -126,11 +117,7 @@ def main(argv=None) -> dict:
               f"ratio {row['ratio']:.2f} | cpu time (all threads): tied {row['tied_cpu_s']:.3f} s, "
               f"jittered {row['jittered_cpu_s']:.3f} s, ratio {row['cpu_ratio']:.2f}", flush=True)
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=ROOT).stdout.strip()
-    except OSError:
-        commit = ""
+    commit = git_commit()
     record = {"question": "prune_masks on 106M heavily tied float32 weights vs the same weights with every tie "
                           "broken by a tiny jitter", "model": "SmolLM2-135M-Instruct (Q4_1 de-quantised), 210 "
                           "block Linear weights", "values": values, "sparsity": args.sparsity,
