@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "float_keys.h"
-#include "histogram.h"
 #include "huge_pages.h"
+#include "summaries.h"
 #include "task_pool.h"
 
 namespace lamp {
@@ -27,47 +27,8 @@ namespace {
 
 constexpr int64_t kGrain = 1 << 16;
 
-const bool* mask_ptr(const at::Tensor& mask) { return mask.defined() ? mask.data_ptr<bool>() : nullptr; }
-
 at::Tensor contiguous_mask(const std::optional<at::Tensor>& mask) {
   return mask.has_value() && mask->defined() ? mask->contiguous() : at::Tensor();
-}
-
-template <typename scalar_t>
-void bin_summary_impl(const at::Tensor& w, const at::Tensor& mask, at::Tensor& counts, at::Tensor& sums) {
-  using K = Keys<scalar_t>;
-  const int64_t n = w.numel();
-  const int code = K::code, bins = num_bins(code), limbs = num_limbs(code);
-  const int stride = 1 + limbs;  // per bin: count, then limbs
-  const int workers = max_workers();
-  const int64_t chunks = chunk_count(n, workers, kGrain);
-  // One histogram per worker (sums are exact integers: any split of the work gives the same totals).
-  std::vector<std::vector<int64_t>> local(std::min<int64_t>(workers, chunks));
-  const scalar_t* x = w.data_ptr<scalar_t>();
-  const bool* m = mask_ptr(mask);
-  parallel_tasks(chunks, workers, [&](int64_t c, int worker) {
-    std::vector<int64_t>& mine = local[worker];
-    if (mine.empty()) mine.assign(static_cast<size_t>(bins) * stride, 0);
-    int64_t* h = mine.data();
-    int64_t b, e;
-    chunk_range(n, chunks, c, b, e);
-    add_to_histogram(x, m, b, e, h);
-  });
-  // at::empty and our own fill: at::zeros of this size would run on torch's OpenMP threads, which then spin.
-  counts = at::empty({bins}, at::kLong);
-  sums = at::empty({bins, limbs}, at::kLong);
-  int64_t* cp = counts.data_ptr<int64_t>();
-  int64_t* sp = sums.data_ptr<int64_t>();
-  std::fill(cp, cp + bins, 0);
-  std::fill(sp, sp + static_cast<size_t>(bins) * limbs, 0);
-  for (const auto& mine : local) {
-    if (mine.empty()) continue;
-    const int64_t* h = mine.data();
-    for (int bin = 0; bin < bins; ++bin) {
-      cp[bin] += h[static_cast<size_t>(bin) * stride];
-      for (int l = 0; l < limbs; ++l) sp[bin * limbs + l] += h[static_cast<size_t>(bin) * stride + 1 + l];
-    }
-  }
 }
 
 // Appends to `out` the keys (|x| bit patterns) of the alive elements whose bin (key >> shift) lies in
@@ -253,13 +214,25 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor> bin_summary(const at::Tensor& w_in, const std::optional<at::Tensor>& mask_in) {
-  const at::Tensor w = w_in.contiguous();
-  const at::Tensor mask = contiguous_mask(mask_in);
-  at::Tensor counts, sums;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "bin_summary",
-                                  [&] { bin_summary_impl<scalar_t>(w, mask, counts, sums); });
-  return {counts, sums};
+std::tuple<at::Tensor, at::Tensor> bin_summary(const at::Tensor& w, const std::optional<at::Tensor>& mask) {
+  // The sparse summary of bin_summaries (summaries.cpp), spread over every bin.
+  const auto [offsets, bins, counts, sums] = bin_summaries({w}, {mask});
+  int bin_count = 0, limbs = 0;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "bin_summary", [&] {
+    bin_count = num_bins(Keys<scalar_t>::code);
+    limbs = num_limbs(Keys<scalar_t>::code);
+  });
+  at::Tensor dense_counts = at::empty({bin_count}, at::kLong), dense_sums = at::empty({bin_count, limbs}, at::kLong);
+  int64_t* c = dense_counts.data_ptr<int64_t>();
+  int64_t* d = dense_sums.data_ptr<int64_t>();
+  std::fill(c, c + bin_count, 0);  // not at::zeros: that would wake torch's OpenMP threads
+  std::fill(d, d + static_cast<size_t>(bin_count) * limbs, 0);
+  const int64_t* b = bins.data_ptr<int64_t>();
+  for (int64_t e = 0; e < bins.numel(); ++e) {
+    c[b[e]] = counts.data_ptr<int64_t>()[e];
+    std::copy_n(sums.data_ptr<int64_t>() + e * limbs, limbs, d + b[e] * limbs);
+  }
+  return {dense_counts, dense_sums};
 }
 
 at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,

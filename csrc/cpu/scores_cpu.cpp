@@ -718,7 +718,6 @@ std::vector<at::Tensor> lamp_scores(const std::vector<at::Tensor>& weights,
     const size_t i = rest[t];
     score_layer(ws[i], ms[i], outs[i], float64, 1, Path::kAuto, own[worker]);
   });
-  own.clear();
   BinWorkspace shared;  // the large layers run one after another and reuse its buffers
   for (size_t i : large) score_layer(ws[i], ms[i], outs[i], float64, workers, Path::kAuto, shared);
   return outs;

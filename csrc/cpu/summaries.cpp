@@ -2,7 +2,7 @@
 //
 // A layer's summary lists only its nonempty bins: (bin, alive count, exact limb sums of M^2), bins
 // ascending. Memory and time are proportional to the layer's size, never to the 2^15/2^16 bins of the
-// dtype: a layer of 9 weights costs 9 entries. Large layers are histogrammed densely (histogram.h; one pass,
+// dtype: a layer of 9 weights costs 9 entries. Large layers are histogrammed densely (add_to_histogram; one pass,
 // tasks over the chunks of several layers at once) and compacted; small ones are sorted by key and run-length encoded, a layer per task
 // (task_pool.h). Both give the same entries as the dense histogram (tested against kernels_torch).
 //
@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "float_keys.h"
-#include "histogram.h"
 #include "task_pool.h"
 
 namespace lamp {
@@ -53,6 +52,28 @@ void small_summary(const at::Tensor& w, const at::Tensor& mask, Entries& out) {
     }
     ++out.counts.back();
     if (limbs) add_square_limbs(code, keys[i], out.sums.data() + out.sums.size() - limbs);
+  }
+}
+
+// Adds elements [b, e) of one layer into h: per bin (key >> shift) `1 + limbs` int64 slots, the alive count
+// and the 27-bit limb sums of M^2 (fp32/fp64). Sums are exact integers, so any split of a layer into ranges,
+// added in any order, gives the same totals.
+template <typename scalar_t>
+inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* h) {
+  using K = Keys<scalar_t>;
+  constexpr int code = K::code;
+  const int limbs = num_limbs(code), shift = bin_shift(code), stride = 1 + limbs;
+  auto add = [&](int64_t i) {
+    const uint64_t k = K::key(x[i]);
+    int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
+    ++slot[0];
+    if (limbs) add_square_limbs(code, k, slot + 1);
+  };
+  if (m) {  // two loops, so the unmasked one carries no per-element test
+    for (int64_t i = b; i < e; ++i)
+      if (m[i]) add(i);
+  } else {
+    for (int64_t i = b; i < e; ++i) add(i);
   }
 }
 
