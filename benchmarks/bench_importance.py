@@ -2,9 +2,11 @@
 
 1. masks with importance given, Llama-3.2-1B shapes (bf16 weights, float32 importance |W| * s_j with
    log-normal column scales), against the magnitude path on the same weights: LAMP per layer (goal: within
-   2x), the two timed alternately round after round so that the load of a shared machine hits both alike
-   (medians, and the median of the per-round ratios); then global, LAMP per row, Wanda's per-row rule, OWL
-   and 2:4 once each for reference; every run verified to prune the exact count;
+   2x), the importance given two ways -- as float32 tensors (4 bytes per weight, made beforehand) and as
+   ColumnScaled(s) (computed by the kernels as they read the weights) -- the three timed alternately round
+   after round so that the load of a shared machine hits them alike (medians, and the median of the
+   per-round ratios; both ways verified to give the same masks); then global, LAMP per row, Wanda's per-row
+   rule, OWL and 2:4 once each for reference; every run verified to prune the exact count;
 2. calibration of SmolLM2-135M over 8k tokens (16 windows of 512) with calibration.input_norms (goal: within
    3 minutes on 2 cores); the norms are compared with a cached earlier run when one is given.
 
@@ -53,30 +55,38 @@ def load() -> float:
 def masks_rows(blocks: int, repeats: int) -> list[dict]:
     shapes = S.llama32_1b(blocks)
     weights = S.make_weights(shapes, torch.bfloat16)
-    g = torch.Generator().manual_seed(1)
-    importance = [w.abs().float() * torch.exp(torch.randn(w.shape[1], generator=g)) for w in weights]
     n = S.numel(shapes)
-    magnitude = lambda: lk.prune_masks(weights, 0.5)  # noqa: E731
-    with_importance = lambda: lk.prune_masks(weights, 0.5, importance=importance)  # noqa: E731
-    for fn in (magnitude, with_importance):  # warm-up, and the exact count
+    g = torch.Generator().manual_seed(1)
+    scales = [torch.exp(torch.randn(w.shape[1], generator=g)) for w in weights]
+    importance = [w.abs().float() * s for w, s in zip(weights, scales)]
+    column_scaled = [lk.ColumnScaled(s) for s in scales]
+    fns = {"magnitude": lambda: lk.prune_masks(weights, 0.5),
+           "importance": lambda: lk.prune_masks(weights, 0.5, importance=importance),
+           "column_scaled": lambda: lk.prune_masks(weights, 0.5, importance=column_scaled)}
+    for fn in fns.values():  # warm-up, and the exact count
         assert sum(int((~m).sum()) for m in fn()) == round(0.5 * n)
-    times: dict[str, list[float]] = {"magnitude": [], "importance": []}
+    assert all(torch.equal(a, b) for a, b in zip(fns["importance"](), fns["column_scaled"]()))
+    times: dict[str, list[float]] = {name: [] for name in fns}
     before = load()
     for _ in range(repeats):
-        for name, fn in (("magnitude", magnitude), ("importance", with_importance)):
+        for name, fn in fns.items():
             t = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t)
-    ratios = [b / a for a, b in zip(times["magnitude"], times["importance"])]
-    rows = [{"case": f"llama3.2-1b x{blocks / 16:g}: LAMP per layer, importance vs magnitude, alternating",
-             "magnitude_s": round(statistics.median(times["magnitude"]), 3),
-             "importance_s": round(statistics.median(times["importance"]), 3),
-             "ratio_of_medians": round(statistics.median(times["importance"]) / statistics.median(times["magnitude"]),
-                                       2),
-             "median_ratio": round(statistics.median(ratios), 2), "rounds": repeats,
-             "all_s": {k: [round(x, 3) for x in v] for k, v in times.items()}, "weights": n,
-             "load_avg_before": round(before, 2), "load_avg_after": round(load(), 2)}]
-    print(rows[-1], flush=True)
+    rows = []
+    for name, given in (("importance", "float32 tensors"), ("column_scaled", "ColumnScaled")):
+        ratios = [b / a for a, b in zip(times["magnitude"], times[name])]
+        rows.append({
+            "case": f"llama3.2-1b x{blocks / 16:g}: LAMP per layer, importance ({given}) vs magnitude, alternating",
+            "magnitude_s": round(statistics.median(times["magnitude"]), 3),
+            "importance_s": round(statistics.median(times[name]), 3),
+            "ratio_of_medians": round(statistics.median(times[name]) / statistics.median(times["magnitude"]), 2),
+            "median_ratio": round(statistics.median(ratios), 2), "rounds": repeats,
+            "importance_input_mib": round(sum(t.numel() * t.element_size() for t in
+                                              (importance if name == "importance" else scales)) / 2**20, 1),
+            "all_s": {k: [round(x, 3) for x in times[k]] for k in ("magnitude", name)}, "weights": n,
+            "load_avg_before": round(before, 2), "load_avg_after": round(load(), 2)})
+        print(rows[-1], flush=True)
     base = rows[0]["magnitude_s"]
     cases = [
         ("importance, global", lambda: lk.prune_masks(weights, 0.5, "global", importance=importance)),

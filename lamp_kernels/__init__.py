@@ -23,11 +23,13 @@ if _running_as_command():
     _os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from .api import ALL_METHODS, BACKENDS, METHODS, available_backends, lamp_scores, layer_sparsities, prune_masks  # noqa: E402
+from .importance import ColumnScaled  # noqa: E402
 from .modules import LayerReport, PruneReport, prune_  # noqa: E402
 
 __all__ = [
     "ALL_METHODS",
     "BACKENDS",
+    "ColumnScaled",
     "METHODS",
     "LayerReport",
     "PruneReport",

@@ -1,15 +1,25 @@
-"""Importance inputs: per-layer non-negative tensors that the selection ranks in place of |w|.
+"""Importance inputs: per-layer non-negative keys that the selection ranks in place of |w|.
 
-``importance=`` takes the same container as the weights (a tensor, a list, or a dict with the same keys),
-each entry of its weight's shape and on its device, in a floating dtype. Selection then runs on these
-*keys* exactly as it runs on |w| without them (reference.py), and the masks apply to the weights. Checked
-here once: a wrong container, shape, device or dtype, or a NaN, Inf or negative value (anywhere, masked
-entries included: one min/max pass per layer) raises; -0.0 counts as zero.
+``importance=`` takes the same container as the weights (a tensor, a list, or a dict with the same keys).
+Each entry is either
+
+- a tensor of its weight's shape, on its device, in a floating dtype: checked here once (a wrong container,
+  shape, device or dtype, or a NaN, Inf or negative value anywhere, masked entries included: one min/max
+  pass per layer, raises; -0.0 counts as zero); or
+- ``ColumnScaled(scale)``: the importance fl32(|W_ij| * scale_j), j the column (the weight's last dimension;
+  Wanda's |W_ij| * ||X_j|| when scale holds the input-feature norms). Nothing full-size is made: the CPU
+  kernels of the plain selection compute each importance as they read the weight, and the other paths make
+  one float32 tensor per layer (Layers.materialized). The scale is checked here (finite, >= 0); a product
+  that overflows float32, or a NaN/Inf alive weight, raises when the keys are read.
+
+Selection then runs on these *keys* exactly as it runs on |w| without them (reference.py), and the masks
+apply to the weights.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,10 +27,55 @@ import torch
 from .layers import MAGNITUDE_LIMIT, SUPPORTED_DTYPES, Layers
 
 
+@dataclass(frozen=True)
+class ColumnScaled:
+    """Importance |W_ij| * scale_j in float32 (one rounding of the product of float32 values), without a
+    full-size tensor: ``prune_masks(weights, 0.5, importance={name: ColumnScaled(norms[name]) ...})``.
+    scale: one non-negative finite value per column (the weight's last dimension), any floating dtype."""
+
+    scale: torch.Tensor
+
+
+def scaled_importance(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 tensor a ColumnScaled importance stands for (scale already checked: float32, on the device)."""
+    return weight.detach().abs().to(torch.float32) * scale
+
+
+def _check_scale(entry: ColumnScaled, w: torch.Tensor, name: str) -> torch.Tensor:
+    s = entry.scale
+    if not isinstance(s, torch.Tensor) or not s.is_floating_point():
+        raise TypeError(f"{name}: ColumnScaled needs a floating-point tensor of scales")
+    if w.dim() == 0 or s.shape != (w.shape[-1],):
+        raise ValueError(f"{name}: ColumnScaled scale of shape {tuple(s.shape)}; the weight {tuple(w.shape)} needs "
+                         f"one scale per column ({w.shape[-1] if w.dim() else 'a 0-d weight has no columns'})")
+    if s.device != w.device:
+        raise ValueError(f"{name}: ColumnScaled scale is on {s.device}, weight on {w.device}")
+    s = s.detach().to(torch.float32).contiguous()
+    check_importance_values(s, f"{name} (ColumnScaled scale, as float32)")
+    return s
+
+
+def check_scaled_products(keys, indices: list[int]) -> None:
+    """NaN/Inf among the alive column-scaled importances of these layers (NaN/Inf weights, or a product past
+    float32's range) -> ValueError naming the layer."""
+    if not indices:
+        return
+    sub = Layers([keys.tensors[i] for i in indices], [keys.masks[i] for i in indices],
+                 [keys.names[i] for i in indices], "list", list(indices))
+    for i, top in zip(indices, sub.alive_max_abs()):
+        if not math.isfinite(top):
+            raise ValueError(scaled_error(keys.names[i]))
+
+
+def scaled_error(name: str) -> str:
+    return (f"{name}: the ColumnScaled importance |w| * scale has NaN or Inf values (a NaN/Inf weight, or a "
+            "product beyond float32's range)")
+
+
 def _entries(layers: Layers, importance: Any) -> list[Any]:
     if layers.kind == "tensor":
-        if not isinstance(importance, torch.Tensor):
-            raise ValueError("importance must be a tensor when weights is a tensor")
+        if not isinstance(importance, (torch.Tensor, ColumnScaled)):
+            raise ValueError("importance must be a tensor (or ColumnScaled) when weights is a tensor")
         return [importance]
     if layers.kind == "dict":
         if not isinstance(importance, dict):
@@ -52,19 +107,32 @@ def check_importance_values(t: torch.Tensor, name: str) -> None:
                          "float64's normal range")
 
 
+def _check_tensor(t: Any, w: torch.Tensor, name: str) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: importance must be a tensor or ColumnScaled, got {type(t).__name__}")
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name}: importance dtype {t.dtype} is not bfloat16, float16, float32 or float64")
+    if t.shape != w.shape:
+        raise ValueError(f"{name}: importance shape {tuple(t.shape)} != weight shape {tuple(w.shape)}")
+    if t.device != w.device:
+        raise ValueError(f"{name}: importance is on {t.device}, weight on {w.device}")
+    check_importance_values(t, name)
+    return t.detach()
+
+
 def key_layers(layers: Layers, importance: Any) -> Layers:
-    """The layers whose tensors are the selection keys: the validated importance, or the weights themselves."""
+    """The layers whose tensors are the selection keys: the validated importance, or the weights themselves.
+    A ColumnScaled entry keeps the weight as its tensor and its scale in ``scales`` (layers.py)."""
     if importance is None:
         return layers
-    tensors = _entries(layers, importance)
-    for t, w, name in zip(tensors, layers.tensors, layers.names):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name}: importance must be a tensor, got {type(t).__name__}")
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"{name}: importance dtype {t.dtype} is not bfloat16, float16, float32 or float64")
-        if t.shape != w.shape:
-            raise ValueError(f"{name}: importance shape {tuple(t.shape)} != weight shape {tuple(w.shape)}")
-        if t.device != w.device:
-            raise ValueError(f"{name}: importance is on {t.device}, weight on {w.device}")
-        check_importance_values(t, name)
-    return layers.with_tensors([t.detach() for t in tensors])
+    entries = _entries(layers, importance)
+    tensors, scales = [], []
+    for t, w, name in zip(entries, layers.tensors, layers.names):
+        if isinstance(t, ColumnScaled):
+            tensors.append(w.detach())
+            scales.append(_check_scale(t, w, name))
+        else:
+            tensors.append(_check_tensor(t, w, name))
+            scales.append(None)
+    return Layers(tensors, layers.masks, layers.names, layers.kind, layers.keys,
+                  scales if any(s is not None for s in scales) else None)

@@ -65,6 +65,9 @@ class Layers:
     names: list[str]
     kind: str  # "tensor", "list" or "dict"
     keys: list[Any]
+    # Column-scaled importance keys (importance.ColumnScaled): where scales[i] is set, layer i is ranked by
+    # fl32(|tensors[i]| * scales[i][j]) (j the column), computed by the kernels as they read the weight.
+    scales: list[torch.Tensor | None] | None = None
     _detached: list[torch.Tensor] | None = None
 
     @classmethod
@@ -175,7 +178,22 @@ class Layers:
 
     def with_masks(self, masks: list[torch.Tensor | None]) -> Layers:
         """The same layers with other masks (already validated by the caller)."""
-        return Layers(self.tensors, list(masks), self.names, self.kind, self.keys)
+        return Layers(self.tensors, list(masks), self.names, self.kind, self.keys, self.scales)
+
+    def scaled(self) -> bool:
+        return self.scales is not None and any(s is not None for s in self.scales)
+
+    def materialized(self) -> Layers:
+        """Layers whose tensors are the keys themselves: each column-scaled importance made a float32 tensor
+        (for the paths that rank tensors: the reference, row selections, N:M, OWL, scores, the GPU kernels)."""
+        if not self.scaled():
+            return self
+        from .importance import check_scaled_products, scaled_importance
+
+        tensors = [w if s is None else scaled_importance(w, s) for w, s in zip(self.tensors, self.scales)]
+        keys = Layers(tensors, self.masks, self.names, self.kind, self.keys)
+        check_scaled_products(keys, [i for i, s in enumerate(self.scales) if s is not None])
+        return keys
 
     def with_tensors(self, tensors: list[torch.Tensor]) -> Layers:
         """Other tensors of the same shapes in the same container: the importance keys of these layers."""

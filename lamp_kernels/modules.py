@@ -124,8 +124,9 @@ def select_layers(model: nn.Module, include=None, exclude=None) -> dict[str, lis
 
 def _importance(model: nn.Module, modules: dict[str, nn.Module], weights: dict[str, torch.Tensor], importance,
                 calibration, progress: bool):
-    """None for magnitude, else name -> importance tensor (Wanda's from the calibration, or the user's). ``modules``
-    holds each layer's first use: a tensor shared by several Linears is weighted by that one's input norms."""
+    """None for magnitude, else name -> importance (Wanda's from the calibration: ColumnScaled by the input norms,
+    so no full-size importance tensor is made; or the user's dict). ``modules`` holds each layer's first use: a
+    tensor shared by several Linears is weighted by that one's input norms."""
     if isinstance(importance, str) and importance == "magnitude":
         if calibration is not None:
             raise ValueError("calibration= is used with importance='wanda'; magnitude pruning needs no data")
@@ -137,14 +138,15 @@ def _importance(model: nn.Module, modules: dict[str, nn.Module], weights: dict[s
                          f"{importance!r}")
     if calibration is None:
         raise ValueError("importance='wanda' needs calibration= (batches to run the model on)")
-    from .calibration import input_norms, wanda_importance
+    from .calibration import input_norms
+    from .importance import ColumnScaled
 
     for name, module in modules.items():
         if not isinstance(module, nn.Linear):
             raise ValueError(f"{name}: Wanda importance is defined for Linear layers; exclude "
                              f"{type(module).__name__} layers (exclude=...)")
     norms = input_norms(model, calibration, {n[: -len(".weight")]: m for n, m in modules.items()}, progress=progress)
-    return {n: wanda_importance(weights[n], norms[n[: -len(".weight")]]) for n in modules}
+    return {n: ColumnScaled(norms[n[: -len(".weight")]]) for n in modules}
 
 
 def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, importance="magnitude", calibration=None,
@@ -161,8 +163,8 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, importanc
     uses it.
 
     importance: "magnitude" (|w|), "wanda" (|W_ij| * ||X_j||, the input norms collected over
-    ``calibration``, an iterable of batches the model is called on: calibration.input_norms), or a dict of
-    importance tensors by weight name. granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks:
+    ``calibration``, an iterable of batches the model is called on: calibration.input_norms; computed as the
+    kernels read the weights, never stored), or a dict of importance tensors (or ColumnScaled) by weight name. granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks:
     as in prune_masks (OWL's blocks default to the first number in each weight's name).
 
     reparametrize=True goes through ``torch.nn.utils.prune.custom_from_mask``: masks from earlier calls are

@@ -10,6 +10,9 @@ every device (kernels_torch.py, or the reference for scores); compiled kernels r
     gather_bin_keys     C++                           Triton
     apply_cuts          C++                           Triton
     zero_cuts_          C++                           Triton
+    bin_summaries_scaled  C++: each importance made in  the default: the float32 keys made, then
+    gather_bin_keys_scaled  an L1 block as the weight   the plain op (ColumnScaled keys,
+    apply_cuts_scaled     is read (scaled_keys.h)       importance.py)
     lamp_scores         C++ radix sort + exact scan   the CUDA library (csrc/cuda, cuda_backend.py)
     row_order_values    C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
     row_lamp_scores     C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
@@ -57,6 +60,11 @@ _lib.define("bin_summaries(Tensor[] weights, Tensor?[] masks) -> (Tensor, Tensor
 _lib.define("gather_bin_keys(Tensor[] weights, Tensor?[] masks, int[] bin_lo, int[] bin_hi, int[] sizes) -> Tensor")
 _lib.define("apply_cuts(Tensor[] weights, Tensor?[] masks, int[] cut_keys, int[] ties) -> Tensor[]")
 _lib.define("zero_cuts_(Tensor(a!)[] weights, Tensor?[] masks, int[] cut_keys, int[] ties) -> ()")
+# Column-scaled importance keys fl32(|w| * s_j) (importance.ColumnScaled), computed as the weights are read.
+_lib.define("bin_summaries_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales) -> (Tensor, Tensor, Tensor, Tensor)")
+_lib.define("gather_bin_keys_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales, int[] bin_lo, int[] bin_hi, "
+            "int[] sizes) -> Tensor")
+_lib.define("apply_cuts_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales, int[] cut_keys, int[] ties) -> Tensor[]")
 _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Tensor[]")
 _lib.define("row_order_values(Tensor[] keys, Tensor?[] masks, int[] rows, bool lamp) -> Tensor[]")
 _lib.define("row_lamp_scores(Tensor[] keys, Tensor?[] masks, int[] rows, bool float64) -> Tensor[]")
@@ -69,7 +77,18 @@ def reference_lamp_scores(weights: list[Tensor], masks: list[Tensor | None], flo
     return [reference.lamp_scores(w, m).to(dtype) for w, m in zip(weights, masks)]
 
 
-# Defaults: pure torch, every device.
+def _scaled_keys(weights: list[Tensor], scales: list[Tensor]) -> list[Tensor]:
+    from .importance import scaled_importance
+
+    return [scaled_importance(w, s) for w, s in zip(weights, scales)]
+
+
+# Defaults: pure torch, every device. The scaled ops' defaults make the float32 keys and run the plain ops
+# (Triton on CUDA); the CPU kernels compute them in L1-sized blocks instead.
+_lib.impl("bin_summaries_scaled", lambda w, m, s: bin_summaries(_scaled_keys(w, s), m), "CompositeExplicitAutograd")
+_lib.impl("gather_bin_keys_scaled", lambda w, m, s, *a: gather_bin_keys(_scaled_keys(w, s), m, *a),
+          "CompositeExplicitAutograd")
+_lib.impl("apply_cuts_scaled", lambda w, m, s, *a: apply_cuts(_scaled_keys(w, s), m, *a), "CompositeExplicitAutograd")
 _lib.impl("bin_summaries", kernels_torch.bin_summaries_ref, "CompositeExplicitAutograd")
 _lib.impl("gather_bin_keys", kernels_torch.gather_bin_keys_many_ref, "CompositeExplicitAutograd")
 _lib.impl("apply_cuts", kernels_torch.apply_cuts_ref, "CompositeExplicitAutograd")
@@ -87,6 +106,24 @@ def _(weights, masks):
     w = weights[0]
     return (w.new_empty((len(weights) + 1,), dtype=torch.int64), w.new_empty((entries,), dtype=torch.int64),
             w.new_empty((entries,), dtype=torch.int64), w.new_empty((entries, limbs), dtype=torch.int64))
+
+
+@torch.library.register_fake("lamp_kernels::bin_summaries_scaled", lib=_lib)
+def _(weights, masks, scales):
+    entries = torch.library.get_ctx().new_dynamic_size()
+    w = weights[0]
+    return (w.new_empty((len(weights) + 1,), dtype=torch.int64), w.new_empty((entries,), dtype=torch.int64),
+            w.new_empty((entries,), dtype=torch.int64), w.new_empty((entries, 2), dtype=torch.int64))
+
+
+@torch.library.register_fake("lamp_kernels::gather_bin_keys_scaled", lib=_lib)
+def _(weights, masks, scales, bin_lo, bin_hi, sizes):
+    return weights[0].new_empty((sum(sizes),), dtype=torch.int64)
+
+
+@torch.library.register_fake("lamp_kernels::apply_cuts_scaled", lib=_lib)
+def _(weights, masks, scales, cut_keys, ties):
+    return [torch.empty_like(w, dtype=torch.bool) for w in weights]
 
 
 @torch.library.register_fake("lamp_kernels::gather_bin_keys", lib=_lib)
@@ -133,6 +170,13 @@ def _gather_cpu(weights, masks, bin_lo, bin_hi, sizes):
     return out
 
 
+def _gather_scaled_cpu(weights, masks, scales, bin_lo, bin_hi, sizes):
+    out = _C.gather_bin_keys_scaled(weights, masks, scales, bin_lo, bin_hi)
+    if out.numel() != sum(sizes):
+        raise RuntimeError("gather_bin_keys_scaled: the sizes do not match the layers' keys")
+    return out
+
+
 def _apply_cuts_cpu(weights, masks, cut_keys, ties):
     return _C.apply_cuts(weights, masks, cut_keys, ties)
 
@@ -151,6 +195,9 @@ if _C is not None:
     _lib.impl("gather_bin_keys", _gather_cpu, "CPU")
     _lib.impl("apply_cuts", _apply_cuts_cpu, "CPU")
     _lib.impl("zero_cuts_", _zero_cuts_cpu, "CPU")
+    _lib.impl("bin_summaries_scaled", lambda w, m, s: tuple(_C.bin_summaries_scaled(w, m, s)), "CPU")
+    _lib.impl("gather_bin_keys_scaled", _gather_scaled_cpu, "CPU")
+    _lib.impl("apply_cuts_scaled", _C.apply_cuts_scaled, "CPU")
     _lib.impl("lamp_scores", _C.lamp_scores, "CPU")
     _lib.impl("row_order_values", _C.row_order_values, "CPU")
     _lib.impl("row_lamp_scores", _C.row_lamp_scores, "CPU")
@@ -207,6 +254,9 @@ gather_bin_keys = torch.ops.lamp_kernels.gather_bin_keys  # sorted keys of alive
 apply_cuts = torch.ops.lamp_kernels.apply_cuts  # keep-masks from per-layer cuts
 zero_cuts_ = torch.ops.lamp_kernels.zero_cuts_  # the same cuts applied in place: pruned weights := 0
 lamp_scores = torch.ops.lamp_kernels.lamp_scores  # LAMP scores per layer (float32, or float64)
+bin_summaries_scaled = torch.ops.lamp_kernels.bin_summaries_scaled  # the same three on ColumnScaled keys
+gather_bin_keys_scaled = torch.ops.lamp_kernels.gather_bin_keys_scaled
+apply_cuts_scaled = torch.ops.lamp_kernels.apply_cuts_scaled
 row_order_values = torch.ops.lamp_kernels.row_order_values  # per-unit sorted order values (int64)
 row_lamp_scores = torch.ops.lamp_kernels.row_lamp_scores  # per-unit LAMP scores
 row_cut_masks = torch.ops.lamp_kernels.row_cut_masks  # keep-masks from per-unit pruned counts

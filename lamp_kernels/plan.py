@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import allocation, backends, nm, owl, reference, selection, sorted_selection
+from . import allocation, backends, nm, ops, owl, reference, selection, sorted_selection
 from .layers import Layers, pruned_count
 from .options import GLOBAL_METHODS, Options, rows_of
 
@@ -109,8 +109,17 @@ def _prepared(keys: Layers, sparsity: float, method, options: Options, group):
     return _prepare(keys, sparsity, method, options)
 
 
+def _keys_for(keys: Layers, method, options: Options, chosen: backends.Backend) -> Layers:
+    """ColumnScaled importances stay unmade on the plain path of the summary pipeline (the ops compute them as
+    they read the weights); every other path ranks tensors, so they are made here, one per layer."""
+    plain = (isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops and options.nm is None
+             and method != "owl" and not _uses_units(method, options))
+    return keys if plain else keys.materialized()
+
+
 def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,
           group=None) -> list[torch.Tensor]:
+    keys = _keys_for(keys, method, options, chosen)
     if isinstance(chosen, backends.ReferenceBackend):
         _check_group(method, options, group)
         keys.check_values()
@@ -125,6 +134,7 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
 def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,
                   group=None) -> tuple[list[int], list[int]]:
     """(pruned per layer, size of the layer each count refers to: the whole layer for a row shard)."""
+    keys = _keys_for(keys, method, options, chosen)
     if isinstance(chosen, backends.ReferenceBackend):
         _check_group(method, options, group)
         keys.check_values()
@@ -138,6 +148,7 @@ def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, 
 
 
 def scores(keys: Layers, options: Options, chosen: backends.Backend, float64: bool) -> list[torch.Tensor]:
+    keys = keys.materialized()
     if options.granularity == "layer":
         return chosen.scores(keys, float64)
     keys.check_values()

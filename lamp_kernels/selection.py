@@ -27,6 +27,7 @@ from types import ModuleType
 import torch
 
 from . import allocation, ops
+from .importance import scaled_error, scaled_importance
 from .kernels_torch import DTYPE_INFO, NONFINITE_BIN, magnitude_keys
 from .layers import MAGNITUDE_LIMIT, Layers, pruned_count
 
@@ -46,6 +47,7 @@ class Summary:
     sums: torch.Tensor  # int64[E, limbs]
     alive: int  # counts.sum()
     last_bin: int  # bins[-1], or -1 when every weight is masked out
+    scaled: bool = False  # the keys are a ColumnScaled importance (float32), not the weights themselves
 
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(counts int64[B], sums int64[B, limbs]) over every bin of the dtype."""
@@ -79,42 +81,56 @@ def to_host(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [part.reshape(t.shape) for part, t in zip(torch.split(flat, [t.numel() for t in tensors]), tensors)]
 
 
-def by_group(tensors: list[torch.Tensor], indices: list[int] | None = None) -> dict[tuple, list[int]]:
-    """Indices of the tensors grouped by (device, dtype), in order: one kernel launch per group."""
+def by_group(tensors: list[torch.Tensor], indices: list[int] | None = None,
+             scales: list[torch.Tensor | None] | None = None) -> dict[tuple, list[int]]:
+    """Indices of the tensors grouped by (device, dtype, column-scaled), in order: one kernel launch per group."""
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i in range(len(tensors)) if indices is None else indices:
-        groups[(tensors[i].device, tensors[i].dtype)].append(i)
+        groups[(tensors[i].device, tensors[i].dtype, scales is not None and scales[i] is not None)].append(i)
     return groups
 
 
-def summarize_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
-                     kernels: ModuleType = ops) -> list[Summary]:
-    """Summaries of the layers: one kernel call and one device-to-host copy per (device, dtype) group."""
+def _scaled_call(plain, scaled, idx: list[int], scales: list[torch.Tensor | None] | None):
+    """The kernel for a group from by_group: the plain op, or its column-scaled twin with the group's scales
+    as its third argument."""
+    if scales is None or scales[idx[0]] is None:
+        return plain
+    group_scales = [scales[i] for i in idx]
+    return lambda weights, masks, *rest: scaled(weights, masks, group_scales, *rest)
+
+
+def summarize_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | None], kernels: ModuleType = ops,
+                     scales: list[torch.Tensor | None] | None = None) -> list[Summary]:
+    """Summaries of the layers: one kernel call and one device-to-host copy per by_group group."""
     out: list[Summary | None] = [None] * len(weights)
-    for (_, dtype), idx in by_group(weights).items():
-        offsets, bins, counts, sums = to_host(*kernels.bin_summaries([weights[i] for i in idx],
-                                                                     [masks[i] for i in idx]))
+    for (_, dtype, scaled), idx in by_group(weights, None, scales).items():
+        summaries = _scaled_call(kernels.bin_summaries, ops.bin_summaries_scaled, idx, scales)
+        offsets, bins, counts, sums = to_host(*summaries([weights[i] for i in idx], [masks[i] for i in idx]))
         # per-layer totals and last bins in bulk: a model may have thousands of tiny layers
         alive = torch.zeros(len(idx), dtype=torch.int64).index_add_(
             0, torch.repeat_interleave(torch.arange(len(idx)), offsets.diff()), counts).tolist()
         ends = offsets[1:]
         last = torch.where(ends > offsets[:-1], bins[(ends - 1).clamp(min=0)] if bins.numel() else ends * 0, -1)
         offsets, last = offsets.tolist(), last.tolist()
+        key_dtype = torch.float32 if scaled else dtype
         for j, i in enumerate(idx):
             a, b = offsets[j], offsets[j + 1]
-            out[i] = Summary(dtype, weights[i].numel(), bins[a:b], counts[a:b], sums[a:b], alive[j], last[j])
+            out[i] = Summary(key_dtype, weights[i].numel(), bins[a:b], counts[a:b], sums[a:b], alive[j], last[j],
+                             scaled)
     return out
 
 
 def gather_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
-                  requests: list[tuple[int, int, int, int]], kernels: ModuleType = ops) -> dict[int, torch.Tensor]:
-    """Sorted alive keys of the requested bins: one kernel call and one copy per (device, dtype) group."""
+                  requests: list[tuple[int, int, int, int]], kernels: ModuleType = ops,
+                  scales: list[torch.Tensor | None] | None = None) -> dict[int, torch.Tensor]:
+    """Sorted alive keys of the requested bins: one kernel call and one copy per by_group group."""
     found = {}
     by_layer = {r[0]: r for r in requests}
-    for _, idx in by_group(weights, [r[0] for r in requests]).items():
+    for _, idx in by_group(weights, [r[0] for r in requests], scales).items():
         reqs = [by_layer[i] for i in idx]
-        keys = kernels.gather_bin_keys([weights[i] for i in idx], [masks[i] for i in idx], [r[1] for r in reqs],
-                                       [r[2] for r in reqs], [r[3] for r in reqs])
+        gather = _scaled_call(kernels.gather_bin_keys, ops.gather_bin_keys_scaled, idx, scales)
+        keys = gather([weights[i] for i in idx], [masks[i] for i in idx], [r[1] for r in reqs], [r[2] for r in reqs],
+                      [r[3] for r in reqs])
         for i, k in zip(idx, torch.split(to_host(keys)[0], [r[3] for r in reqs])):
             found[i] = k
     return found
@@ -129,7 +145,7 @@ def check_summary(s: Summary, name: str) -> None:
     """NaN/Inf among alive weights, and fp64 magnitudes outside [2^-496, 2^496), read off the bins. The
     limits are powers of two, so they fall on bin boundaries and the check is exact."""
     if s.last_bin >= NONFINITE_BIN[s.dtype]:
-        raise ValueError(f"{name} has NaN or Inf weights")
+        raise ValueError(scaled_error(name) if s.scaled else f"{name} has NaN or Inf weights")
     if s.dtype != torch.float64 or s.last_bin < 0:
         return
     if s.last_bin >= _bin_of(MAGNITUDE_LIMIT, s.dtype):
@@ -185,21 +201,24 @@ class LayerSource:
 
     @classmethod
     def from_layers(cls, layers: Layers, kernels: ModuleType = ops) -> LayerSource:
-        weights = layers.detached()
+        weights, scales = layers.detached(), layers.scales
 
         def summarize(indices: list[int]) -> list[Summary]:
-            return summarize_layers([weights[i] for i in indices], [layers.masks[i] for i in indices], kernels)
+            return summarize_layers([weights[i] for i in indices], [layers.masks[i] for i in indices], kernels,
+                                    None if scales is None else [scales[i] for i in indices])
 
         def gather(requests):
-            return gather_layers(weights, layers.masks, requests, kernels)
+            return gather_layers(weights, layers.masks, requests, kernels, scales)
 
         def count_key(i: int, key: int) -> int:
-            eq = magnitude_keys(weights[i]) == key
+            keys = weights[i] if scales is None or scales[i] is None else scaled_importance(weights[i], scales[i])
+            eq = magnitude_keys(keys) == key
             m = layers.masks[i]
             return int((eq if m is None else eq & m.reshape(-1)).sum())
 
-        return cls(layers.names, [w.dtype for w in weights], [tuple(w.shape) for w in weights], summarize, gather,
-                   count_key)
+        dtypes = [torch.float32 if scales is not None and scales[i] is not None else w.dtype
+                  for i, w in enumerate(weights)]
+        return cls(layers.names, dtypes, [tuple(w.shape) for w in weights], summarize, gather, count_key)
 
 
 def find_cuts(source: LayerSource, sparsity: float, method: str, group=None) -> Cuts:
@@ -217,12 +236,13 @@ def layer_cuts(layers: Layers, sparsity: float, method: str, group=None, kernels
 
 
 def apply_layer_cuts(layers: Layers, cuts: Cuts, kernels: ModuleType = ops) -> list[torch.Tensor]:
-    """Keep-masks of the layers from their cuts: one kernel call per (device, dtype) group."""
+    """Keep-masks of the layers from their cuts: one kernel call per by_group group."""
     out: list[torch.Tensor | None] = [None] * len(layers.tensors)
     weights = layers.detached()
-    for _, idx in by_group(weights).items():
-        masks = kernels.apply_cuts([weights[i] for i in idx], [layers.masks[i] for i in idx],
-                                   [cuts.cuts[i][0] for i in idx], [cuts.cuts[i][1] for i in idx])
+    for _, idx in by_group(weights, None, layers.scales).items():
+        apply = _scaled_call(kernels.apply_cuts, ops.apply_cuts_scaled, idx, layers.scales)
+        masks = apply([weights[i] for i in idx], [layers.masks[i] for i in idx], [cuts.cuts[i][0] for i in idx],
+                      [cuts.cuts[i][1] for i in idx])
         for i, m in zip(idx, masks):
             out[i] = m
     return out

@@ -84,6 +84,17 @@ def _worker(rank, world, init_file, queue):
                     expect = want[name][lo:lo + m.shape[0]]
                     assert torch.equal(m, expect), f"{method} {s} {name} rank {rank}"
                     assert frac[name] == want_frac[name], (method, s, name)
+        # ColumnScaled importance: each rank computes its shards' keys in the kernels; same masks as one process
+        g = torch.Generator().manual_seed(7)
+        scales = {name: torch.rand(w.shape[-1], generator=g) for name, w in full.items()}
+        for method in ("lamp", "global"):
+            want = lk.prune_masks(full, 0.5, method, importance={n: lk.ColumnScaled(s) for n, s in scales.items()})
+            got = lk.prune_masks(mine, 0.5, method, importance={n: lk.ColumnScaled(scales[n]) for n in mine},
+                                 group=dist.group.WORLD)
+            for name, m in got.items():
+                n = full[name].shape[0]
+                lo = rank * n // world if name.startswith("shared") else 0
+                assert torch.equal(m, want[name][lo:lo + m.shape[0]]), f"ColumnScaled {method} {name} rank {rank}"
         try:
             lk.prune_masks([torch.randn(3)], 0.5, group=dist.group.WORLD)
         except ValueError as e:

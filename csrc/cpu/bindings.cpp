@@ -19,6 +19,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bin_summaries", &lamp::bin_summaries, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys_many", &lamp::gather_bin_keys_many, py::call_guard<py::gil_scoped_release>());
+  m.def("bin_summaries_scaled", &lamp::bin_summaries_scaled, py::call_guard<py::gil_scoped_release>());
+  m.def("gather_bin_keys_scaled", &lamp::gather_bin_keys_scaled, py::call_guard<py::gil_scoped_release>());
+  m.def("apply_cuts_scaled", &lamp::apply_cuts_scaled, py::call_guard<py::gil_scoped_release>());
   m.def("apply_cut", &lamp::apply_cut, py::call_guard<py::gil_scoped_release>());
   m.def("zero_cut_", &lamp::zero_cut_, py::call_guard<py::gil_scoped_release>());
   m.def("apply_cuts", &lamp::apply_cuts, py::call_guard<py::gil_scoped_release>());

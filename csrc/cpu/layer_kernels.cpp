@@ -18,6 +18,7 @@
 
 #include "float_keys.h"
 #include "huge_pages.h"
+#include "scaled_keys.h"
 #include "summaries.h"
 #include "task_pool.h"
 
@@ -112,8 +113,9 @@ int64_t count_equal(const scalar_t* x, const bool* m, int64_t b, int64_t e, type
 }
 
 // Elements [b, e) of one layer, `rank` equal alive keys before b; sink(i, keep) records each decision.
+// Returns the rank after e (at least c.ties once every tie to prune is behind).
 template <typename scalar_t, typename Sink>
-void cut_range(const scalar_t* x, const bool* m, int64_t b, int64_t e, const KeyCut<typename Keys<scalar_t>::key_t>& c,
+int64_t cut_range(const scalar_t* x, const bool* m, int64_t b, int64_t e, const KeyCut<typename Keys<scalar_t>::key_t>& c,
                int64_t rank, Sink sink) {
   using K = Keys<scalar_t>;
   using key_t = typename K::key_t;
@@ -129,7 +131,7 @@ void cut_range(const scalar_t* x, const bool* m, int64_t b, int64_t e, const Key
     const int64_t i1 = std::min(e, i0 + kBlock);
     if (rank >= c.ties) {  // every tie to prune is behind: keep key >= cut to the end
       keep_from(i0, e, c.tie);
-      return;
+      return rank;
     }
     const int64_t equal = count_equal(x, m, i0, i1, c.tie);
     if (rank + equal <= c.ties) {  // all of this block's equal keys are pruned
@@ -143,12 +145,16 @@ void cut_range(const scalar_t* x, const bool* m, int64_t b, int64_t e, const Key
       sink(i, alive && (k > c.tie || (k == c.tie && rank++ >= c.ties)));
     }
   }
+  return rank;
 }
 
 // Cuts of many layers; out[i] == nullptr zeroes layer i in place (pruned and masked-out weights := +0, by an
 // AND with all ones or all zeros: branch-free, and each element is written after its own key was read).
+// With scales (one per layer), layer i's keys are its column-scaled importances (scaled_keys.h), cut as
+// float32 keys a block at a time; only masks are made then (out[i] set).
 void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& ms,
-                const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties, const std::vector<bool*>& out) {
+                const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties, const std::vector<bool*>& out,
+                const std::vector<at::Tensor>& scales = {}) {
   const size_t L = ws.size();
   const int workers = max_workers();
   std::vector<int64_t> first(L + 1, 0);  // layer i owns tasks [first[i], first[i + 1]): its chunks
@@ -161,11 +167,17 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
   auto layer_of = [&](int64_t t) {
     return static_cast<size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1);
   };
-  auto dispatch = [&](size_t i, auto fn) {
+  // fn(x, m, cut) on the layer's own keys, or scaled(layer, m, cut) on its importances.
+  auto dispatch = [&](size_t i, auto fn, auto scaled) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ws[i].scalar_type(), "cut_layers", [&] {
-      using key_t = typename Keys<scalar_t>::key_t;
-      fn(static_cast<scalar_t*>(ws[i].data_ptr()), ms[i].defined() ? ms[i].data_ptr<bool>() : nullptr,
-         KeyCut<key_t>(cut_keys[i], ties[i]));
+      scalar_t* x = static_cast<scalar_t*>(ws[i].data_ptr());
+      const bool* m = ms[i].defined() ? ms[i].data_ptr<bool>() : nullptr;
+      if (scales.empty()) {
+        fn(x, m, KeyCut<typename Keys<scalar_t>::key_t>(cut_keys[i], ties[i]));
+      } else {
+        scaled(ScaledLayer<scalar_t>{x, scales[i].data_ptr<float>(), ws[i].size(-1)}, m,
+               KeyCut<uint32_t>(cut_keys[i], ties[i]));
+      }
     });
   };
   // Equal keys at a cut are pruned in flat order: a chunk starts with rank = equal keys in the layer's
@@ -176,12 +188,21 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
   if (any_ties) {
     parallel_tasks(tasks, workers, [&](int64_t t, int) {
       const size_t i = layer_of(t);
-      dispatch(i, [&](auto* x, const bool* m, const auto& c) {
-        if (c.ties <= 0) return;
-        int64_t b, e;
-        chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
-        rank[t + 1] = count_equal(x, m, b, e, c.tie);
-      });
+      int64_t b, e;
+      chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
+      dispatch(
+          i,
+          [&](auto* x, const bool* m, const auto& c) {
+            if (c.ties > 0) rank[t + 1] = count_equal(x, m, b, e, c.tie);
+          },
+          [&](const auto& layer, const bool* m, const auto& c) {
+            if (c.ties <= 0) return;
+            int64_t equal = 0;
+            for_key_blocks(layer, b, e, [&](const float* keys, int64_t i0, int64_t n) {
+              equal += count_equal(keys, m ? m + i0 : nullptr, 0, n, c.tie);
+            });
+            rank[t + 1] = equal;
+          });
     });
     for (size_t i = 0; i < L; ++i) {  // exclusive prefix sums within each layer
       int64_t acc = 0;
@@ -195,20 +216,29 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
   }
   parallel_tasks(tasks, workers, [&](int64_t t, int) {
     const size_t i = layer_of(t);
-    dispatch(i, [&](auto* x, const bool* m, const auto& c) {
-      using scalar_t = std::remove_pointer_t<decltype(x)>;
-      using bits_t = typename Keys<scalar_t>::key_t;  // an unsigned integer as wide as scalar_t
-      static_assert(sizeof(bits_t) == sizeof(scalar_t));
-      int64_t b, e;
-      chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
-      if (bool* o = out[i]) {
-        cut_range(x, m, b, e, c, rank[t], [o](int64_t j, bool keep) { o[j] = keep; });
-      } else {
-        bits_t* bits = reinterpret_cast<bits_t*>(x);
-        cut_range(x, m, b, e, c, rank[t],
-                  [bits](int64_t j, bool keep) { bits[j] &= static_cast<bits_t>(-static_cast<bits_t>(keep)); });
-      }
-    });
+    int64_t b, e;
+    chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
+    dispatch(
+        i,
+        [&](auto* x, const bool* m, const auto& c) {
+          using scalar_t = std::remove_pointer_t<decltype(x)>;
+          using bits_t = typename Keys<scalar_t>::key_t;  // an unsigned integer as wide as scalar_t
+          static_assert(sizeof(bits_t) == sizeof(scalar_t));
+          if (bool* o = out[i]) {
+            cut_range(x, m, b, e, c, rank[t], [o](int64_t j, bool keep) { o[j] = keep; });
+          } else {
+            bits_t* bits = reinterpret_cast<bits_t*>(x);
+            cut_range(x, m, b, e, c, rank[t],
+                      [bits](int64_t j, bool keep) { bits[j] &= static_cast<bits_t>(-static_cast<bits_t>(keep)); });
+          }
+        },
+        [&](const auto& layer, const bool* m, const auto& c) {
+          int64_t r = rank[t];
+          for_key_blocks(layer, b, e, [&](const float* keys, int64_t i0, int64_t n) {
+            bool* o = out[i] + i0;
+            r = cut_range(keys, m ? m + i0 : nullptr, 0, n, c, r, [o](int64_t j, bool keep) { o[j] = keep; });
+          });
+        });
   });
 }
 
@@ -235,9 +265,12 @@ std::tuple<at::Tensor, at::Tensor> bin_summary(const at::Tensor& w, const std::o
   return {dense_counts, dense_sums};
 }
 
-at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
-                                const std::vector<std::optional<at::Tensor>>& masks, const std::vector<int64_t>& bin_lo,
-                                const std::vector<int64_t>& bin_hi) {
+namespace {
+
+// The gather over many layers; with scales, of their column-scaled importances (float32 keys).
+at::Tensor gather_layers(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+                         const std::vector<int64_t>& bin_lo, const std::vector<int64_t>& bin_hi,
+                         const std::vector<at::Tensor>& scales) {
   const size_t L = weights.size();
   TORCH_CHECK(masks.size() == L && bin_lo.size() == L && bin_hi.size() == L, "gather_bin_keys: one entry per layer");
   std::vector<at::Tensor> ws(L), ms(L);
@@ -248,6 +281,7 @@ at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
     ms[i] = contiguous_mask(masks[i]);
     TORCH_CHECK(!ms[i].defined() || (ms[i].scalar_type() == at::kBool && ms[i].numel() == ws[i].numel()),
                 "gather_bin_keys: a mask must be bool with one entry per weight");
+    if (!scales.empty()) check_scaled_layer(ws[i], scales[i], "gather_bin_keys_scaled");
     // Bins are in [0, 2^16): the range clamped to it fits 32-bit arithmetic; an empty range reads nothing.
     const bool any = std::min<int64_t>(bin_hi[i], 0xFFFF) >= std::max<int64_t>(bin_lo[i], 0);
     chunks[i] = any && ws[i].numel() ? chunk_count(ws[i].numel(), workers, kGrain) : 0;
@@ -260,18 +294,27 @@ at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
     const size_t i = static_cast<size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1);
     int64_t b, e;
     chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
-    const bool* m = ms[i].defined() ? ms[i].data_ptr<bool>() + b : nullptr;
+    const bool* m = ms[i].defined() ? ms[i].data_ptr<bool>() : nullptr;
     const int64_t lo = std::max<int64_t>(bin_lo[i], 0), hi = std::min<int64_t>(bin_hi[i], 0xFFFF);
     const uint32_t lo32 = static_cast<uint32_t>(lo), width = static_cast<uint32_t>(hi - lo);
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ws[i].scalar_type(), "gather_bin_keys", [&] {
-      const scalar_t* x = ws[i].data_ptr<scalar_t>() + b;
+      const scalar_t* x = ws[i].data_ptr<scalar_t>();
+      if (!scales.empty()) {
+        const ScaledLayer<scalar_t> layer{x, scales[i].data_ptr<float>(), ws[i].size(-1)};
+        for_key_blocks(layer, b, e, [&](const float* keys, int64_t i0, int64_t n) {
+          gather32(reinterpret_cast<const uint32_t*>(keys), m ? m + i0 : nullptr, n, bin_shift(kF32), lo32, width,
+                   found[t]);
+        });
+        return;
+      }
       const int shift = bin_shift(Keys<scalar_t>::code);
+      const bool* mb = m ? m + b : nullptr;
       if constexpr (sizeof(scalar_t) == 2)
-        gather16(reinterpret_cast<const uint16_t*>(x), m, e - b, shift, lo32, width, found[t]);
+        gather16(reinterpret_cast<const uint16_t*>(x + b), mb, e - b, shift, lo32, width, found[t]);
       else if constexpr (sizeof(scalar_t) == 4)
-        gather32(reinterpret_cast<const uint32_t*>(x), m, e - b, shift, lo32, width, found[t]);
+        gather32(reinterpret_cast<const uint32_t*>(x + b), mb, e - b, shift, lo32, width, found[t]);
       else
-        gather64(reinterpret_cast<const uint64_t*>(x), m, e - b, shift, lo32, width, found[t]);
+        gather64(reinterpret_cast<const uint64_t*>(x + b), mb, e - b, shift, lo32, width, found[t]);
     });
   });
   std::vector<int64_t> offset(L + 1, 0);
@@ -286,6 +329,22 @@ at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
   parallel_tasks(static_cast<int64_t>(L), workers,  // each layer's keys ascending
                  [&](int64_t i, int) { std::sort(o + offset[i], o + offset[i + 1]); });
   return out;
+}
+
+}  // namespace
+
+at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
+                                const std::vector<std::optional<at::Tensor>>& masks, const std::vector<int64_t>& bin_lo,
+                                const std::vector<int64_t>& bin_hi) {
+  return gather_layers(weights, masks, bin_lo, bin_hi, {});
+}
+
+at::Tensor gather_bin_keys_scaled(const std::vector<at::Tensor>& weights,
+                                  const std::vector<std::optional<at::Tensor>>& masks,
+                                  const std::vector<at::Tensor>& scales, const std::vector<int64_t>& bin_lo,
+                                  const std::vector<int64_t>& bin_hi) {
+  TORCH_CHECK(scales.size() == weights.size(), "gather_bin_keys_scaled: one scale per layer");
+  return gather_layers(weights, masks, bin_lo, bin_hi, scales);
 }
 
 at::Tensor gather_bin_keys(const at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t bin_lo,
@@ -307,23 +366,45 @@ static void check_cut_inputs(const std::vector<at::Tensor>& weights,
   }
 }
 
-std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
-                                   const std::vector<std::optional<at::Tensor>>& masks,
-                                   const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties) {
+namespace {
+
+std::vector<at::Tensor> masks_from_cuts(const std::vector<at::Tensor>& weights,
+                                        const std::vector<std::optional<at::Tensor>>& masks,
+                                        const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties,
+                                        const std::vector<at::Tensor>& scales, const char* op) {
   const size_t L = weights.size();
-  TORCH_CHECK(masks.size() == L && cut_keys.size() == L && ties.size() == L, "apply_cuts: one entry per layer");
+  TORCH_CHECK(masks.size() == L && cut_keys.size() == L && ties.size() == L, op, ": one entry per layer");
   std::vector<at::Tensor> ws(L), ms(L), outs(L);
   std::vector<bool*> out(L);
-  check_cut_inputs(weights, masks, "apply_cuts");
+  check_cut_inputs(weights, masks, op);
   for (size_t i = 0; i < L; ++i) {
     ws[i] = weights[i].contiguous();
+    if (!scales.empty()) check_scaled_layer(ws[i], scales[i], op);
+  }
+  for (size_t i = 0; i < L; ++i) {
     ms[i] = contiguous_mask(masks[i]);
     outs[i] = at::empty(ws[i].sizes(), ws[i].options().dtype(at::kBool));
     advise_huge_pages(outs[i].data_ptr(), outs[i].nbytes());
     out[i] = outs[i].data_ptr<bool>();
   }
-  cut_layers(ws, ms, cut_keys, ties, out);
+  cut_layers(ws, ms, cut_keys, ties, out, scales);
   return outs;
+}
+
+}  // namespace
+
+std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
+                                   const std::vector<std::optional<at::Tensor>>& masks,
+                                   const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties) {
+  return masks_from_cuts(weights, masks, cut_keys, ties, {}, "apply_cuts");
+}
+
+std::vector<at::Tensor> apply_cuts_scaled(const std::vector<at::Tensor>& weights,
+                                          const std::vector<std::optional<at::Tensor>>& masks,
+                                          const std::vector<at::Tensor>& scales, const std::vector<int64_t>& cut_keys,
+                                          const std::vector<int64_t>& ties) {
+  TORCH_CHECK(scales.size() == weights.size(), "apply_cuts_scaled: one scale per layer");
+  return masks_from_cuts(weights, masks, cut_keys, ties, scales, "apply_cuts_scaled");
 }
 
 void zero_cuts_(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,

@@ -22,6 +22,15 @@ at::Tensor gather_bin_keys_many(const std::vector<at::Tensor>& weights,
 std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
                                    const std::vector<std::optional<at::Tensor>>& masks,
                                    const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties);
+// The same for column-scaled importance keys fl32(|w| * s_j) (scaled_keys.h), float32 keys and cuts.
+at::Tensor gather_bin_keys_scaled(const std::vector<at::Tensor>& weights,
+                                  const std::vector<std::optional<at::Tensor>>& masks,
+                                  const std::vector<at::Tensor>& scales, const std::vector<int64_t>& bin_lo,
+                                  const std::vector<int64_t>& bin_hi);
+std::vector<at::Tensor> apply_cuts_scaled(const std::vector<at::Tensor>& weights,
+                                          const std::vector<std::optional<at::Tensor>>& masks,
+                                          const std::vector<at::Tensor>& scales, const std::vector<int64_t>& cut_keys,
+                                          const std::vector<int64_t>& ties);
 void zero_cuts_(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
                 const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties);
 

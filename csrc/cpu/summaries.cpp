@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "float_keys.h"
+#include "scaled_keys.h"
 #include "task_pool.h"
 
 namespace lamp {
@@ -31,17 +32,9 @@ struct Entries {
   std::vector<int64_t> bins, counts, sums;  // sums: limbs per entry
 };
 
-template <typename scalar_t>
-void small_summary(const at::Tensor& w, const at::Tensor& mask, Entries& out) {
-  using K = Keys<scalar_t>;
-  const int code = K::code, shift = bin_shift(code), limbs = num_limbs(code);
-  const int64_t n = w.numel();
-  const scalar_t* x = w.data_ptr<scalar_t>();
-  const bool* m = mask.defined() ? mask.data_ptr<bool>() : nullptr;
-  std::vector<uint64_t> keys;
-  keys.reserve(n);
-  for (int64_t i = 0; i < n; ++i)
-    if (!m || m[i]) keys.push_back(K::key(x[i]));
+// The entries of a small layer from its alive keys (in any order): sorted, then run-length encoded by bin.
+void entries_from_keys(int code, std::vector<uint64_t>& keys, Entries& out) {
+  const int shift = bin_shift(code), limbs = num_limbs(code);
   std::sort(keys.begin(), keys.end());
   for (size_t i = 0; i < keys.size(); ++i) {
     const int64_t bin = static_cast<int64_t>(keys[i] >> shift);
@@ -53,6 +46,16 @@ void small_summary(const at::Tensor& w, const at::Tensor& mask, Entries& out) {
     ++out.counts.back();
     if (limbs) add_square_limbs(code, keys[i], out.sums.data() + out.sums.size() - limbs);
   }
+}
+
+template <typename scalar_t>
+void small_summary(const scalar_t* x, const bool* m, int64_t n, Entries& out) {
+  using K = Keys<scalar_t>;
+  std::vector<uint64_t> keys;
+  keys.reserve(n);
+  for (int64_t i = 0; i < n; ++i)
+    if (!m || m[i]) keys.push_back(K::key(x[i]));
+  entries_from_keys(K::code, keys, out);
 }
 
 // Adds elements [b, e) of one layer into h: per bin (key >> shift) `1 + limbs` int64 slots, the alive count
@@ -85,10 +88,11 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
 // tasks are claimed in order, so a worker flushes at most once per layer it touched.
 constexpr size_t kGroupBytes = size_t{16} << 20;
 
-template <typename scalar_t>
-void dense_summaries(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& ms,
-                     const std::vector<int64_t>& large, std::vector<Entries>& parts) {
-  const int code = Keys<scalar_t>::code, limbs = num_limbs(code);
+// add_range(i, b, e, h) adds elements [b, e) of layer i into the histogram h (add_to_histogram's layout).
+template <typename key_scalar, typename AddRange>
+void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64_t>& large, std::vector<Entries>& parts,
+                     const AddRange& add_range) {
+  const int code = Keys<key_scalar>::code, limbs = num_limbs(code);
   const size_t stride = 1 + limbs, size = static_cast<size_t>(num_bins(code)) * stride;
   const int workers = max_workers();
   const size_t group = std::max<size_t>(1, kGroupBytes / (size * sizeof(int64_t)));
@@ -96,7 +100,7 @@ void dense_summaries(const std::vector<at::Tensor>& ws, const std::vector<at::Te
     const size_t G = std::min(group, large.size() - g0);
     std::vector<int64_t> first(G + 1, 0), chunks(G);
     for (size_t j = 0; j < G; ++j) {
-      chunks[j] = chunk_count(ws[large[g0 + j]].numel(), workers, kGrain);
+      chunks[j] = chunk_count(numels[large[g0 + j]], workers, kGrain);
       first[j + 1] = first[j] + chunks[j];
     }
     std::vector<std::vector<int64_t>> total(G, std::vector<int64_t>(size, 0));
@@ -124,11 +128,9 @@ void dense_summaries(const std::vector<at::Tensor>& ws, const std::vector<at::Te
         if (mine.h.empty()) mine.h.assign(size, 0);
         mine.layer = j;
       }
-      const at::Tensor& w = ws[large[g0 + j]];
-      const at::Tensor& m = ms[large[g0 + j]];
       int64_t b, e;
-      chunk_range(w.numel(), chunks[j], t - first[j], b, e);
-      add_to_histogram(w.data_ptr<scalar_t>(), m.defined() ? m.data_ptr<bool>() : nullptr, b, e, mine.h.data());
+      chunk_range(numels[large[g0 + j]], chunks[j], t - first[j], b, e);
+      add_range(large[g0 + j], b, e, mine.h.data());
     });
     for (Local& mine : local) flush(mine);
     for (size_t j = 0; j < G; ++j) {  // compact: the nonempty bins, ascending
@@ -145,33 +147,20 @@ void dense_summaries(const std::vector<at::Tensor>& ws, const std::vector<at::Te
   }
 }
 
-}  // namespace
+using Summaries = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
-    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks) {
-  const int64_t L = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(masks.size() == weights.size(), "bin_summaries: one mask (or None) per layer");
-  std::vector<at::Tensor> ws(L), ms(L);
-  int limbs = 0;
-  for (int64_t i = 0; i < L; ++i) {
-    ws[i] = weights[i].contiguous();
-    ms[i] = masks[i].has_value() && masks[i]->defined() ? masks[i]->contiguous() : at::Tensor();
-    TORCH_CHECK(ws[i].scalar_type() == ws[0].scalar_type(), "bin_summaries: one dtype per call");
-  }
-  if (L) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ws[0].scalar_type(), "bin_summaries",
-                                    [&] { limbs = num_limbs(Keys<scalar_t>::code); });
-  }
+// The summaries of L layers whose keys are key_scalar bit patterns: large layers through dense_summaries
+// (add_range), small ones a layer per task (small(i, entries)); then packed into the output tensors.
+template <typename key_scalar, typename AddRange, typename Small>
+Summaries summarize(const std::vector<int64_t>& numels, const AddRange& add_range, const Small& small_fn) {
+  const int64_t L = static_cast<int64_t>(numels.size());
+  const int limbs = num_limbs(Keys<key_scalar>::code);
   std::vector<Entries> parts(L);
   std::vector<int64_t> small, large;
-  for (int64_t i = 0; i < L; ++i) (ws[i].numel() > kSmallLayer ? large : small).push_back(i);
-  if (L) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ws[0].scalar_type(), "bin_summaries", [&] {
-      dense_summaries<scalar_t>(ws, ms, large, parts);
-      parallel_tasks(static_cast<int64_t>(small.size()), max_workers(),
-                     [&](int64_t j, int) { small_summary<scalar_t>(ws[small[j]], ms[small[j]], parts[small[j]]); });
-    });
-  }
+  for (int64_t i = 0; i < L; ++i) (numels[i] > kSmallLayer ? large : small).push_back(i);
+  dense_summaries<key_scalar>(numels, large, parts, add_range);
+  parallel_tasks(static_cast<int64_t>(small.size()), max_workers(),
+                 [&](int64_t j, int) { small_fn(small[j], parts[small[j]]); });
   at::Tensor offsets = at::empty({L + 1}, at::kLong);
   int64_t* off = offsets.data_ptr<int64_t>();
   off[0] = 0;
@@ -186,6 +175,86 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
     std::copy(p.sums.begin(), p.sums.end(), sums.data_ptr<int64_t>() + off[i] * limbs);
   }
   return {offsets, bins, counts, sums};
+}
+
+std::vector<at::Tensor> contiguous_masks(const std::vector<std::optional<at::Tensor>>& masks) {
+  std::vector<at::Tensor> ms(masks.size());
+  for (size_t i = 0; i < masks.size(); ++i)
+    ms[i] = masks[i].has_value() && masks[i]->defined() ? masks[i]->contiguous() : at::Tensor();
+  return ms;
+}
+
+const bool* mask_data(const at::Tensor& m) { return m.defined() ? m.data_ptr<bool>() : nullptr; }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
+    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks) {
+  const size_t L = weights.size();
+  TORCH_CHECK(masks.size() == L, "bin_summaries: one mask (or None) per layer");
+  std::vector<at::Tensor> ws(L);
+  const std::vector<at::Tensor> ms = contiguous_masks(masks);
+  std::vector<int64_t> numels(L);
+  for (size_t i = 0; i < L; ++i) {
+    ws[i] = weights[i].contiguous();
+    numels[i] = ws[i].numel();
+    TORCH_CHECK(ws[i].scalar_type() == ws[0].scalar_type(), "bin_summaries: one dtype per call");
+  }
+  const at::ScalarType type = L ? ws[0].scalar_type() : at::kFloat;
+  Summaries out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, type, "bin_summaries", [&] {
+    out = summarize<scalar_t>(
+        numels,
+        [&](size_t i, int64_t b, int64_t e, int64_t* h) {
+          add_to_histogram(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), b, e, h);
+        },
+        [&](size_t i, Entries& entries) {
+          small_summary(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), numels[i], entries);
+        });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries_scaled(
+    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+    const std::vector<at::Tensor>& scales) {
+  const size_t L = weights.size();
+  TORCH_CHECK(masks.size() == L && scales.size() == L, "bin_summaries_scaled: one mask (or None) and scale per layer");
+  std::vector<at::Tensor> ws(L);
+  const std::vector<at::Tensor> ms = contiguous_masks(masks);
+  std::vector<int64_t> numels(L);
+  for (size_t i = 0; i < L; ++i) {
+    ws[i] = weights[i].contiguous();
+    numels[i] = ws[i].numel();
+    TORCH_CHECK(ws[i].scalar_type() == ws[0].scalar_type(), "bin_summaries_scaled: one dtype per call");
+    check_scaled_layer(ws[i], scales[i], "bin_summaries_scaled");
+  }
+  const at::ScalarType type = L ? ws[0].scalar_type() : at::kFloat;
+  Summaries out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, type, "bin_summaries_scaled", [&] {
+    auto layer = [&](size_t i) {
+      return ScaledLayer<scalar_t>{ws[i].data_ptr<scalar_t>(), scales[i].data_ptr<float>(), ws[i].size(-1)};
+    };
+    out = summarize<float>(
+        numels,
+        [&](size_t i, int64_t b, int64_t e, int64_t* h) {
+          const bool* m = mask_data(ms[i]);
+          for_key_blocks(layer(i), b, e, [&](const float* keys, int64_t i0, int64_t n) {
+            add_to_histogram(keys, m ? m + i0 : nullptr, 0, n, h);
+          });
+        },
+        [&](size_t i, Entries& entries) {
+          const bool* m = mask_data(ms[i]);
+          std::vector<uint64_t> keys;
+          keys.reserve(numels[i]);
+          for_key_blocks(layer(i), 0, numels[i], [&](const float* k, int64_t i0, int64_t n) {
+            for (int64_t t = 0; t < n; ++t)
+              if (!m || m[i0 + t]) keys.push_back(Keys<float>::key(k[t]));
+          });
+          entries_from_keys(kF32, keys, entries);
+        });
+  });
+  return out;
 }
 
 }  // namespace lamp

@@ -13,4 +13,9 @@ namespace lamp {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
     const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks);
 
+// The same for importance keys fl32(|w| * s_j) (scaled_keys.h): float32 summaries, from any weight dtype.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries_scaled(
+    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+    const std::vector<at::Tensor>& scales);
+
 }  // namespace lamp

@@ -1,0 +1,64 @@
+// Column-scaled importance keys, computed while reading the weights: the importance of element i of a layer
+// is fl32(|w_i| * s_j), j = i mod cols (the column of a [rows, cols] weight; Wanda's |W_ij| * ||X_j|| when s
+// holds the input-feature norms), so no full-size importance tensor is ever made.
+//
+// The product is the one torch computes for `w.abs().to(torch.float32) * s` (float32 s): |w| converted to
+// float32 (exact for bf16/fp16/fp32, rounded to nearest for fp64), one IEEE multiply rounded to nearest
+// (no contraction: the extension is built with -ffp-contract=off). So the keys, and every result built on
+// them, equal those of the materialised tensor (lamp_kernels/importance.py, ColumnScaled).
+//
+// Kernels use the keys a block at a time: for_key_blocks fills a small buffer (it stays in L1) with the
+// float32 importances of consecutive elements, and the float32 kernels run on the buffer as on a layer.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+namespace lamp {
+
+constexpr int64_t kKeyBlock = 2048;  // importances per buffer: 8 KiB
+
+template <typename scalar_t>
+struct ScaledLayer {
+  const scalar_t* x;  // the weights, contiguous
+  const float* s;     // cols non-negative finite scales
+  int64_t cols;
+
+  // out[k] = fl32(|x[b + k]| * s[(b + k) mod cols]) for k < n; row by row, so the inner loop vectorises.
+  void fill(int64_t b, int64_t n, float* out) const {
+    int64_t j = b % cols, k = 0;
+    while (k < n) {
+      const int64_t seg = std::min(n - k, cols - j);
+      const scalar_t* xs = x + b + k;
+      const float* ss = s + j;
+      float* o = out + k;
+      for (int64_t t = 0; t < seg; ++t) o[t] = std::fabs(static_cast<float>(xs[t])) * ss[t];
+      k += seg;
+      j = 0;
+    }
+  }
+};
+
+// fn(keys, i0, n) for consecutive blocks [i0, i0 + n) of [b, e), keys[k] the importance of element i0 + k.
+template <typename scalar_t, typename Fn>
+void for_key_blocks(const ScaledLayer<scalar_t>& layer, int64_t b, int64_t e, Fn fn) {
+  float keys[kKeyBlock];
+  for (int64_t i0 = b; i0 < e; i0 += kKeyBlock) {
+    const int64_t n = std::min(kKeyBlock, e - i0);
+    layer.fill(i0, n, keys);
+    fn(static_cast<const float*>(keys), i0, n);
+  }
+}
+
+// Checks a layer's scale (float32, contiguous, one per column of the weight's last dimension) and the weight.
+inline void check_scaled_layer(const at::Tensor& w, const at::Tensor& scale, const char* op) {
+  TORCH_CHECK(w.dim() >= 1, op, ": a column-scaled importance needs a weight with at least one dimension");
+  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && scale.is_contiguous() &&
+                  scale.numel() == w.size(-1),
+              op, ": the scale must be a contiguous float32 vector with one entry per column (", w.size(-1), ")");
+}
+
+}  // namespace lamp

@@ -1,0 +1,173 @@
+"""ColumnScaled importance (|W_ij| * s_j computed as the weights are read): every path equals the same
+selection on the materialised float32 importance, the CPU kernels compute it without making it, and bad
+scales or overflowing products raise."""
+
+import pytest
+import torch
+from cases import CASES, DTYPES, random_masks
+
+import lamp_kernels as lk
+from lamp_kernels import importance as importance_module
+from lamp_kernels import ops
+from lamp_kernels.importance import ColumnScaled
+
+CPU = "cpu" in lk.available_backends()
+pytestmark = pytest.mark.skipif(not CPU, reason="the C++ extension is not built")
+
+
+def tie_scales(layers, seed=0):
+    """Per-column scales from a few repeated values, exact zeros among them: ties across columns and layers."""
+    g = torch.Generator().manual_seed(seed)
+    values = torch.tensor([0.0, 0.5, 1.0, 2.0, 3.0, 0.75])
+    return [values[torch.randint(0, 6, (w.shape[-1],), generator=g)] for w in layers]
+
+
+def materialised(layers, scales):
+    return [w.abs().float() * s for w, s in zip(layers, scales)]
+
+
+def _same(got, want, label):
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert torch.equal(g, w), f"{label}: layer {i} differs in {int((g != w).sum())} of {w.numel()} entries"
+
+
+def edge_layers(dtype):
+    """Sizes around the kernels' edges: a 2048-importance block ending inside a row, rows longer than a
+    block, layers above the small-layer size (dense summaries) and below it, one element, 1-D and 4-D."""
+    g = torch.Generator().manual_seed(11)
+    shapes = [(300, 77), (3, 5000), (2, 2049), (64, 3, 3, 7), (1,), (4097,), (5, 3), (2, 2048)]
+    values = torch.tensor([0.0, 0.25, 0.5, 1.0, -1.0, 2.0, -0.5])  # bf16-style ties, zeros, both signs
+    return [values[torch.randint(0, 7, s, generator=g)].to(dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", sorted(CASES) + ["edges"])
+def test_column_scaled_equals_the_materialised_importance(dtype, case):
+    layers = edge_layers(dtype) if case == "edges" else CASES[case](dtype)
+    scales = tie_scales(layers, seed=DTYPES.index(dtype))
+    full = materialised(layers, scales)
+    cs = [ColumnScaled(s) for s in scales]
+    masks = random_masks(layers) if DTYPES.index(dtype) % 2 else None
+    for method in lk.ALL_METHODS:
+        for s in (0.0, 0.3, 0.7) + ((1.0,) if method in ("lamp", "global") else ()):
+            want = lk.prune_masks(layers, s, method, masks=masks, importance=full, backend="reference")
+            for backend in ("reference", "cpu"):
+                got = lk.prune_masks(layers, s, method, masks=masks, importance=cs, backend=backend)
+                _same(got, want, f"{backend} {method} s={s}")
+            frac = lk.layer_sparsities(layers, s, method, masks=masks, importance=cs)
+            assert frac == [float((~m).sum()) / m.numel() for m in want]
+
+
+def test_every_option_equals_the_materialised_importance():
+    layers = edge_layers(torch.bfloat16)
+    scales = tie_scales(layers, seed=5)
+    full, cs = materialised(layers, scales), [ColumnScaled(s) for s in scales]
+    masks = random_masks(layers, seed=6)
+    options = [dict(granularity="row"), dict(method="uniform", granularity="row"),
+               dict(max_density=0.9), dict(method="owl", blocks=[0, 0, 1, 1, 1, 2, 2, 2])]
+    for kw in options:
+        kw = dict(kw)
+        method = kw.pop("method", "lamp")
+        want = lk.prune_masks(layers, 0.6, method, masks=masks, importance=full, **kw)
+        _same(lk.prune_masks(layers, 0.6, method, masks=masks, importance=cs, **kw), want, str(kw))
+    rows = [w for w in layers if w.dim() == 2 and w.shape[-1] % 4 == 0]  # N:M needs rows in groups of M
+    rows_scales = [s for w, s in zip(layers, scales) if w.dim() == 2 and w.shape[-1] % 4 == 0]
+    assert len(rows) == 2
+    want = lk.prune_masks(rows, 0.6, nm=(2, 4), importance=materialised(rows, rows_scales))
+    _same(lk.prune_masks(rows, 0.6, nm=(2, 4), importance=[ColumnScaled(s) for s in rows_scales]), want, "2:4")
+    for gran in ("layer", "row"):
+        want = lk.lamp_scores(layers, masks, importance=full, granularity=gran, dtype=torch.float64)
+        _same(lk.lamp_scores(layers, masks, importance=cs, granularity=gran, dtype=torch.float64), want, gran)
+    # mixed: some layers by a tensor, some ColumnScaled, in a dict
+    mixed = {str(i): (cs[i] if i % 2 else full[i]) for i in range(len(layers))}
+    named = {str(i): w for i, w in enumerate(layers)}
+    want = lk.prune_masks(named, 0.5, importance={str(i): f for i, f in enumerate(full)})
+    _same(list(lk.prune_masks(named, 0.5, importance=mixed).values()), list(want.values()), "mixed")
+
+
+def test_the_cpu_pipeline_never_makes_the_importance(monkeypatch):
+    """On the plain path the C++ kernels compute each importance as they read the weight: the function that
+    makes a full-size importance tensor is not called, and the scaled kernels are."""
+    g = torch.Generator().manual_seed(2)
+    layers = [torch.randn(200, 300, generator=g).bfloat16(), torch.randn(64, 100, generator=g).bfloat16()]
+    scales = [torch.rand(300, generator=g), torch.rand(100, generator=g)]
+    want = lk.prune_masks(layers, 0.5, importance=materialised(layers, scales))
+    calls = []
+    for name in ("bin_summaries_scaled", "gather_bin_keys_scaled", "apply_cuts_scaled"):
+        op = getattr(ops, name)
+        monkeypatch.setattr(ops, name, lambda *a, _op=op, _name=name: calls.append(_name) or _op(*a))
+
+    def refuse(*_):
+        raise AssertionError("a full-size importance tensor was made")
+
+    monkeypatch.setattr(importance_module, "scaled_importance", refuse)
+    monkeypatch.setattr("lamp_kernels.selection.scaled_importance", refuse)
+    got = lk.prune_masks(layers, 0.5, importance=[ColumnScaled(s) for s in scales])
+    _same(got, want, "fused")
+    assert {"bin_summaries_scaled", "gather_bin_keys_scaled", "apply_cuts_scaled"} <= set(calls)
+
+
+def test_the_product_is_float32_as_torch_rounds_it():
+    """fp64 weights: |w| rounds to float32 first, then one float32 multiply (what torch computes)."""
+    w = torch.tensor([[1.0 + 2.0**-40, 3.0, 1e-3], [2.0**-30, 7.0, 0.1]], dtype=torch.float64)
+    s = torch.tensor([3.0, 1.0 / 3.0, 10.0], dtype=torch.float64)
+    want = lk.prune_masks(w, 0.5, importance=w.abs().float() * s.float(), backend="reference")
+    _same([lk.prune_masks(w, 0.5, importance=ColumnScaled(s))], [want], "fp64")
+
+
+def test_bad_scales_and_overflowing_products():
+    g = torch.Generator().manual_seed(3)
+    w = [torch.randn(6, 5, generator=g), torch.randn(7, generator=g)]
+    ok = [torch.ones(5), torch.ones(7)]
+    bad = {
+        "shape": ([torch.ones(6), ok[1]], ValueError, "layer 0: ColumnScaled scale of shape"),
+        "negative": ([ok[0], -ok[1]], ValueError, "ColumnScaled scale.*negative"),
+        "nan": ([ok[0].clone().fill_(float("nan")), ok[1]], ValueError, "ColumnScaled scale.*NaN"),
+        "inf after float32": ([ok[0], ok[1].double() * 1e300], ValueError, "ColumnScaled scale.*Inf"),
+        "device": ([ok[0].to("meta"), ok[1]], ValueError, "layer 0: ColumnScaled scale is on meta"),
+        "dtype": ([ok[0].int(), ok[1]], TypeError, "floating-point"),
+    }
+    for backend in ("reference", "cpu"):
+        for scales, kind, message in bad.values():
+            with pytest.raises(kind, match=message):
+                lk.prune_masks(w, 0.5, importance=[ColumnScaled(s) for s in scales], backend=backend)
+        with pytest.raises(ValueError, match="0-d weight"):
+            lk.prune_masks(torch.tensor(1.0), 0.5, importance=ColumnScaled(torch.ones(1)), backend=backend)
+        huge = [w[0] * 1e37, w[1]]  # |w| * 100 leaves float32's range
+        for kw in ({}, {"granularity": "row"}):
+            with pytest.raises(ValueError, match="layer 0: the ColumnScaled importance .* NaN or Inf"):
+                lk.prune_masks(huge, 0.5, importance=[ColumnScaled(ok[0] * 100), ColumnScaled(ok[1])],
+                               backend=backend, **kw)
+    # a NaN weight that is masked out is never read, by either path
+    nan = w[0].clone()
+    nan[0, 0] = float("nan")
+    mask = torch.ones(6, 5, dtype=torch.bool)
+    mask[0, 0] = False
+    for backend in ("reference", "cpu"):
+        m = lk.prune_masks([nan, w[1]], 0.5, masks=[mask, None], importance=[ColumnScaled(s) for s in ok],
+                           backend=backend)
+        assert not m[0][0, 0]
+        with pytest.raises(ValueError, match="layer 0: the ColumnScaled importance"):
+            lk.prune_masks([nan, w[1]], 0.5, importance=[ColumnScaled(s) for s in ok], backend=backend)
+
+
+def test_inputs_are_not_modified():
+    w = torch.randn(30, 20, generator=torch.Generator().manual_seed(4)).bfloat16()
+    s = torch.rand(20, dtype=torch.float64)
+    w0, s0 = w.clone(), s.clone()
+    lk.prune_masks(w, 0.5, importance=ColumnScaled(s))
+    lk.prune_masks(w, 0.5, importance=ColumnScaled(s), granularity="row")
+    assert torch.equal(w, w0) and torch.equal(s, s0)
+
+
+@pytest.mark.skipif("triton" not in lk.available_backends(), reason="Triton (or its interpreter) is not available")
+def test_triton_ranks_the_made_importance():
+    """backend="triton" has no column-scaled kernels: the importance is made per layer, same masks."""
+    layers = CASES["heavy_ties"](torch.bfloat16)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    layers = [w.to(device) for w in layers]
+    scales = [s.to(device) for s in tie_scales(layers, seed=9)]
+    for method in ("lamp", "global", "uniform"):
+        want = lk.prune_masks(layers, 0.6, method, importance=materialised(layers, scales), backend="reference")
+        got = lk.prune_masks(layers, 0.6, method, importance=[ColumnScaled(s) for s in scales], backend="triton")
+        _same(got, want, method)
