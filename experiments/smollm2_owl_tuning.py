@@ -74,7 +74,8 @@ def main() -> None:
             with torch.no_grad():
                 for n in names:
                     params[n].copy_(dense[n] * masks[n])
-            result[where][key] = {"perplexity": perplexity(model, slices[where]), "seconds": round(time.perf_counter() - t, 1)}
+            result[where][key] = {"perplexity": perplexity(model, slices[where]),
+                                  "seconds": round(time.perf_counter() - t, 1)}
             save()
             print(f"{where} | {key}: {result[where][key]['perplexity']:.2f}", flush=True)
         return result[where][key]["perplexity"]

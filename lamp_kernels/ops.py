@@ -61,10 +61,12 @@ _lib.define("gather_bin_keys(Tensor[] weights, Tensor?[] masks, int[] bin_lo, in
 _lib.define("apply_cuts(Tensor[] weights, Tensor?[] masks, int[] cut_keys, int[] ties) -> Tensor[]")
 _lib.define("zero_cuts_(Tensor(a!)[] weights, Tensor?[] masks, int[] cut_keys, int[] ties) -> ()")
 # Column-scaled importance keys fl32(|w| * s_j) (importance.ColumnScaled), computed as the weights are read.
-_lib.define("bin_summaries_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales) -> (Tensor, Tensor, Tensor, Tensor)")
+_lib.define("bin_summaries_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales) "
+            "-> (Tensor, Tensor, Tensor, Tensor)")
 _lib.define("gather_bin_keys_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales, int[] bin_lo, int[] bin_hi, "
             "int[] sizes) -> Tensor")
-_lib.define("apply_cuts_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales, int[] cut_keys, int[] ties) -> Tensor[]")
+_lib.define("apply_cuts_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales, int[] cut_keys, int[] ties) "
+            "-> Tensor[]")
 _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Tensor[]")
 _lib.define("row_order_values(Tensor[] keys, Tensor?[] masks, int[] rows, bool lamp) -> Tensor[]")
 _lib.define("row_lamp_scores(Tensor[] keys, Tensor?[] masks, int[] rows, bool float64) -> Tensor[]")
