@@ -11,6 +11,7 @@
 #include "summaries.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -58,17 +59,33 @@ void small_summary(const scalar_t* x, const bool* m, int64_t n, Entries& out) {
   entries_from_keys(K::code, keys, out);
 }
 
+// Bins [lo, hi] of a histogram: the ones a pass touched (empty when lo > hi). Flushing, zeroing and
+// compacting only these keeps the per-layer cost proportional to the bins the values occupy (a few thousand
+// of fp32's 2^16 for real weights), not to the whole table.
+struct BinRange {
+  uint32_t lo = UINT32_MAX, hi = 0;
+  bool empty() const { return lo > hi; }
+  void add(uint32_t a, uint32_t b) {
+    lo = std::min(lo, a);
+    hi = std::max(hi, b);
+  }
+};
+
 // Adds elements [b, e) of one layer into h: per bin (key >> shift) `1 + limbs` int64 slots, the alive count
 // and the 27-bit limb sums of M^2 (fp32/fp64). Sums are exact integers, so any split of a layer into ranges,
-// added in any order, gives the same totals.
+// added in any order, gives the same totals. Widens `touched` to the bins it added to.
 template <typename scalar_t>
-inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* h) {
+inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
   using K = Keys<scalar_t>;
   constexpr int code = K::code;
   const int limbs = num_limbs(code), shift = bin_shift(code), stride = 1 + limbs;
+  uint32_t lo = touched.lo, hi = touched.hi;  // in registers through the loop
   auto add = [&](int64_t i) {
     const uint64_t k = K::key(x[i]);
-    int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
+    const uint32_t bin = static_cast<uint32_t>(k >> shift);
+    lo = std::min(lo, bin);
+    hi = std::max(hi, bin);
+    int64_t* slot = h + static_cast<size_t>(bin) * stride;
     ++slot[0];
     if (limbs) add_square_limbs(code, k, slot + 1);
   };
@@ -78,17 +95,19 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
   } else {
     for (int64_t i = b; i < e; ++i) add(i);
   }
+  touched = {lo, hi};
 }
 
 // Dense histograms of large layers, a group of layers at a time (their totals within kGroupBytes: 64 bf16/fp16
-// layers, 10 fp32, 6 fp64), all their chunks one list of tasks (one
-// parallel region per group, not per layer: a region shorter than a scheduler time slice gets little help
-// from a thread whose core another process is using). Each worker adds its chunks into its own histogram and,
-// when its next task belongs to another layer, flushes it into that layer's total (under the layer's lock):
-// tasks are claimed in order, so a worker flushes at most once per layer it touched.
+// layers, 10 fp32, 6 fp64), all their chunks one list of tasks (one parallel region per group, not per layer:
+// a region shorter than a scheduler time slice gets little help from a thread whose core another process is
+// using). Each worker adds its chunks into its own histogram and, when its next task belongs to another
+// layer, flushes the bins it touched into that layer's total (under the layer's lock) and zeroes them: tasks
+// are claimed in order, so a worker flushes at most once per layer it touched. A layer's total is allocated
+// at its first flush and only its touched range is ever initialised, added to or compacted.
 constexpr size_t kGroupBytes = size_t{16} << 20;
 
-// add_range(i, b, e, h) adds elements [b, e) of layer i into the histogram h (add_to_histogram's layout).
+// add_range(i, b, e, h, touched) adds elements [b, e) of layer i into the histogram h (add_to_histogram).
 template <typename key_scalar, typename AddRange>
 void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64_t>& large, std::vector<Entries>& parts,
                      const AddRange& add_range) {
@@ -96,6 +115,16 @@ void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64
   const size_t stride = 1 + limbs, size = static_cast<size_t>(num_bins(code)) * stride;
   const int workers = max_workers();
   const size_t group = std::max<size_t>(1, kGroupBytes / (size * sizeof(int64_t)));
+  struct Total {
+    std::mutex lock;
+    std::unique_ptr<int64_t[]> h;  // valid over bins `range` only
+    BinRange range;
+  };
+  struct Local {
+    int64_t layer = -1;
+    std::vector<int64_t> h;  // all zero outside `touched`
+    BinRange touched;
+  };
   for (size_t g0 = 0; g0 < large.size(); g0 += group) {
     const size_t G = std::min(group, large.size() - g0);
     std::vector<int64_t> first(G + 1, 0), chunks(G);
@@ -103,22 +132,30 @@ void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64
       chunks[j] = chunk_count(numels[large[g0 + j]], workers, kGrain);
       first[j + 1] = first[j] + chunks[j];
     }
-    std::vector<std::vector<int64_t>> total(G, std::vector<int64_t>(size, 0));
-    std::unique_ptr<std::mutex[]> locks(new std::mutex[G]);
-    struct Local {
-      int64_t layer = -1;
-      std::vector<int64_t> h;
-    };
+    std::vector<Total> total(G);
     std::vector<Local> local(static_cast<size_t>(workers));
     auto flush = [&](Local& mine) {
       if (mine.layer < 0) return;
-      {
-        std::lock_guard<std::mutex> lock(locks[mine.layer]);
-        int64_t* t = total[mine.layer].data();
-        for (size_t k = 0; k < size; ++k) t[k] += mine.h[k];
+      const BinRange r = mine.touched;
+      if (!r.empty()) {
+        Total& t = total[mine.layer];
+        const int64_t* src = mine.h.data();
+        std::lock_guard<std::mutex> lock(t.lock);
+        if (!t.h) t.h.reset(new int64_t[size]);  // uninitialised: bins outside t.range are never read
+        int64_t* dst = t.h.get();
+        if (t.range.empty()) {
+          std::copy(src + r.lo * stride, src + (r.hi + 1) * stride, dst + r.lo * stride);
+          t.range = r;
+        } else {
+          if (r.lo < t.range.lo) std::fill(dst + r.lo * stride, dst + t.range.lo * stride, 0);
+          if (r.hi > t.range.hi) std::fill(dst + (t.range.hi + 1) * stride, dst + (r.hi + 1) * stride, 0);
+          t.range.add(r.lo, r.hi);
+          for (size_t k = r.lo * stride; k < (r.hi + 1) * stride; ++k) dst[k] += src[k];
+        }
+        std::fill(mine.h.begin() + r.lo * stride, mine.h.begin() + (r.hi + 1) * stride, 0);
       }
-      std::fill(mine.h.begin(), mine.h.end(), 0);
       mine.layer = -1;
+      mine.touched = BinRange();
     };
     parallel_tasks(first[G], workers, [&](int64_t t, int worker) {
       const int64_t j = std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
@@ -130,20 +167,20 @@ void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64
       }
       int64_t b, e;
       chunk_range(numels[large[g0 + j]], chunks[j], t - first[j], b, e);
-      add_range(large[g0 + j], b, e, mine.h.data());
+      add_range(large[g0 + j], b, e, mine.h.data(), mine.touched);
     });
     for (Local& mine : local) flush(mine);
-    for (size_t j = 0; j < G; ++j) {  // compact: the nonempty bins, ascending
-      const int64_t* h = total[j].data();
+    parallel_tasks(static_cast<int64_t>(G), workers, [&](int64_t j, int) {  // compact: nonempty bins, ascending
+      const Total& t = total[j];
       Entries& out = parts[large[g0 + j]];
-      for (size_t bin = 0; bin < size / stride; ++bin) {
-        const int64_t* slot = h + bin * stride;
+      for (uint32_t bin = t.range.lo; !t.range.empty() && bin <= t.range.hi; ++bin) {
+        const int64_t* slot = t.h.get() + bin * stride;
         if (!slot[0]) continue;
         out.bins.push_back(static_cast<int64_t>(bin));
         out.counts.push_back(slot[0]);
         out.sums.insert(out.sums.end(), slot + 1, slot + stride);
       }
-    }
+    });
   }
 }
 
@@ -205,8 +242,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, type, "bin_summaries", [&] {
     out = summarize<scalar_t>(
         numels,
-        [&](size_t i, int64_t b, int64_t e, int64_t* h) {
-          add_to_histogram(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), b, e, h);
+        [&](size_t i, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
+          add_to_histogram(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), b, e, h, touched);
         },
         [&](size_t i, Entries& entries) {
           small_summary(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), numels[i], entries);
@@ -237,10 +274,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries_scaled(
     };
     out = summarize<float>(
         numels,
-        [&](size_t i, int64_t b, int64_t e, int64_t* h) {
+        [&](size_t i, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
           const bool* m = mask_data(ms[i]);
           for_key_blocks(layer(i), b, e, [&](const float* keys, int64_t i0, int64_t n) {
-            add_to_histogram(keys, m ? m + i0 : nullptr, 0, n, h);
+            add_to_histogram(keys, m ? m + i0 : nullptr, 0, n, h, touched);
           });
         },
         [&](size_t i, Entries& entries) {
