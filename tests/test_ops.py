@@ -128,15 +128,23 @@ def test_cut_pass_tie_ranks_across_blocks_and_chunks(dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_summaries_of_many_large_layers(dtype):
-    """Large layers are histogrammed a group at a time, every chunk of the group one task, each worker
-    flushing its histogram when it moves to another layer: equal to the twin for more layers than a group
-    holds (fp32: 10, fp64: 6), with masks and small layers between them, at 1 and 2 threads."""
+    """Large layers are histogrammed a group at a time, every chunk of the group one task (the small layers
+    tasks of the first group), each worker flushing the bins it touched when it moves to another layer: equal
+    to the twin for more large layers than a group holds (bf16/fp16: 256, fp32: 42, fp64: 25), with masks,
+    small layers between them, values in different ranges per layer, and layers whose chunks touch
+    disjoint bin ranges (their totals grow at both ends), at 1 and 2 threads."""
     g = torch.Generator().manual_seed(5)
+    layers = {torch.bfloat16: 270, torch.float16: 270, torch.float32: 50, torch.float64: 30}[dtype]
     ws, ms = [], []
-    for i in range(13):
-        n = 70_000 + 9_000 * i if i % 4 else 300 + i  # mostly large (> 4096), some small
-        ws.append((torch.randn(n, generator=g, dtype=torch.float64) * 2.0 ** (i - 6)).to(dtype))
+    for i in range(layers):
+        n = 4_200 + 97 * i if i % 4 else 300 + i  # mostly large (> 4096), some small
+        w = torch.randn(n, generator=g, dtype=torch.float64) * 2.0 ** (i % 13 - 6)
+        if i % 5 == 1:  # low values in the middle third, high ones around it
+            w[n // 3: 2 * n // 3] *= 2.0**-12
+        ws.append(w.to(dtype))
         ms.append(torch.rand(n, generator=g) > 0.3 if i % 3 == 0 else None)
+    ws.append((torch.arange(300_000, dtype=torch.float64) * 2.0**-10).to(dtype))  # ascending: every chunk its own
+    ms.append(None)
     threads = torch.get_num_threads()
     try:
         for t in (1, 2):

@@ -1,10 +1,12 @@
-// Sparse per-layer summaries of many layers in one call (the CPU kernel of lamp_kernels::bin_summaries).
+// Sparse per-layer summaries of many layers in one call (the CPU kernels of lamp_kernels::bin_summaries and
+// bin_summaries_scaled).
 //
 // A layer's summary lists only its nonempty bins: (bin, alive count, exact limb sums of M^2), bins
-// ascending. Memory and time are proportional to the layer's size, never to the 2^15/2^16 bins of the
-// dtype: a layer of 9 weights costs 9 entries. Large layers are histogrammed densely (add_to_histogram; one pass,
-// tasks over the chunks of several layers at once) and compacted; small ones are sorted by key and run-length encoded, a layer per task
-// (task_pool.h). Both give the same entries as the dense histogram (tested against kernels_torch).
+// ascending. Memory and time are proportional to the layer's size and the bins its values occupy, never to
+// the 2^15/2^16 bins of the dtype: a layer of 9 weights costs 9 entries. Large layers are histogrammed
+// densely (add_to_histogram; one pass, tasks over the chunks of many layers at once) and compacted; small
+// ones are sorted by key and run-length encoded, a layer per task in the same parallel region (task_pool.h).
+// Both give the same entries as the dense histogram (tested against kernels_torch).
 //
 // Output (one dtype per call): offsets int64[L + 1] (layer i owns entries [offsets[i], offsets[i+1])),
 // bins int64[E], counts int64[E], sums int64[E, limbs].
@@ -98,19 +100,22 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
   touched = {lo, hi};
 }
 
-// Dense histograms of large layers, a group of layers at a time (their totals within kGroupBytes: 64 bf16/fp16
-// layers, 10 fp32, 6 fp64), all their chunks one list of tasks (one parallel region per group, not per layer:
-// a region shorter than a scheduler time slice gets little help from a thread whose core another process is
-// using). Each worker adds its chunks into its own histogram and, when its next task belongs to another
-// layer, flushes the bins it touched into that layer's total (under the layer's lock) and zeroes them: tasks
-// are claimed in order, so a worker flushes at most once per layer it touched. A layer's total is allocated
-// at its first flush and only its touched range is ever initialised, added to or compacted.
-constexpr size_t kGroupBytes = size_t{16} << 20;
+// Dense histograms of large layers, a group of layers at a time (their full-size totals within kGroupBytes:
+// 256 bf16/fp16 layers, 42 fp32, 25 fp64), all their chunks one list of tasks -- with the small layers, one
+// task each, in the first group's list: as few parallel regions as possible, since each costs a thread whose
+// core another process is using up to a scheduler time slice of waiting. Each worker adds its chunks into its
+// own histogram and, when its next task belongs to another layer, flushes the bins it touched into that
+// layer's total (under the layer's lock) and zeroes them: tasks are claimed in order, so a worker flushes at
+// most once per layer it touched. A layer's total is allocated (uninitialised) at its first flush, and only
+// its touched range -- a few thousand bins for real weights -- is ever written, added to or compacted.
+constexpr size_t kGroupBytes = size_t{64} << 20;
 
-// add_range(i, b, e, h, touched) adds elements [b, e) of layer i into the histogram h (add_to_histogram).
-template <typename key_scalar, typename AddRange>
-void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64_t>& large, std::vector<Entries>& parts,
-                     const AddRange& add_range) {
+// add_range(i, b, e, h, touched) adds elements [b, e) of layer i into the histogram h (add_to_histogram);
+// small_fn(i, entries) summarises small layer i.
+template <typename key_scalar, typename AddRange, typename Small>
+void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64_t>& large,
+                     const std::vector<int64_t>& small, std::vector<Entries>& parts, const AddRange& add_range,
+                     const Small& small_fn) {
   const int code = Keys<key_scalar>::code, limbs = num_limbs(code);
   const size_t stride = 1 + limbs, size = static_cast<size_t>(num_bins(code)) * stride;
   const int workers = max_workers();
@@ -125,8 +130,9 @@ void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64
     std::vector<int64_t> h;  // all zero outside `touched`
     BinRange touched;
   };
-  for (size_t g0 = 0; g0 < large.size(); g0 += group) {
+  for (size_t g0 = 0; g0 == 0 || g0 < large.size(); g0 += group) {
     const size_t G = std::min(group, large.size() - g0);
+    const int64_t smalls = g0 == 0 ? static_cast<int64_t>(small.size()) : 0;  // tasks after the chunks
     std::vector<int64_t> first(G + 1, 0), chunks(G);
     for (size_t j = 0; j < G; ++j) {
       chunks[j] = chunk_count(numels[large[g0 + j]], workers, kGrain);
@@ -157,7 +163,11 @@ void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64
       mine.layer = -1;
       mine.touched = BinRange();
     };
-    parallel_tasks(first[G], workers, [&](int64_t t, int worker) {
+    parallel_tasks(first[G] + smalls, workers, [&](int64_t t, int worker) {
+      if (t >= first[G]) {
+        small_fn(small[t - first[G]], parts[small[t - first[G]]]);
+        return;
+      }
       const int64_t j = std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1;
       Local& mine = local[worker];
       if (mine.layer != j) {
@@ -186,8 +196,8 @@ void dense_summaries(const std::vector<int64_t>& numels, const std::vector<int64
 
 using Summaries = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// The summaries of L layers whose keys are key_scalar bit patterns: large layers through dense_summaries
-// (add_range), small ones a layer per task (small(i, entries)); then packed into the output tensors.
+// The summaries of L layers whose keys are key_scalar bit patterns: large layers by dense histograms
+// (add_range), small ones a layer per task (small_fn(i, entries)); then packed into the output tensors.
 template <typename key_scalar, typename AddRange, typename Small>
 Summaries summarize(const std::vector<int64_t>& numels, const AddRange& add_range, const Small& small_fn) {
   const int64_t L = static_cast<int64_t>(numels.size());
@@ -195,9 +205,7 @@ Summaries summarize(const std::vector<int64_t>& numels, const AddRange& add_rang
   std::vector<Entries> parts(L);
   std::vector<int64_t> small, large;
   for (int64_t i = 0; i < L; ++i) (numels[i] > kSmallLayer ? large : small).push_back(i);
-  dense_summaries<key_scalar>(numels, large, parts, add_range);
-  parallel_tasks(static_cast<int64_t>(small.size()), max_workers(),
-                 [&](int64_t j, int) { small_fn(small[j], parts[small[j]]); });
+  summarize_parts<key_scalar>(numels, large, small, parts, add_range, small_fn);
   at::Tensor offsets = at::empty({L + 1}, at::kLong);
   int64_t* off = offsets.data_ptr<int64_t>();
   off[0] = 0;
