@@ -88,3 +88,20 @@ def test_nm_and_a_large_layer_on_gpu():
                dict(min_density=0.4, max_density=0.6)):
         want = lk.prune_masks(w, 0.6, importance=imp, backend="cpu", **kw)
         _same(lk.prune_masks(_cuda(w), 0.6, importance=_cuda(imp), **kw), want, str(kw))
+
+
+@pytest.mark.parametrize("backend", [None, "triton", "cuda"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+def test_column_scaled_on_gpu(backend, dtype):
+    """ColumnScaled on CUDA tensors (the scaled ops' default makes the keys on the device): the same masks as
+    the CPU kernels, which compute the keys as they read the weights (test_column_scaled.py)."""
+    from tests.test_column_scaled import edge_layers, tie_scales
+
+    layers = edge_layers(dtype)
+    scales = tie_scales(layers, seed=2)
+    masks = random_masks(layers, seed=3)
+    for method in ("lamp", "global", "uniform"):
+        want = lk.prune_masks(layers, 0.6, method, masks=masks, importance=[lk.ColumnScaled(s) for s in scales])
+        got = lk.prune_masks(_cuda(layers), 0.6, method, masks=_cuda(masks),
+                             importance=[lk.ColumnScaled(s.cuda()) for s in scales], backend=backend)
+        _same(got, want, f"{backend} {method}")
