@@ -24,11 +24,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import __version__, ops, selection, staging
 from .api import METHODS
+from .importance import ColumnScaled, checked_scale, scaled_importance
 from .layers import check_sparsity
 from .naming import DEFAULT_EXCLUDE
 from .path_checks import check_output, check_side_output
@@ -104,9 +106,10 @@ class PruneJob:
     notices: list[str] = field(default_factory=list)  # warnings for the user (stale or concurrent runs)
     target: Path | None = field(default=None, init=False)  # dst's absolute location
     seen: tuple | None = field(default=None, init=False)  # what was at target when the run started
-    # name, tensor -> the importance the selection ranks instead of |w| (e.g. Wanda's, from calibration norms);
-    # computed per tensor when needed, never kept. None: magnitude.
-    importance: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    # name, tensor -> the importance the selection ranks instead of |w|: a tensor like it, or a ColumnScaled
+    # (Wanda's, from calibration norms: computed by the kernels as they read the tensor); asked per tensor when
+    # needed, never kept. None: magnitude.
+    importance: Callable[[str, torch.Tensor], Any] | None = None
     importance_name: str = "magnitude"  # what the report says the selection ranked
 
     def check(self) -> None:
@@ -238,25 +241,39 @@ def _open(job: PruneJob, rank: int, world: int):
     return ckpt, chosen, [e for e in chosen if e.file in owned], others
 
 
-def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, progress) -> selection.Cuts:
-    def keys(i: int, t: torch.Tensor) -> torch.Tensor:
-        return t if job.importance is None else job.importance(mine[i].name, t)
+def _keyed(job: PruneJob, name: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(tensor, scale) the kernels rank: the tensor itself (magnitude), its importance tensor, or the tensor with
+    the float32 scale of a ColumnScaled importance."""
+    if job.importance is None:
+        return t, None
+    imp = job.importance(name, t)
+    if isinstance(imp, ColumnScaled):
+        return t, checked_scale(imp, t, name)
+    return imp, None
 
-    def with_tensor(i: int, fn):  # fn sees a read-only view of the file; summaries are new tensors
-        out = with_mapped(mine[i], lambda t: fn(keys(i, t.to(device))))
+
+def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, progress) -> selection.Cuts:
+    def with_tensor(i: int, fn):  # fn(tensor, scale) sees a read-only view of the file; summaries are new tensors
+        out = with_mapped(mine[i], lambda t: fn(*_keyed(job, mine[i].name, t.to(device))))
         progress(mine[i].nbytes)
         return out
 
     def count_key(i: int, key: int) -> int:  # only row-sharded layers need it; checkpoint names are unique
         from .kernels_torch import magnitude_keys
 
-        return with_tensor(i, lambda t: int((magnitude_keys(t) == key).sum()))
+        return with_tensor(i, lambda t, s: int((magnitude_keys(t if s is None else scaled_importance(t, s))
+                                                == key).sum()))
+
+    def scales(s: torch.Tensor | None) -> list | None:
+        return None if s is None else [s]
 
     def summarize(indices: list[int]) -> list[selection.Summary]:  # one tensor in memory at a time
-        return [with_tensor(i, lambda t: selection.summarize_layers([t], [None])[0]) for i in indices]
+        return [with_tensor(i, lambda t, s: selection.summarize_layers([t], [None], scales=scales(s))[0])
+                for i in indices]
 
     def gather(requests) -> dict[int, torch.Tensor]:
-        return {r[0]: with_tensor(r[0], lambda t: selection.gather_layers([t], [None], [(0, *r[1:])])[0])
+        return {r[0]: with_tensor(r[0], lambda t, s: selection.gather_layers([t], [None], [(0, *r[1:])],
+                                                                             scales=scales(s))[0])
                 for r in requests}
 
     source = selection.LayerSource([e.name for e in mine], [e.torch_dtype for e in mine], [e.shape for e in mine],
@@ -308,7 +325,9 @@ def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device:
             buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
         out = buffer[:entry.nbytes].view(source.dtype).reshape(source.shape)
         if job.importance is not None:  # the cut is on the importance: mask from it, zeros into the weights
-            keep = ops.apply_cuts([job.importance(entry.name, source.to(device))], [None], [key], [ties])[0]
+            t, s = _keyed(job, entry.name, source.to(device))
+            keep = (ops.apply_cuts([t], [None], [key], [ties]) if s is None
+                    else ops.apply_cuts_scaled([t], [None], [s], [key], [ties]))[0]
             out.copy_(source)
             out.masked_fill_(~keep.cpu(), 0)
         elif device.type == "cpu":

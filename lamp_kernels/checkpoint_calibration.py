@@ -4,12 +4,12 @@ The model is loaded with ``transformers`` (only in this mode: magnitude pruning 
 checkpoint directory, in the checkpoint's dtype, on the chosen device; the text file is tokenized with the
 checkpoint's tokenizer (no special tokens), its first ``tokens`` tokens cut into windows of ``window``, and
 calibration.input_norms collects ||X_j|| for the Linear module of every selected tensor. The model is then
-released: pruning streams the checkpoint as in magnitude mode, computing each tensor's importance
-|W_ij| * ||X_j|| (float32) from the tensor as it is read, so the importance is never kept beyond one tensor.
+released: pruning streams the checkpoint as in magnitude mode, and the kernels compute each tensor's
+importance |W_ij| * ||X_j|| (float32) as they read it (lamp_kernels.ColumnScaled), so no importance tensor
+is ever made.
 
 Memory: during calibration the whole model (as transformers loads it) plus one window's activations and one
-float32 vector per Linear; during pruning, as in magnitude mode, plus one float32 copy of the tensor being
-summarised or written (4 bytes per weight of the largest selected tensor).
+float32 vector per Linear; during pruning, as in magnitude mode (plus a bool mask of the tensor being written).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from .calibration import input_norms, wanda_importance
+from .calibration import input_norms
+from .importance import ColumnScaled
 from .safetensors_io import CheckpointError
 
 SUFFIX = ".weight"
@@ -78,8 +79,12 @@ def wanda_norms(src: Path, text_file: Path, names: list[str], *, tokens: int = 8
 
 
 def wanda_importance_of(norms: dict[str, torch.Tensor]):
-    """The PruneJob.importance callable: Wanda's importance of a tensor read from the checkpoint."""
-    def importance(name: str, weight: torch.Tensor) -> torch.Tensor:
-        return wanda_importance(weight, norms[name].to(weight.device))
+    """The PruneJob.importance callable: Wanda's importance of a tensor read from the checkpoint, as a
+    ColumnScaled (the kernels compute |W_ij| * ||X_j|| as they read the tensor)."""
+    def importance(name: str, weight: torch.Tensor) -> ColumnScaled:
+        if weight.dim() != 2 or norms[name].shape != (weight.shape[1],):
+            raise CheckpointError(f"{name}: Wanda importance needs a weight [out, in] and norms [in]; got "
+                                  f"{tuple(weight.shape)} and {tuple(norms[name].shape)}")
+        return ColumnScaled(norms[name].to(weight.device))
 
     return importance

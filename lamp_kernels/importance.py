@@ -41,7 +41,8 @@ def scaled_importance(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor
     return weight.detach().abs().to(torch.float32) * scale
 
 
-def _check_scale(entry: ColumnScaled, w: torch.Tensor, name: str) -> torch.Tensor:
+def checked_scale(entry: ColumnScaled, w: torch.Tensor, name: str) -> torch.Tensor:
+    """The entry's scale as a contiguous float32 vector, checked against the weight (ValueError/TypeError)."""
     s = entry.scale
     if not isinstance(s, torch.Tensor) or not s.is_floating_point():
         raise TypeError(f"{name}: ColumnScaled needs a floating-point tensor of scales")
@@ -130,7 +131,7 @@ def key_layers(layers: Layers, importance: Any) -> Layers:
     for t, w, name in zip(entries, layers.tensors, layers.names):
         if isinstance(t, ColumnScaled):
             tensors.append(w.detach())
-            scales.append(_check_scale(t, w, name))
+            scales.append(checked_scale(t, w, name))
         else:
             tensors.append(_check_tensor(t, w, name))
             scales.append(None)

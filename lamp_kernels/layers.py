@@ -195,10 +195,6 @@ class Layers:
         check_scaled_products(keys, [i for i, s in enumerate(self.scales) if s is not None])
         return keys
 
-    def with_tensors(self, tensors: list[torch.Tensor]) -> Layers:
-        """Other tensors of the same shapes in the same container: the importance keys of these layers."""
-        return Layers(list(tensors), self.masks, self.names, self.kind, self.keys)
-
     def detached(self) -> list[torch.Tensor]:
         """The tensors without autograd history (views of the same memory), made once per Layers."""
         if self._detached is None:
