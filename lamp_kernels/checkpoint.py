@@ -117,6 +117,8 @@ class PruneJob:
         self.sparsity = check_sparsity(self.sparsity)
         if self.method not in METHODS:
             raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.importance is not None and self.group is not None:  # the layer table would carry weight dtypes
+            raise CheckpointError("an importance other than magnitude runs in a single process (no group)")
         for pattern in (*self.include, *self.exclude):
             try:
                 re.compile(pattern)

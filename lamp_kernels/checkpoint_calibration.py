@@ -4,12 +4,14 @@ The model is loaded with ``transformers`` (only in this mode: magnitude pruning 
 checkpoint directory, in the checkpoint's dtype, on the chosen device; the text file is tokenized with the
 checkpoint's tokenizer (no special tokens), its first ``tokens`` tokens cut into windows of ``window``, and
 calibration.input_norms collects ||X_j|| for the Linear module of every selected tensor. The model is then
-released: pruning streams the checkpoint as in magnitude mode, and the kernels compute each tensor's
-importance |W_ij| * ||X_j|| (float32) as they read it (lamp_kernels.ColumnScaled), so no importance tensor
-is ever made.
+released: pruning streams the checkpoint as in magnitude mode, ranking each tensor by its importance
+|W_ij| * ||X_j|| (float32, lamp_kernels.ColumnScaled): on the CPU the kernels compute it as they read the
+tensor, so no importance tensor is made; on --device cuda the float32 importance of the one tensor being
+read is made on the GPU.
 
 Memory: during calibration the whole model (as transformers loads it) plus one window's activations and one
-float32 vector per Linear; during pruning, as in magnitude mode (plus a bool mask of the tensor being written).
+float32 vector per Linear; during pruning, as in magnitude mode plus a bool mask of the tensor being written
+(and on CUDA its float32 importance).
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ class _GlobalLayer:
     dtype: torch.dtype
     rows: list[int]  # dim-0 size held by each rank (0 = not held)
     tail: tuple[int, ...]  # the other dims
+    scaled: bool = False  # keyed by a ColumnScaled importance on some rank (for error messages)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -39,12 +40,13 @@ def _device(group) -> torch.device:
 
 def _layer_table(source: LayerSource, group) -> list[_GlobalLayer]:
     world = dist.get_world_size(group)
-    local = [(n, str(d), tuple(s)) for n, d, s in zip(source.names, source.dtypes, source.shapes)]
+    scaled = source.scaled or [False] * len(source.names)
+    local = [(n, str(d), tuple(s), c) for n, d, s, c in zip(source.names, source.dtypes, source.shapes, scaled)]
     everyone: list = [None] * world
     dist.all_gather_object(everyone, local, group=group)
     table: dict[str, _GlobalLayer] = {}
     for r, entries in enumerate(everyone):
-        for name, dtype, shape in entries:
+        for name, dtype, shape, is_scaled in entries:
             dt = getattr(torch, dtype.split(".")[-1])
             if name not in table:
                 table[name] = _GlobalLayer(name, dt, [0] * world, tuple(shape[1:]) if shape else None)
@@ -53,6 +55,7 @@ def _layer_table(source: LayerSource, group) -> list[_GlobalLayer]:
                 raise ValueError(f"layer {name!r}: the shards on different ranks do not fit together as rows "
                                  f"(dtype {dt} vs {g.dtype}, shape {shape}, rank {r})")
             g.rows[r] = shape[0] if shape else 1
+            g.scaled |= is_scaled
     return list(table.values())
 
 
@@ -103,7 +106,7 @@ def distributed_cuts(source: LayerSource, sparsity: float, method: str, group) -
         numel = 1
         for d in g.shape:
             numel *= d
-        summaries.append(Summary.from_dense(g.dtype, numel, counts, sums))
+        summaries.append(Summary.from_dense(g.dtype, numel, counts, sums, g.scaled))
 
     def gather(requests: list[tuple[int, int, int, int]]) -> dict[int, torch.Tensor]:
         # Every rank gets the same requests (the plan is global): gather this rank's shards of all of them

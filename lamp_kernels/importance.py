@@ -7,10 +7,11 @@ Each entry is either
   shape, device or dtype, or a NaN, Inf or negative value anywhere, masked entries included: one min/max
   pass per layer, raises; -0.0 counts as zero); or
 - ``ColumnScaled(scale)``: the importance fl32(|W_ij| * scale_j), j the column (the weight's last dimension;
-  Wanda's |W_ij| * ||X_j|| when scale holds the input-feature norms). Nothing full-size is made: the CPU
-  kernels of the plain selection compute each importance as they read the weight, and the other paths make
-  one float32 tensor per layer (Layers.materialized). The scale is checked here (finite, >= 0); a product
-  that overflows float32, or a NaN/Inf alive weight, raises when the keys are read.
+  Wanda's |W_ij| * ||X_j|| when scale holds the input-feature norms). The CPU kernels of the plain selection
+  compute each importance as they read the weight, so nothing full-size is made; the other paths (and the
+  ops' defaults on CUDA) make one float32 tensor per layer (Layers.materialized). The scale is checked here
+  (finite, >= 0 once rounded to float32); a product that overflows float32, or a NaN/Inf alive weight,
+  raises when the keys are read.
 
 Selection then runs on these *keys* exactly as it runs on |w| without them (reference.py), and the masks
 apply to the weights.
@@ -29,9 +30,11 @@ from .layers import MAGNITUDE_LIMIT, SUPPORTED_DTYPES, Layers
 
 @dataclass(frozen=True)
 class ColumnScaled:
-    """Importance |W_ij| * scale_j in float32 (one rounding of the product of float32 values), without a
-    full-size tensor: ``prune_masks(weights, 0.5, importance={name: ColumnScaled(norms[name]) ...})``.
-    scale: one non-negative finite value per column (the weight's last dimension), any floating dtype."""
+    """Importance |W_ij| * scale_j in float32, without a full-size tensor on the CPU:
+    ``prune_masks(weights, 0.5, importance={name: ColumnScaled(norms[name]) ...})``. scale: one non-negative
+    finite value per column (the weight's last dimension), any floating dtype, rounded to float32 first; |W_ij|
+    is converted to float32 and the product rounded once: ``w.abs().float() * scale.float()``, bit for bit with
+    flush-to-zero off (torch's default)."""
 
     scale: torch.Tensor
 
@@ -88,7 +91,8 @@ def _entries(layers: Layers, importance: Any) -> list[Any]:
                              f"unknown {[str(k) for k in extra[:5]]}")
         return [importance[k] for k in layers.keys]
     if not isinstance(importance, (list, tuple)) or len(importance) != len(layers.tensors):
-        raise ValueError(f"importance must be a list of {len(layers.tensors)} tensors, like weights")
+        raise ValueError(f"importance must be a list of {len(layers.tensors)} tensors (or ColumnScaled), like "
+                         "weights")
     return list(importance)
 
 

@@ -163,8 +163,9 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, importanc
     uses it.
 
     importance: "magnitude" (|w|), "wanda" (|W_ij| * ||X_j||, the input norms collected over
-    ``calibration``, an iterable of batches the model is called on: calibration.input_norms; computed as the
-    kernels read the weights, never stored), or a dict of importance tensors (or ColumnScaled) by weight name.
+    ``calibration``, an iterable of batches the model is called on: calibration.input_norms; ranked as
+    ColumnScaled, so on the CPU computed as the kernels read the weights, never stored), or a dict of
+    importance tensors (or ColumnScaled) by weight name.
     granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks: as in prune_masks (OWL's blocks
     default to the first number in each weight's name).
 

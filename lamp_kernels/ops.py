@@ -82,6 +82,9 @@ def reference_lamp_scores(weights: list[Tensor], masks: list[Tensor | None], flo
 def _scaled_keys(weights: list[Tensor], scales: list[Tensor]) -> list[Tensor]:
     from .importance import scaled_importance
 
+    for w, s in zip(weights, scales):
+        if s.dtype != torch.float32 or s.shape != (w.shape[-1],) or s.device != w.device:
+            raise RuntimeError("the scaled ops take one float32 scale per column, on the weight's device")
     return [scaled_importance(w, s) for w, s in zip(weights, scales)]
 
 

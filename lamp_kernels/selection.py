@@ -59,10 +59,11 @@ class Summary:
         return counts, sums
 
     @classmethod
-    def from_dense(cls, dtype: torch.dtype, numel: int, counts: torch.Tensor, sums: torch.Tensor) -> Summary:
+    def from_dense(cls, dtype: torch.dtype, numel: int, counts: torch.Tensor, sums: torch.Tensor,
+                   scaled: bool = False) -> Summary:
         bins = torch.nonzero(counts).reshape(-1)
         return cls(dtype, numel, bins, counts[bins], sums[bins], int(counts.sum()),
-                   int(bins[-1]) if bins.numel() else -1)
+                   int(bins[-1]) if bins.numel() else -1, scaled)
 
 
 @dataclass
@@ -198,6 +199,7 @@ class LayerSource:
     summarize: Callable[[list[int]], list[Summary]]  # the summaries of the given layers
     gather: Gather  # sorted alive keys of the requested bins, on the CPU
     count_key: Callable[[int, int], int]  # alive weights of layer i whose key equals the given one
+    scaled: list[bool] | None = None  # layers whose keys are a ColumnScaled importance (for error messages)
 
     @classmethod
     def from_layers(cls, layers: Layers, kernels: ModuleType = ops) -> LayerSource:
@@ -216,9 +218,9 @@ class LayerSource:
             m = layers.masks[i]
             return int((eq if m is None else eq & m.reshape(-1)).sum())
 
-        dtypes = [torch.float32 if scales is not None and scales[i] is not None else w.dtype
-                  for i, w in enumerate(weights)]
-        return cls(layers.names, dtypes, [tuple(w.shape) for w in weights], summarize, gather, count_key)
+        scaled = [scales is not None and scales[i] is not None for i in range(len(weights))]
+        dtypes = [torch.float32 if scaled[i] else w.dtype for i, w in enumerate(weights)]
+        return cls(layers.names, dtypes, [tuple(w.shape) for w in weights], summarize, gather, count_key, scaled)
 
 
 def find_cuts(source: LayerSource, sparsity: float, method: str, group=None) -> Cuts:

@@ -131,3 +131,11 @@ def test_wanda_refuses_bad_arguments_before_calibrating(tmp_path, monkeypatch, c
     assert lamp_prune(args) == 2
     err = capsys.readouterr().err
     assert ("exists; pass --force" if problem == "existing output" else "invalid regular expression") in err
+
+
+def test_importance_does_not_run_distributed(tmp_path):
+    """PruneJob (the API under lamp-prune) refuses an importance with a process group before reading anything:
+    its distributed layer table carries the tensors' dtypes, not the importance's."""
+    job = checkpoint.PruneJob(tmp_path / "missing", None, 0.5, dry_run=True, importance=lambda n, t: t, group=object())
+    with pytest.raises(checkpoint.CheckpointError, match="single process"):
+        job.check()

@@ -107,6 +107,27 @@ def test_the_cpu_pipeline_never_makes_the_importance(monkeypatch):
     assert {"bin_summaries_scaled", "gather_bin_keys_scaled", "apply_cuts_scaled"} <= set(calls)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_ties_across_chunks(threads):
+    """Layers of many chunks with heavy ties: the cut falls inside a tie group and equal importances are
+    pruned in flat order across chunk and block edges (each chunk's count of equal keys, then its rank)."""
+    g = torch.Generator().manual_seed(8)
+    values = torch.tensor([0.0, 0.5, 1.0, -1.0, 2.0])
+    layers = [values[torch.randint(0, 5, (600, 1001), generator=g)].bfloat16(),
+              values[torch.randint(0, 5, (333, 777), generator=g)].float()]
+    scales = [torch.tensor([1.0, 2.0, 0.5])[torch.randint(0, 3, (w.shape[-1],), generator=g)] for w in layers]
+    masks = random_masks(layers, seed=9)
+    full, cs = materialised(layers, scales), [ColumnScaled(s) for s in scales]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        for method, s in (("lamp", 0.37), ("global", 0.61), ("uniform", 0.45)):
+            want = lk.prune_masks(layers, s, method, masks=masks, importance=full, backend="reference")
+            _same(lk.prune_masks(layers, s, method, masks=masks, importance=cs), want, f"{method} {s}")
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_the_product_is_float32_as_torch_rounds_it():
     """fp64 weights: |w| rounds to float32 first, then one float32 multiply (what torch computes)."""
     w = torch.tensor([[1.0 + 2.0**-40, 3.0, 1e-3], [2.0**-30, 7.0, 0.1]], dtype=torch.float64)

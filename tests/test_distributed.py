@@ -95,6 +95,13 @@ def _worker(rank, world, init_file, queue):
                 n = full[name].shape[0]
                 lo = rank * n // world if name.startswith("shared") else 0
                 assert torch.equal(m, want[name][lo:lo + m.shape[0]]), f"ColumnScaled {method} {name} rank {rank}"
+        overflow = {n: lk.ColumnScaled(torch.full((w.shape[-1],), 3e38)) for n, w in mine.items()}
+        try:  # every rank raises the same error after the one all_reduce, naming the importance
+            lk.prune_masks(mine, 0.5, importance=overflow, group=dist.group.WORLD)
+        except ValueError as e:
+            assert "ColumnScaled importance" in str(e), str(e)
+        else:
+            raise AssertionError("an overflowing ColumnScaled product should raise")
         try:
             lk.prune_masks([torch.randn(3)], 0.5, group=dist.group.WORLD)
         except ValueError as e:

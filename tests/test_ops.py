@@ -130,24 +130,26 @@ def test_cut_pass_tie_ranks_across_blocks_and_chunks(dtype):
 def test_summaries_of_many_large_layers(dtype):
     """Large layers are histogrammed a group at a time, every chunk of the group one task (the small layers
     tasks of the first group), each worker flushing the bins it touched when it moves to another layer: equal
-    to the twin for more large layers than a group holds (bf16/fp16: 256, fp32: 42, fp64: 25), with masks,
-    small layers between them, values in different ranges per layer, and layers whose chunks touch
-    disjoint bin ranges (their totals grow at both ends), at 1 and 2 threads."""
+    to the twin for more large layers than a group holds (bf16/fp16: 256, fp32: 42, fp64: 25), so a second
+    group runs, with masks, small layers between them, values in a different range per layer, and
+    multi-chunk layers whose chunks cover different bin ranges in no order (a layer's total is flushed into
+    several times, growing up, down or across a gap), at 1, 2 and 3 threads."""
     g = torch.Generator().manual_seed(5)
-    layers = {torch.bfloat16: 270, torch.float16: 270, torch.float32: 50, torch.float64: 30}[dtype]
+    layers = {torch.bfloat16: 350, torch.float16: 350, torch.float32: 60, torch.float64: 36}[dtype]
+    chunk_scales = [0, -10, 8, -20, 4, -6, 12, -14]  # exponents of 2, one per 65,536 elements
     ws, ms = [], []
     for i in range(layers):
-        n = 4_200 + 97 * i if i % 4 else 300 + i  # mostly large (> 4096), some small
-        w = torch.randn(n, generator=g, dtype=torch.float64) * 2.0 ** (i % 13 - 6)
-        if i % 5 == 1:  # low values in the middle third, high ones around it
-            w[n // 3: 2 * n // 3] *= 2.0**-12
+        if i in (5, layers // 2, layers - 3):  # multi-chunk: 8 x 65,536 elements
+            parts = [torch.randn(65536, generator=g, dtype=torch.float64) * 2.0 ** e for e in chunk_scales]
+            w = torch.cat(parts[i % 3:] + parts[:i % 3])
+        else:
+            n = 4_200 + 97 * i if i % 4 else 300 + i  # mostly large (> 4096), some small
+            w = torch.randn(n, generator=g, dtype=torch.float64) * 2.0 ** (i % 13 - 6)
         ws.append(w.to(dtype))
-        ms.append(torch.rand(n, generator=g) > 0.3 if i % 3 == 0 else None)
-    ws.append((torch.arange(300_000, dtype=torch.float64) * 2.0**-10).to(dtype))  # ascending: every chunk its own
-    ms.append(None)
+        ms.append(torch.rand(w.numel(), generator=g) > 0.3 if i % 3 == 0 else None)
     threads = torch.get_num_threads()
     try:
-        for t in (1, 2):
+        for t in (1, 2, 3):
             torch.set_num_threads(t)
             got = ops._C.bin_summaries(ws, ms)
             want = kernels_torch.bin_summaries_ref(ws, ms)

@@ -56,9 +56,9 @@ void for_key_blocks(const ScaledLayer<scalar_t>& layer, int64_t b, int64_t e, Fn
 // Checks a layer's scale (float32, contiguous, one per column of the weight's last dimension) and the weight.
 inline void check_scaled_layer(const at::Tensor& w, const at::Tensor& scale, const char* op) {
   TORCH_CHECK(w.dim() >= 1, op, ": a column-scaled importance needs a weight with at least one dimension");
-  TORCH_CHECK(scale.scalar_type() == at::kFloat && scale.dim() == 1 && scale.is_contiguous() &&
-                  scale.numel() == w.size(-1),
-              op, ": the scale must be a contiguous float32 vector with one entry per column (", w.size(-1), ")");
+  TORCH_CHECK(scale.device().is_cpu() && scale.scalar_type() == at::kFloat && scale.dim() == 1 &&
+                  scale.is_contiguous() && scale.numel() == w.size(-1),
+              op, ": the scale must be a contiguous float32 CPU vector with one entry per column (", w.size(-1), ")");
 }
 
 }  // namespace lamp
