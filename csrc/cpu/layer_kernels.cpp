@@ -164,8 +164,14 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
     first[i + 1] = first[i] + chunks[i];
   }
   const int64_t tasks = first[L];
-  auto layer_of = [&](int64_t t) {
-    return static_cast<size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1);
+  struct Chunk {
+    size_t layer;
+    int64_t b, e;  // elements [b, e) of the layer
+  };
+  auto chunk_of = [&](int64_t t) {
+    Chunk ch{static_cast<size_t>(std::upper_bound(first.begin(), first.end(), t) - first.begin() - 1), 0, 0};
+    chunk_range(ws[ch.layer].numel(), chunks[ch.layer], t - first[ch.layer], ch.b, ch.e);
+    return ch;
   };
   // fn(x, m, cut) on the layer's own keys, or scaled(layer, m, cut) on its importances.
   auto dispatch = [&](size_t i, auto fn, auto scaled) {
@@ -187,11 +193,10 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
   for (size_t i = 0; i < L; ++i) any_ties |= ties[i] > 0;
   if (any_ties) {
     parallel_tasks(tasks, workers, [&](int64_t t, int) {
-      const size_t i = layer_of(t);
-      int64_t b, e;
-      chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
+      const Chunk ch = chunk_of(t);
+      const int64_t b = ch.b, e = ch.e;
       dispatch(
-          i,
+          ch.layer,
           [&](auto* x, const bool* m, const auto& c) {
             if (c.ties > 0) rank[t + 1] = count_equal(x, m, b, e, c.tie);
           },
@@ -215,9 +220,9 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
     }
   }
   parallel_tasks(tasks, workers, [&](int64_t t, int) {
-    const size_t i = layer_of(t);
-    int64_t b, e;
-    chunk_range(ws[i].numel(), chunks[i], t - first[i], b, e);
+    const Chunk ch = chunk_of(t);
+    const size_t i = ch.layer;
+    const int64_t b = ch.b, e = ch.e;
     dispatch(
         i,
         [&](auto* x, const bool* m, const auto& c) {

@@ -222,12 +222,23 @@ Summaries summarize(const std::vector<int64_t>& numels, const AddRange& add_rang
   return {offsets, bins, counts, sums};
 }
 
-std::vector<at::Tensor> contiguous_masks(const std::vector<std::optional<at::Tensor>>& masks) {
-  std::vector<at::Tensor> ms(masks.size());
-  for (size_t i = 0; i < masks.size(); ++i)
-    ms[i] = masks[i].has_value() && masks[i]->defined() ? masks[i]->contiguous() : at::Tensor();
-  return ms;
-}
+// A call's layers, contiguous, with their masks (undefined for none) and sizes; one dtype per call.
+struct Inputs {
+  std::vector<at::Tensor> ws, ms;
+  std::vector<int64_t> numels;
+  at::ScalarType type = at::kFloat;
+
+  Inputs(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks, const char* op)
+      : ws(weights.size()), ms(weights.size()), numels(weights.size()) {
+    for (size_t i = 0; i < weights.size(); ++i) {
+      ws[i] = weights[i].contiguous();
+      ms[i] = masks[i].has_value() && masks[i]->defined() ? masks[i]->contiguous() : at::Tensor();
+      numels[i] = ws[i].numel();
+      TORCH_CHECK(ws[i].scalar_type() == ws[0].scalar_type(), op, ": one dtype per call");
+    }
+    if (!ws.empty()) type = ws[0].scalar_type();
+  }
+};
 
 const bool* mask_data(const at::Tensor& m) { return m.defined() ? m.data_ptr<bool>() : nullptr; }
 
@@ -235,19 +246,12 @@ const bool* mask_data(const at::Tensor& m) { return m.defined() ? m.data_ptr<boo
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
     const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks) {
-  const size_t L = weights.size();
-  TORCH_CHECK(masks.size() == L, "bin_summaries: one mask (or None) per layer");
-  std::vector<at::Tensor> ws(L);
-  const std::vector<at::Tensor> ms = contiguous_masks(masks);
-  std::vector<int64_t> numels(L);
-  for (size_t i = 0; i < L; ++i) {
-    ws[i] = weights[i].contiguous();
-    numels[i] = ws[i].numel();
-    TORCH_CHECK(ws[i].scalar_type() == ws[0].scalar_type(), "bin_summaries: one dtype per call");
-  }
-  const at::ScalarType type = L ? ws[0].scalar_type() : at::kFloat;
+  TORCH_CHECK(masks.size() == weights.size(), "bin_summaries: one mask (or None) per layer");
+  const Inputs in(weights, masks, "bin_summaries");
+  const std::vector<at::Tensor>&ws = in.ws, &ms = in.ms;
+  const std::vector<int64_t>& numels = in.numels;
   Summaries out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, type, "bin_summaries", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.type, "bin_summaries", [&] {
     out = summarize<scalar_t>(
         numels,
         [&](size_t i, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
@@ -263,20 +267,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries_scaled(
     const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
     const std::vector<at::Tensor>& scales) {
-  const size_t L = weights.size();
-  TORCH_CHECK(masks.size() == L && scales.size() == L, "bin_summaries_scaled: one mask (or None) and scale per layer");
-  std::vector<at::Tensor> ws(L);
-  const std::vector<at::Tensor> ms = contiguous_masks(masks);
-  std::vector<int64_t> numels(L);
-  for (size_t i = 0; i < L; ++i) {
-    ws[i] = weights[i].contiguous();
-    numels[i] = ws[i].numel();
-    TORCH_CHECK(ws[i].scalar_type() == ws[0].scalar_type(), "bin_summaries_scaled: one dtype per call");
-    check_scaled_layer(ws[i], scales[i], "bin_summaries_scaled");
-  }
-  const at::ScalarType type = L ? ws[0].scalar_type() : at::kFloat;
+  TORCH_CHECK(masks.size() == weights.size() && scales.size() == weights.size(),
+              "bin_summaries_scaled: one mask (or None) and scale per layer");
+  const Inputs in(weights, masks, "bin_summaries_scaled");
+  const std::vector<at::Tensor>&ws = in.ws, &ms = in.ms;
+  const std::vector<int64_t>& numels = in.numels;
+  for (size_t i = 0; i < ws.size(); ++i) check_scaled_layer(ws[i], scales[i], "bin_summaries_scaled");
   Summaries out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, type, "bin_summaries_scaled", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.type, "bin_summaries_scaled", [&] {
     auto layer = [&](size_t i) {
       return ScaledLayer<scalar_t>{ws[i].data_ptr<scalar_t>(), scales[i].data_ptr<float>(), ws[i].size(-1)};
     };
