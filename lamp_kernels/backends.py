@@ -102,7 +102,7 @@ class SummaryBackend(Backend):
         return selection.layer_cuts(layers, sparsity, method, group, self.kernels)
 
     def masks(self, layers, sparsity, method, group=None):
-        return selection.apply_layer_cuts(layers, self.cuts(layers, sparsity, method, group), self.kernels)
+        return selection.layer_masks(layers, sparsity, method, group, self.kernels)
 
     def unit_ops(self):
         if self.kernels is not ops:

@@ -3,7 +3,7 @@ the ops in ops.py; compiled kernels override them per device and must return ide
 limb conventions are those of csrc/cpu/float_keys.h.
 
 Shapes: w is any shape, mask is bool of w's shape or None; B = bins (2^15 for bf16/fp16, else 2^16),
-L = limbs (0 for bf16/fp16, 2 for fp32, 4 for fp64). The batched functions (plural names) take lists of
+L = limbs (0 for bf16/fp16, 2 for fp32, 4 for fp64), normalised. The batched functions (plural names) take lists of
 same-dtype layers on one device, as the ops do.
 """
 
@@ -50,6 +50,18 @@ def square_limbs(keys: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
                         (ab2 >> LIMB_BITS) + (aa & LIMB_MASK), aa >> LIMB_BITS], dim=1)
 
 
+def normalize_limbs(sums: torch.Tensor) -> torch.Tensor:
+    """[..., L] limb sums in canonical form (float_keys.h normalize_limbs): every limb but the last below
+    2^27, the value unchanged. Every summary kernel returns this form, however it split its sums."""
+    if sums.shape[-1] < 2:
+        return sums
+    limbs = list(sums.unbind(-1))
+    for i in range(len(limbs) - 1):
+        limbs[i + 1] = limbs[i + 1] + (limbs[i] >> LIMB_BITS)
+        limbs[i] = limbs[i] & LIMB_MASK
+    return torch.stack(limbs, dim=-1)
+
+
 def bin_summary_ref(w: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """(counts int64[B], sums int64[B, L]): alive elements per bin and the limbs of their sum of M^2."""
     _, bins, shift, limbs, _, _ = DTYPE_INFO[w.dtype]
@@ -59,7 +71,7 @@ def bin_summary_ref(w: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.T
     sums = torch.zeros(bins, limbs, dtype=torch.int64, device=w.device)
     if limbs:
         sums.index_add_(0, idx, square_limbs(keys, w.dtype))
-    return counts, sums
+    return counts, normalize_limbs(sums)
 
 
 def gather_bin_keys_ref(w: torch.Tensor, mask: torch.Tensor | None, bin_lo: int, bin_hi: int) -> torch.Tensor:
@@ -85,6 +97,33 @@ def zero_cut_ref(w: torch.Tensor, mask: torch.Tensor | None, cut_key: int, ties:
     w.masked_fill_(~apply_cut_ref(w, mask, cut_key, ties), 0)
 
 
+def cut_and_gather_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | None], bin_lo: list[int],
+                       bin_hi: list[int], sizes: list[int]):
+    """(masks keeping the alive elements above bins [bin_lo, bin_hi], those bins' alive keys sorted per layer,
+    the same keys in flat order, their flat indices), layer after layer."""
+    out, flat, positions = [], [], []
+    for w, m, lo, hi in zip(weights, masks, bin_lo, bin_hi):
+        shift = DTYPE_INFO[w.dtype][2]
+        out.append(apply_cut_ref(w, m, ((hi + 1) << shift) - 1, 0))
+        keys = magnitude_keys(w)
+        inside = ((keys >> shift) >= lo) & ((keys >> shift) <= hi)
+        at = torch.nonzero(inside if m is None else inside & m.reshape(-1)).reshape(-1)
+        flat.append(keys[at])
+        positions.append(at)
+    if sum(k.numel() for k in flat) != sum(sizes):
+        raise RuntimeError("cut_and_gather: the sizes do not match the layers' keys")
+    ordered = torch.cat([torch.sort(k).values for k in flat])
+    return out, ordered, torch.cat(flat), torch.cat(positions)
+
+
+def fix_cuts_ref_(masks: list[torch.Tensor], keys: torch.Tensor, positions: torch.Tensor, sizes: list[int],
+                  cut_keys: list[int], ties: list[int]) -> None:
+    """In place: each collected element's entry = key > cut, or key == cut after `ties` equal keys (flat order)."""
+    for m, k, at, cut, t in zip(masks, keys.split(sizes), positions.split(sizes), cut_keys, ties):
+        equal = k == cut
+        m.view(-1)[at] = (k > cut) | (equal & (torch.cumsum(equal, 0) - 1 >= t))
+
+
 def sparse_summary(counts: torch.Tensor, sums: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A dense summary's nonempty bins: (bins int64[E] ascending, counts int64[E], sums int64[E, L])."""
     bins = torch.nonzero(counts).reshape(-1)
@@ -97,7 +136,7 @@ def compact_summaries(counts: torch.Tensor, sums: torch.Tensor) -> tuple[torch.T
     nz = torch.nonzero(counts)  # (layer, bin), row-major: per layer, bins ascending
     per_layer = torch.bincount(nz[:, 0], minlength=counts.shape[0])
     offsets = torch.cat([per_layer.new_zeros(1), torch.cumsum(per_layer, 0)])
-    return offsets, nz[:, 1], counts[nz[:, 0], nz[:, 1]].to(torch.int64), sums[nz[:, 0], nz[:, 1]]
+    return offsets, nz[:, 1], counts[nz[:, 0], nz[:, 1]].to(torch.int64), normalize_limbs(sums[nz[:, 0], nz[:, 1]])
 
 
 def concat_summaries(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:

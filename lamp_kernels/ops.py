@@ -13,6 +13,9 @@ every device (kernels_torch.py, or the reference for scores); compiled kernels r
     bin_summaries_scaled  C++: each importance made in  the default: the float32 keys made, then
     gather_bin_keys_scaled  an L1 block as the weight   the plain op (ColumnScaled keys,
     apply_cuts_scaled     is read (scaled_keys.h)       importance.py)
+    cut_and_gather      C++: gather_bin_keys and        the pure-torch default (used on CPU only)
+    fix_cuts_             apply_cuts in one pass, then
+                          the candidates decided
     lamp_scores         C++ radix sort + exact scan   the CUDA library (csrc/cuda, cuda_backend.py)
     row_order_values    C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
     row_lamp_scores     C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
@@ -67,6 +70,11 @@ _lib.define("gather_bin_keys_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] 
             "int[] sizes) -> Tensor")
 _lib.define("apply_cuts_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales, int[] cut_keys, int[] ties) "
             "-> Tensor[]")
+# The masks path in one pass (selection.py): provisional masks plus the candidates, then the candidates fixed.
+_lib.define("cut_and_gather(Tensor[] weights, Tensor?[] masks, Tensor[] scales, int[] bin_lo, int[] bin_hi, "
+            "int[] sizes) -> (Tensor[], Tensor, Tensor, Tensor)")
+_lib.define("fix_cuts_(Tensor(a!)[] masks, Tensor keys, Tensor positions, int[] sizes, int[] cut_keys, int[] ties) "
+            "-> ()")
 _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Tensor[]")
 _lib.define("row_order_values(Tensor[] keys, Tensor?[] masks, int[] rows, bool lamp) -> Tensor[]")
 _lib.define("row_lamp_scores(Tensor[] keys, Tensor?[] masks, int[] rows, bool float64) -> Tensor[]")
@@ -94,6 +102,9 @@ _lib.impl("bin_summaries_scaled", lambda w, m, s: bin_summaries(_scaled_keys(w, 
 _lib.impl("gather_bin_keys_scaled", lambda w, m, s, *a: gather_bin_keys(_scaled_keys(w, s), m, *a),
           "CompositeExplicitAutograd")
 _lib.impl("apply_cuts_scaled", lambda w, m, s, *a: apply_cuts(_scaled_keys(w, s), m, *a), "CompositeExplicitAutograd")
+_lib.impl("cut_and_gather", lambda w, m, s, *a: kernels_torch.cut_and_gather_ref(_scaled_keys(w, s) if s else w, m, *a),
+          "CompositeExplicitAutograd")
+_lib.impl("fix_cuts_", kernels_torch.fix_cuts_ref_, "CompositeExplicitAutograd")
 _lib.impl("bin_summaries", kernels_torch.bin_summaries_ref, "CompositeExplicitAutograd")
 _lib.impl("gather_bin_keys", kernels_torch.gather_bin_keys_many_ref, "CompositeExplicitAutograd")
 _lib.impl("apply_cuts", kernels_torch.apply_cuts_ref, "CompositeExplicitAutograd")
@@ -139,6 +150,19 @@ def _(weights, masks, bin_lo, bin_hi, sizes):
 @torch.library.register_fake("lamp_kernels::apply_cuts", lib=_lib)
 def _(weights, masks, cut_keys, ties):
     return [torch.empty_like(w, dtype=torch.bool) for w in weights]
+
+
+@torch.library.register_fake("lamp_kernels::cut_and_gather", lib=_lib)
+def _(weights, masks, scales, bin_lo, bin_hi, sizes):
+    n = sum(sizes)
+    w = weights[0]
+    return ([torch.empty_like(x, dtype=torch.bool) for x in weights], w.new_empty((n,), dtype=torch.int64),
+            w.new_empty((n,), dtype=torch.int64), w.new_empty((n,), dtype=torch.int64))
+
+
+@torch.library.register_fake("lamp_kernels::fix_cuts_", lib=_lib)
+def _(masks, keys, positions, sizes, cut_keys, ties):
+    return None
 
 
 @torch.library.register_fake("lamp_kernels::zero_cuts_", lib=_lib)
@@ -203,6 +227,8 @@ if _C is not None:
     _lib.impl("bin_summaries_scaled", lambda w, m, s: tuple(_C.bin_summaries_scaled(w, m, s)), "CPU")
     _lib.impl("gather_bin_keys_scaled", _gather_scaled_cpu, "CPU")
     _lib.impl("apply_cuts_scaled", _C.apply_cuts_scaled, "CPU")
+    _lib.impl("cut_and_gather", lambda *a: tuple(_C.cut_and_gather(*a)), "CPU")
+    _lib.impl("fix_cuts_", _C.fix_cuts_, "CPU")
     _lib.impl("lamp_scores", _C.lamp_scores, "CPU")
     _lib.impl("row_order_values", _C.row_order_values, "CPU")
     _lib.impl("row_lamp_scores", _C.row_lamp_scores, "CPU")
@@ -262,6 +288,8 @@ lamp_scores = torch.ops.lamp_kernels.lamp_scores  # LAMP scores per layer (float
 bin_summaries_scaled = torch.ops.lamp_kernels.bin_summaries_scaled  # the same three on ColumnScaled keys
 gather_bin_keys_scaled = torch.ops.lamp_kernels.gather_bin_keys_scaled
 apply_cuts_scaled = torch.ops.lamp_kernels.apply_cuts_scaled
+cut_and_gather = torch.ops.lamp_kernels.cut_and_gather  # masks above candidate bins, and the candidates
+fix_cuts_ = torch.ops.lamp_kernels.fix_cuts_  # then each candidate decided by its layer's cut
 row_order_values = torch.ops.lamp_kernels.row_order_values  # per-unit sorted order values (int64)
 row_lamp_scores = torch.ops.lamp_kernels.row_lamp_scores  # per-unit LAMP scores
 row_cut_masks = torch.ops.lamp_kernels.row_cut_masks  # keep-masks from per-unit pruned counts

@@ -6,6 +6,8 @@
     4. CutSolver.finish                                -> one exact cut (key, ties) per layer
     5. apply_cuts / zero_cuts_, on the layers' devices -> masks, or weights zeroed in place
 
+For masks on the CPU, steps 3 and 5 are one pass over the layers that need 3 (layer_masks).
+
 A summary lists only nonempty bins, so it costs memory and solver time in proportion to the layer (at most
 2^15..2^16 entries), and a layer of 9 weights costs 9 entries. Summaries are additive, so they can come from
 tensors in memory, from a checkpoint streamed one tensor at a time (checkpoint.py), or be summed over ranks
@@ -237,17 +239,71 @@ def layer_cuts(layers: Layers, sparsity: float, method: str, group=None, kernels
     return find_cuts(LayerSource.from_layers(layers, kernels), sparsity, method, group)
 
 
-def apply_layer_cuts(layers: Layers, cuts: Cuts, kernels: ModuleType = ops) -> list[torch.Tensor]:
-    """Keep-masks of the layers from their cuts: one kernel call per by_group group."""
+def apply_layer_cuts(layers: Layers, cuts: Cuts, kernels: ModuleType = ops,
+                     indices: list[int] | None = None) -> list[torch.Tensor | None]:
+    """Keep-masks of the layers (or of the given ones, None for the others) from their cuts: one kernel call
+    per by_group group."""
     out: list[torch.Tensor | None] = [None] * len(layers.tensors)
     weights = layers.detached()
-    for _, idx in by_group(weights, None, layers.scales).items():
+    for _, idx in by_group(weights, indices, layers.scales).items():
         apply = _scaled_call(kernels.apply_cuts, ops.apply_cuts_scaled, idx, layers.scales)
         masks = apply([weights[i] for i in idx], [layers.masks[i] for i in idx], [cuts.cuts[i][0] for i in idx],
                       [cuts.cuts[i][1] for i in idx])
         for i, m in zip(idx, masks):
             out[i] = m
     return out
+
+
+def layer_masks(layers: Layers, sparsity: float, method: str, group=None,
+                kernels: ModuleType = ops) -> list[torch.Tensor]:
+    """Keep-masks of a selection. On the CPU kernels, the layers whose cuts need their candidate keys gathered
+    (fp32/fp64 keys) are cut in that same pass (ops.cut_and_gather): their masks keep what lies above the
+    candidate bins, the solver gets the candidates' keys, and ops.fix_cuts_ decides the candidates once the
+    cuts are known -- one read of those layers instead of two. Elsewhere: the cuts, then apply_cuts."""
+    if group is not None or kernels is not ops or any(t.device.type != "cpu" for t in layers.tensors):
+        return apply_layer_cuts(layers, layer_cuts(layers, sparsity, method, group, kernels), kernels)
+    source = LayerSource.from_layers(layers, kernels)
+    weights, scales = layers.detached(), layers.scales
+    made: dict[int, torch.Tensor] = {}
+    pending = []  # per cut_and_gather call: (layers, candidate keys in flat order, their positions, sizes)
+    regions: dict[int, tuple[int, int, torch.Tensor]] = {}  # layer -> (bin_lo, bin_hi, its sorted candidates)
+
+    def gather(requests):
+        found = {}
+        by_layer = {r[0]: r for r in requests}
+        for (_, _, scaled), idx in by_group(weights, [r[0] for r in requests], scales).items():
+            reqs = [by_layer[i] for i in idx]
+            sizes = [r[3] for r in reqs]
+            masks, ordered, flat, positions = ops.cut_and_gather(
+                [weights[i] for i in idx], [layers.masks[i] for i in idx], [scales[i] for i in idx] if scaled else [],
+                [r[1] for r in reqs], [r[2] for r in reqs], sizes)
+            for i, m, keys, r in zip(idx, masks, torch.split(ordered, sizes), reqs):
+                made[i], found[i], regions[i] = m, keys, (r[1], r[2], keys)
+            pending.append((idx, flat, positions, sizes))
+        return found
+
+    summaries = source.summarize(list(range(len(weights))))
+    cuts = solve(summaries, source.names, source.shapes, sparsity, method, gather)
+    outside = {i for i in made if not _cut_in_region(cuts.cuts[i][0], *regions[i], summaries[i])}
+    for idx, flat, positions, sizes in pending:
+        if outside.intersection(idx):  # never from the solver, whose cuts lie in their regions: apply_cuts then
+            for i in idx:
+                del made[i]
+            continue
+        ops.fix_cuts_([made[i] for i in idx], flat, positions, sizes, [cuts.cuts[i][0] for i in idx],
+                      [cuts.cuts[i][1] for i in idx])
+    out = apply_layer_cuts(layers, cuts, kernels, [i for i in range(len(weights)) if i not in made])
+    return [made[i] if i in made else m for i, m in enumerate(out)]
+
+
+def _cut_in_region(cut_key: int, bin_lo: int, bin_hi: int, candidates: torch.Tensor, summary: Summary) -> bool:
+    """Whether a cut decides only candidates of the region (cut_and_gather's masks are right elsewhere): a
+    candidate's key, keep-all with nothing alive below the region, or prune-all with nothing alive above it."""
+    if cut_key < 0:
+        return not bool((summary.bins < bin_lo).any())
+    if cut_key >= 2**63 - 1:
+        return not bool((summary.bins > bin_hi).any())
+    return candidates.numel() > 0 and int(candidates[0]) <= cut_key <= int(candidates[-1])
 
 
 def zero_layer_cuts_(weights: list[torch.Tensor], masks: list[torch.Tensor | None], cuts: Cuts,

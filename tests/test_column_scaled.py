@@ -92,10 +92,11 @@ def test_the_cpu_pipeline_never_makes_the_importance(monkeypatch):
     layers = [torch.randn(200, 300, generator=g).bfloat16(), torch.randn(64, 100, generator=g).bfloat16()]
     scales = [torch.rand(300, generator=g), torch.rand(100, generator=g)]
     want = lk.prune_masks(layers, 0.5, importance=materialised(layers, scales))
+    want_sparsities = lk.layer_sparsities(layers, 0.5, importance=materialised(layers, scales))
     calls = []
-    for name in ("bin_summaries_scaled", "gather_bin_keys_scaled", "apply_cuts_scaled"):
+    for name in ("bin_summaries_scaled", "gather_bin_keys_scaled", "apply_cuts_scaled", "cut_and_gather"):
         op = getattr(ops, name)
-        monkeypatch.setattr(ops, name, lambda *a, _op=op, _name=name: calls.append(_name) or _op(*a))
+        monkeypatch.setattr(ops, name, lambda *a, _op=op, _name=name: calls.append((_name, a)) or _op(*a))
 
     def refuse(*_):
         raise AssertionError("a full-size importance tensor was made")
@@ -104,7 +105,12 @@ def test_the_cpu_pipeline_never_makes_the_importance(monkeypatch):
     monkeypatch.setattr("lamp_kernels.selection.scaled_importance", refuse)
     got = lk.prune_masks(layers, 0.5, importance=[ColumnScaled(s) for s in scales])
     _same(got, want, "fused")
-    assert {"bin_summaries_scaled", "gather_bin_keys_scaled", "apply_cuts_scaled"} <= set(calls)
+    # masks: the candidates gathered in the cut pass, with the scales (on the CPU, not the default's keys)
+    assert [name for name, _ in calls][:1] == ["bin_summaries_scaled"]
+    assert any(name == "cut_and_gather" and len(a[2]) > 0 for name, a in calls)
+    calls.clear()
+    assert lk.layer_sparsities(layers, 0.5, importance=[ColumnScaled(s) for s in scales]) == want_sparsities
+    assert {"bin_summaries_scaled", "gather_bin_keys_scaled"} <= {name for name, _ in calls}
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

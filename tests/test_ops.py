@@ -173,3 +173,131 @@ def test_cut_kernels_check_everything_before_writing():
     assert torch.equal(a, keep_a) and torch.equal(b, keep_b)
     ops._C.zero_cuts_([a[:100], a[100:]], [None, None], [2**62, 2**62], [0, 0])  # disjoint views: fine
     assert not a.any()
+
+
+def test_packed_fp32_summaries_flush_before_their_fields_fill():
+    """fp32 histograms pack the count with the sum of the keys' low bits (two int64 slots per bin, not three),
+    and a worker flushes every 2^22 elements so the packed fields never overflow: layers of more than 2^22
+    (and 2^23) elements in one bin, and one whose low bits are all ones, equal the twin at 1 and 2 threads."""
+    n = (1 << 23) + 1234
+    one_bin = torch.full((n,), 1.0 + 2.0**-23 * 0x7FFF, dtype=torch.float32)  # l = 2^15 - 1 everywhere
+    spread = torch.full((n,), 0.375, dtype=torch.float32)
+    spread[::3] = 3.0
+    spread[::7] = 1.0 + 2.0**-23 * 0x4001
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[::5] = False
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            for ws, ms in (([one_bin], [None]), ([spread, one_bin[:5000]], [mask, None])):
+                got = ops._C.bin_summaries(ws, ms)
+                want = kernels_torch.bin_summaries_ref(ws, ms)
+                assert all(torch.equal(a, b) for a, b in zip(got, want))
+    finally:
+        torch.set_num_threads(threads)
+    assert int(got[2][0]) == int(mask.sum()) - int(mask[::3].sum()) - int(mask[::7].sum()) + int(mask[::21].sum())
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_summary_limbs_are_normalised(dtype):
+    """Every summary kernel returns canonical limbs (each but the last below 2^27): the value of the sum, not
+    the way a kernel split it, decides the tensor."""
+    w, m = _layer(dtype, 20_000)
+    for sums in (ops._C.bin_summaries([w], [m])[3], kernels_torch.bin_summaries_ref([w], [m])[3]):
+        if sums.shape[1]:
+            assert int(sums[:, :-1].max()) < 2**27 and int(sums.min()) >= 0
+
+
+def _cut_and_gather_cases(dtype):
+    g = torch.Generator().manual_seed(7)
+    n = 3 * (1 << 16) + 333  # several chunks
+    heavy = (torch.randint(-6, 7, (n,), generator=g).to(torch.float64) / 4).to(dtype)  # 13 values
+    ws, ms = _layers(dtype)
+    return [heavy, ws[0], ws[1], ws[2]], [torch.rand(n, generator=g) > 0.2, ms[0], ms[1], None]
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["keys", "column-scaled"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cut_and_gather_then_fix_equals_apply(dtype, scaled):
+    """The fused masks pass: cut_and_gather's masks keep what lies above the candidate bins and its keys are
+    gather_bin_keys'; fix_cuts_ then gives exactly apply_cuts' masks for every cut the solver can return for
+    such a region (inside a tie group at several tie counts, at the lowest candidate; keep everything when
+    nothing lies below the region, prune everything when nothing lies above) -- C++ kernels and the
+    pure-torch defaults alike."""
+    ws, ms = _cut_and_gather_cases(dtype)
+    g = torch.Generator().manual_seed(8)
+    scales = [torch.rand(w.shape[-1], generator=g) * 3 for w in ws] if scaled else []
+    key_ws = ops._scaled_keys(ws, scales) if scaled else ws
+    keys = [kernels_torch.magnitude_keys(w) for w in key_ws]
+    shift = 15 if scaled else kernels_torch.DTYPE_INFO[dtype][2]
+    alive = [k > 0 if m is None else (k > 0) & m.reshape(-1) for k, m in zip(keys, ms)]
+    mid = [int(k[a].median()) >> shift for k, a in zip(keys, alive)]
+    for pick in ("median", "first", "keep", "prune"):
+        lo = [0] * len(ws) if pick == "keep" else mid
+        hi = [0xFFFF] * len(ws) if pick == "prune" else [b + (0 if i % 2 else 2) for i, b in enumerate(mid)]
+        sizes = _sizes(key_ws, ms, lo, hi)
+        assert min(sizes) > 0  # the solver asks for nonempty bins only
+        cpu = ops.cut_and_gather(ws, ms, scales, lo, hi, sizes)
+        default = kernels_torch.cut_and_gather_ref(key_ws, ms, lo, hi, sizes)
+        for got, want in zip(cpu[1:], default[1:]):
+            assert torch.equal(got, want)
+        assert torch.equal(cpu[1], ops.gather_bin_keys(key_ws, ms, lo, hi, sizes))
+        assert all(torch.equal(a, b) for a, b in zip(cpu[0], default[0]))
+        cuts, ties = [], []
+        for k, n in zip(torch.split(cpu[1], sizes), sizes):
+            if pick == "keep":
+                cuts.append(-1), ties.append(0)
+            elif pick == "prune":
+                cuts.append(2**63 - 1), ties.append(0)
+            else:
+                key = int(k[n // 2] if pick == "median" else k[0])
+                cuts.append(key), ties.append(int((k == key).sum()) // 2 if pick == "median" else 0)
+        fixed, twin = [m.clone() for m in cpu[0]], [m.clone() for m in cpu[0]]
+        ops.fix_cuts_(fixed, cpu[2], cpu[3], sizes, cuts, ties)
+        kernels_torch.fix_cuts_ref_(twin, cpu[2], cpu[3], sizes, cuts, ties)
+        want = ops.apply_cuts_scaled(ws, ms, scales, cuts, ties) if scaled else ops.apply_cuts(ws, ms, cuts, ties)
+        for a, b, c in zip(fixed, twin, want):
+            assert torch.equal(a, c) and torch.equal(b, c), pick
+
+
+def test_cut_and_gather_refuses_bad_input_before_writing():
+    w = torch.randn(1000)
+    with pytest.raises(RuntimeError, match="sizes do not match"):
+        ops.cut_and_gather([w], [None], [], [0], [0xFFFF], [7])
+    with pytest.raises(RuntimeError, match="candidate bins"):
+        ops.cut_and_gather([w], [None], [], [5], [4], [0])
+    masks, _, flat, positions = ops.cut_and_gather([w], [None], [], [0], [0xFFFF], [1000])
+    keep = masks[0].clone()
+    with pytest.raises(RuntimeError, match="ascending flat indices"):
+        ops.fix_cuts_(masks, flat, positions.flip(0), [1000], [0], [0])
+    with pytest.raises(RuntimeError, match="sizes do not match"):
+        ops.fix_cuts_(masks, flat, positions, [999], [0], [0])
+    assert torch.equal(masks[0], keep)
+
+
+def test_masks_path_falls_back_when_a_cut_leaves_its_region(monkeypatch):
+    """The fused masks path trusts that each cut lies in its candidate region; a solver that broke that would
+    still get apply_cuts' masks (checked here with a solver whose finish moves every cut to keep-all)."""
+    g = torch.Generator().manual_seed(4)
+    layers = [torch.randn(300, 200, generator=g), torch.randn(100, 50, generator=g)]
+    real = ops.solver
+
+    class KeepAll:
+        def __init__(self, *a):
+            self.s = real(*a)
+
+        def __getattr__(self, name):
+            return getattr(self.s, name)
+
+        def finish(self, gathered):
+            return [(-1, 0, 0) for _ in self.s.finish(gathered)]
+
+    monkeypatch.setattr(ops, "solver", KeepAll)
+    got = lk.prune_masks(layers, 0.5, backend="cpu")
+    assert all(bool(m.all()) for m in got)  # keep-all cuts, applied by apply_cuts
+    calls, cut_and_gather = [], ops.cut_and_gather
+    monkeypatch.setattr(ops, "cut_and_gather", lambda *a: calls.append(1) or cut_and_gather(*a))
+    monkeypatch.setattr(ops, "fix_cuts_", lambda *a: pytest.fail("fix_cuts_ ran on a cut outside its region"))
+    assert all(bool(m.all()) for m in lk.prune_masks(layers, 0.5, backend="cpu"))
+    assert calls  # the fused pass ran, and its masks were replaced

@@ -8,8 +8,9 @@
 //   fp32        -> key >> 15 (exponent + 8 mantissa bits);  fp64 -> key >> 47 (exponent + 5 mantissa bits).
 // Every element of an fp32/fp64 bin shares the exponent, so the bin's exact sum of squares is
 // sum(M^2) * 2^(2X) with M the integer significand; sum(M^2) is stored as 27-bit limbs in int64 (each
-// limb sum stays below 2^60 for layers under 2^31 elements). The same limb layout is produced by the
-// pure-torch twin in lamp_kernels/kernels_torch.py, so summaries from any device can be mixed.
+// limb sum stays below 2^60 for layers under 2^31 elements), normalised (normalize_limbs) in every output.
+// The pure-torch twin in lamp_kernels/kernels_torch.py returns the same normalised limbs, so summaries from
+// any device can be mixed.
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -105,10 +106,21 @@ struct Keys<double> {
   }
 };
 
+// The canonical form of a bin's limb sums: every limb but the last below 2^27 (carries moved up). The value
+// sum_l limbs[l] * 2^(27 l) is unchanged; kernels that add per-element splits in different orders or
+// groupings agree once normalised, so every summary kernel returns this form.
+inline void normalize_limbs(int code, int64_t* limbs) {
+  const int n = num_limbs(code);
+  for (int l = 0; l + 1 < n; ++l) {
+    limbs[l + 1] += limbs[l] >> kLimbBits;
+    limbs[l] &= kLimbMask;
+  }
+}
+
 // Adds the 27-bit limbs of M^2 for the element with this key (fp32 / fp64 only) into limbs[0..].
 // fp32: M < 2^24, M^2 < 2^48 -> two limbs. fp64: M = a*2^27 + b (a < 2^26, b < 2^27) and
-// M^2 = a^2*2^54 + 2ab*2^27 + b^2, each term split into 27-bit halves -> four limbs (not normalised:
-// the same split the torch twin uses, so both produce identical limb sums).
+// M^2 = a^2*2^54 + 2ab*2^27 + b^2, each term split into 27-bit halves -> four limbs (not normalised; sums
+// of these are normalised before they leave a kernel).
 inline void add_square_limbs(int code, uint64_t key, int64_t* limbs) {
   if (code == kF32) {
     const uint64_t e = key >> 23, f = key & 0x7FFFFF;

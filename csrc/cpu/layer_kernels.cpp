@@ -43,12 +43,13 @@ at::Tensor contiguous_mask(const std::optional<at::Tensor>& mask) {
 #define LAMP_VECTOR_CLONES
 #endif
 
+// With `positions`, also appends base + i for each key found (the element's flat index in its layer).
 template <typename bits_t>
 inline void gather_bits(const bits_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
-                        std::vector<int64_t>& out) {
+                        std::vector<int64_t>& out, std::vector<int64_t>* positions = nullptr, int64_t base = 0) {
   // Every bit but the sign (numeric_limits, not ~bits_t{0}: that promotes to int, and -1 >> 1 keeps the sign).
   constexpr bits_t kMagnitude = static_cast<bits_t>(std::numeric_limits<bits_t>::max() >> 1);
-  constexpr int64_t kBlock = 256;
+  constexpr int64_t kBlock = 64;
   for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
     const int64_t i1 = std::min(n, i0 + kBlock);
     uint32_t hits = 0;
@@ -57,22 +58,41 @@ inline void gather_bits(const bits_t* x, const bool* m, int64_t n, int shift, ui
     if (!hits) continue;
     for (int64_t i = i0; i < i1; ++i) {
       const bits_t k = x[i] & kMagnitude;
-      if ((!m || m[i]) && static_cast<uint32_t>(k >> shift) - lo <= width) out.push_back(static_cast<int64_t>(k));
+      if ((!m || m[i]) && static_cast<uint32_t>(k >> shift) - lo <= width) {
+        out.push_back(static_cast<int64_t>(k));
+        if (positions) positions->push_back(base + i);
+      }
     }
   }
 }
 
 LAMP_VECTOR_CLONES void gather16(const uint16_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
-                                 std::vector<int64_t>& out) {
-  gather_bits(x, m, n, shift, lo, width, out);
+                                 std::vector<int64_t>& out, std::vector<int64_t>* positions = nullptr,
+                                 int64_t base = 0) {
+  gather_bits(x, m, n, shift, lo, width, out, positions, base);
 }
 LAMP_VECTOR_CLONES void gather32(const uint32_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
-                                 std::vector<int64_t>& out) {
-  gather_bits(x, m, n, shift, lo, width, out);
+                                 std::vector<int64_t>& out, std::vector<int64_t>* positions = nullptr,
+                                 int64_t base = 0) {
+  gather_bits(x, m, n, shift, lo, width, out, positions, base);
 }
 LAMP_VECTOR_CLONES void gather64(const uint64_t* x, const bool* m, int64_t n, int shift, uint32_t lo, uint32_t width,
-                                 std::vector<int64_t>& out) {
-  gather_bits(x, m, n, shift, lo, width, out);
+                                 std::vector<int64_t>& out, std::vector<int64_t>* positions = nullptr,
+                                 int64_t base = 0) {
+  gather_bits(x, m, n, shift, lo, width, out, positions, base);
+}
+
+// Appends the keys (and flat indices) of elements [0, n) of a block, at flat index base, in bins [lo, lo + width].
+template <typename scalar_t>
+void gather_block(const scalar_t* x, const bool* m, int64_t n, uint32_t lo, uint32_t width, int64_t base,
+                  std::vector<int64_t>& keys, std::vector<int64_t>& positions) {
+  const int shift = bin_shift(Keys<scalar_t>::code);
+  if constexpr (sizeof(scalar_t) == 2)
+    gather16(reinterpret_cast<const uint16_t*>(x), m, n, shift, lo, width, keys, &positions, base);
+  else if constexpr (sizeof(scalar_t) == 4)
+    gather32(reinterpret_cast<const uint32_t*>(x), m, n, shift, lo, width, keys, &positions, base);
+  else
+    gather64(reinterpret_cast<const uint64_t*>(x), m, n, shift, lo, width, keys, &positions, base);
 }
 
 // The cut pass: keep/prune for every element of many layers, in at most two parallel regions (one more
@@ -148,13 +168,23 @@ int64_t cut_range(const scalar_t* x, const bool* m, int64_t b, int64_t e, const 
   return rank;
 }
 
+// Candidates to collect in the same pass as a cut: per layer, the alive elements whose bin lies in
+// [bin_lo, bin_hi] (none when bin_lo > bin_hi); per task of cut_layers, their keys and flat indices in index
+// order, so that concatenated in task order they are layer after layer, each in flat order.
+struct Candidates {
+  std::vector<int64_t> bin_lo, bin_hi;
+  std::vector<std::vector<int64_t>> keys, positions;
+  std::vector<int64_t> first;  // layer i's tasks are [first[i], first[i + 1]) (set by cut_layers)
+};
+
 // Cuts of many layers; out[i] == nullptr zeroes layer i in place (pruned and masked-out weights := +0, by an
 // AND with all ones or all zeros: branch-free, and each element is written after its own key was read).
 // With scales (one per layer), layer i's keys are its column-scaled importances (scaled_keys.h), cut as
-// float32 keys a block at a time; only masks are made then (out[i] set).
+// float32 keys a block at a time; only masks are made then (out[i] set). With `cand`, each block cut is
+// also scanned for candidates while it is in L1 (masks only).
 void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& ms,
                 const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties, const std::vector<bool*>& out,
-                const std::vector<at::Tensor>& scales = {}) {
+                const std::vector<at::Tensor>& scales = {}, Candidates* cand = nullptr) {
   const size_t L = ws.size();
   const int workers = max_workers();
   std::vector<int64_t> first(L + 1, 0);  // layer i owns tasks [first[i], first[i + 1]): its chunks
@@ -164,6 +194,20 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
     first[i + 1] = first[i] + chunks[i];
   }
   const int64_t tasks = first[L];
+  if (cand) {
+    cand->first = first;
+    cand->keys.assign(static_cast<size_t>(tasks), {});
+    cand->positions.assign(static_cast<size_t>(tasks), {});
+  }
+  // The candidate bins of layer i as (lo, width) for one unsigned comparison; none -> width < 0 as int.
+  auto candidate_bins = [&](size_t i, uint32_t& lo, uint32_t& width) {
+    if (!cand) return false;
+    const int64_t a = std::max<int64_t>(cand->bin_lo[i], 0), z = std::min<int64_t>(cand->bin_hi[i], 0xFFFF);
+    if (a > z) return false;
+    lo = static_cast<uint32_t>(a);
+    width = static_cast<uint32_t>(z - a);
+    return true;
+  };
   struct Chunk {
     size_t layer;
     int64_t b, e;  // elements [b, e) of the layer
@@ -229,7 +273,16 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
           using scalar_t = std::remove_pointer_t<decltype(x)>;
           using bits_t = typename Keys<scalar_t>::key_t;  // an unsigned integer as wide as scalar_t
           static_assert(sizeof(bits_t) == sizeof(scalar_t));
-          if (bool* o = out[i]) {
+          uint32_t lo, width;
+          if (bool* o = out[i]; o && candidate_bins(i, lo, width)) {
+            constexpr int64_t kBlock = 8192;  // cut, then scanned for candidates while in L1
+            int64_t r = rank[t];
+            for (int64_t s0 = b; s0 < e; s0 += kBlock) {
+              const int64_t s1 = std::min(e, s0 + kBlock);
+              r = cut_range(x, m, s0, s1, c, r, [o](int64_t j, bool keep) { o[j] = keep; });
+              gather_block(x + s0, m ? m + s0 : nullptr, s1 - s0, lo, width, s0, cand->keys[t], cand->positions[t]);
+            }
+          } else if (o) {
             cut_range(x, m, b, e, c, rank[t], [o](int64_t j, bool keep) { o[j] = keep; });
           } else {
             bits_t* bits = reinterpret_cast<bits_t*>(x);
@@ -239,9 +292,13 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
         },
         [&](const auto& layer, const bool* m, const auto& c) {
           int64_t r = rank[t];
+          uint32_t lo, width;
+          const bool collect = candidate_bins(i, lo, width);
           for_key_blocks(layer, b, e, [&](const float* keys, int64_t i0, int64_t n) {
             bool* o = out[i] + i0;
-            r = cut_range(keys, m ? m + i0 : nullptr, 0, n, c, r, [o](int64_t j, bool keep) { o[j] = keep; });
+            const bool* mb = m ? m + i0 : nullptr;
+            r = cut_range(keys, mb, 0, n, c, r, [o](int64_t j, bool keep) { o[j] = keep; });
+            if (collect) gather_block(keys, mb, n, lo, width, i0, cand->keys[t], cand->positions[t]);
           });
         });
   });
@@ -397,6 +454,85 @@ std::vector<at::Tensor> masks_from_cuts(const std::vector<at::Tensor>& weights,
 }
 
 }  // namespace
+
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor> cut_and_gather(
+    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+    const std::vector<at::Tensor>& scales, const std::vector<int64_t>& bin_lo, const std::vector<int64_t>& bin_hi,
+    const std::vector<int64_t>& sizes) {
+  const size_t L = weights.size();
+  TORCH_CHECK(masks.size() == L && bin_lo.size() == L && bin_hi.size() == L && sizes.size() == L &&
+                  (scales.empty() || scales.size() == L),
+              "cut_and_gather: one entry per layer (and one scale per layer, or none)");
+  check_cut_inputs(weights, masks, "cut_and_gather");
+  std::vector<at::Tensor> ws(L), ms(L), outs(L);
+  std::vector<bool*> out(L);
+  std::vector<int64_t> cut_keys(L), ties(L, 0);
+  Candidates cand{bin_lo, bin_hi, {}, {}, {}};
+  for (size_t i = 0; i < L; ++i) {
+    ws[i] = weights[i].contiguous();
+    if (!scales.empty()) check_scaled_layer(ws[i], scales[i], "cut_and_gather");
+    TORCH_CHECK(0 <= bin_lo[i] && bin_lo[i] <= bin_hi[i] && bin_hi[i] <= 0xFFFF,
+                "cut_and_gather: each layer needs candidate bins 0 <= bin_lo <= bin_hi < 2^16");
+    const at::ScalarType t = scales.empty() ? ws[i].scalar_type() : at::kFloat;  // the keys' dtype
+    const int shift = bin_shift(t == at::kFloat ? kF32 : t == at::kDouble ? kF64 : kBF16);
+    // The provisional cut keeps every key above the candidate bins: key >= (bin_hi + 1) << shift.
+    cut_keys[i] = static_cast<int64_t>(((static_cast<uint64_t>(bin_hi[i]) + 1) << shift) - 1);
+  }
+  for (size_t i = 0; i < L; ++i) {
+    ms[i] = contiguous_mask(masks[i]);
+    outs[i] = at::empty(ws[i].sizes(), ws[i].options().dtype(at::kBool));
+    advise_huge_pages(outs[i].data_ptr(), outs[i].nbytes());
+    out[i] = outs[i].data_ptr<bool>();
+  }
+  cut_layers(ws, ms, cut_keys, ties, out, scales, &cand);
+  std::vector<int64_t> offset(L + 1, 0);
+  for (size_t i = 0; i < L; ++i) {
+    offset[i + 1] = offset[i];
+    for (int64_t t = cand.first[i]; t < cand.first[i + 1]; ++t) offset[i + 1] += static_cast<int64_t>(cand.keys[t].size());
+    TORCH_CHECK(offset[i + 1] - offset[i] == sizes[i], "cut_and_gather: the sizes do not match the layers' keys");
+  }
+  at::Tensor flat = at::empty({offset[L]}, at::kLong), positions = at::empty({offset[L]}, at::kLong);
+  int64_t* k = flat.data_ptr<int64_t>();
+  int64_t* p = positions.data_ptr<int64_t>();
+  for (size_t t = 0, at = 0; t < cand.keys.size(); at += cand.keys[t].size(), ++t) {
+    std::copy(cand.keys[t].begin(), cand.keys[t].end(), k + at);
+    std::copy(cand.positions[t].begin(), cand.positions[t].end(), p + at);
+  }
+  at::Tensor sorted = flat.clone();
+  int64_t* o = sorted.data_ptr<int64_t>();
+  parallel_tasks(static_cast<int64_t>(L), max_workers(),  // each layer's keys ascending, for the solver
+                 [&](int64_t i, int) { std::sort(o + offset[i], o + offset[i + 1]); });
+  return {outs, sorted, flat, positions};
+}
+
+void fix_cuts_(const std::vector<at::Tensor>& masks, const at::Tensor& keys, const at::Tensor& positions,
+               const std::vector<int64_t>& sizes, const std::vector<int64_t>& cut_keys,
+               const std::vector<int64_t>& ties) {
+  const size_t L = masks.size();
+  TORCH_CHECK(sizes.size() == L && cut_keys.size() == L && ties.size() == L, "fix_cuts_: one entry per layer");
+  TORCH_CHECK(keys.scalar_type() == at::kLong && positions.scalar_type() == at::kLong && keys.is_contiguous() &&
+                  positions.is_contiguous() && keys.numel() == positions.numel(),
+              "fix_cuts_: keys and positions must be contiguous int64 tensors of one size");
+  std::vector<int64_t> offset(L + 1, 0);
+  for (size_t i = 0; i < L; ++i) offset[i + 1] = offset[i] + sizes[i];
+  TORCH_CHECK(offset[L] == keys.numel(), "fix_cuts_: the sizes do not match the candidates");
+  const int64_t* k = keys.data_ptr<int64_t>();
+  const int64_t* p = positions.data_ptr<int64_t>();
+  for (size_t i = 0; i < L; ++i) {  // every argument checked before any mask is written
+    TORCH_CHECK(masks[i].scalar_type() == at::kBool && masks[i].is_contiguous(),
+                "fix_cuts_: masks must be contiguous bool tensors");
+    for (int64_t j = offset[i]; j < offset[i + 1]; ++j)
+      TORCH_CHECK(0 <= p[j] && p[j] < masks[i].numel() && (j == offset[i] || p[j] > p[j - 1]),
+                  "fix_cuts_: positions must be ascending flat indices within each layer");
+  }
+  parallel_tasks(static_cast<int64_t>(L), max_workers(), [&](int64_t i, int) {
+    bool* o = masks[i].data_ptr<bool>();
+    const int64_t cut = cut_keys[i];
+    int64_t rank = 0;  // equal keys so far, in flat order
+    for (int64_t j = offset[i]; j < offset[i + 1]; ++j)
+      o[p[j]] = k[j] > cut || (k[j] == cut && rank++ >= ties[i]);
+  });
+}
 
 std::vector<at::Tensor> apply_cuts(const std::vector<at::Tensor>& weights,
                                    const std::vector<std::optional<at::Tensor>>& masks,

@@ -31,6 +31,19 @@ std::vector<at::Tensor> apply_cuts_scaled(const std::vector<at::Tensor>& weights
                                           const std::vector<std::optional<at::Tensor>>& masks,
                                           const std::vector<at::Tensor>& scales, const std::vector<int64_t>& cut_keys,
                                           const std::vector<int64_t>& ties);
+// The masks path in one pass instead of gather_bin_keys' and apply_cuts' (selection.py): masks that keep each
+// layer's alive elements above its candidate bins [bin_lo, bin_hi], and those bins' alive elements collected
+// on the way -- (masks, keys sorted per layer for the solver, keys in flat order, their flat indices), layer
+// after layer. With scales (one per layer, or none), the keys are the column-scaled importances.
+std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor> cut_and_gather(
+    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+    const std::vector<at::Tensor>& scales, const std::vector<int64_t>& bin_lo, const std::vector<int64_t>& bin_hi,
+    const std::vector<int64_t>& sizes);
+// Then, with the cuts known, decides each collected element (keys and positions in flat order, sizes[i] of
+// layer i): masks[i][position] = key > cut or (key == cut and at least ties[i] equal keys precede it).
+void fix_cuts_(const std::vector<at::Tensor>& masks, const at::Tensor& keys, const at::Tensor& positions,
+               const std::vector<int64_t>& sizes, const std::vector<int64_t>& cut_keys,
+               const std::vector<int64_t>& ties);
 void zero_cuts_(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
                 const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties);
 

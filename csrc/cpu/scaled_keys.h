@@ -12,6 +12,8 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <algorithm>
 #include <cmath>
@@ -20,6 +22,13 @@
 namespace lamp {
 
 constexpr int64_t kKeyBlock = 2048;  // importances per buffer: 8 KiB
+
+// o[t] = fl32(|x[t]| * s[t]) for t < n: one row segment. Compiled for AVX2 and the baseline on x86-64 GCC
+// (scaled_keys.cpp), the CPU choosing at load time; the same IEEE products either way.
+void scale_row(const c10::BFloat16* x, const float* s, int64_t n, float* o);
+void scale_row(const c10::Half* x, const float* s, int64_t n, float* o);
+void scale_row(const float* x, const float* s, int64_t n, float* o);
+void scale_row(const double* x, const float* s, int64_t n, float* o);
 
 template <typename scalar_t>
 struct ScaledLayer {
@@ -32,10 +41,7 @@ struct ScaledLayer {
     int64_t j = b % cols, k = 0;
     while (k < n) {
       const int64_t seg = std::min(n - k, cols - j);
-      const scalar_t* xs = x + b + k;
-      const float* ss = s + j;
-      float* o = out + k;
-      for (int64_t t = 0; t < seg; ++t) o[t] = std::fabs(static_cast<float>(xs[t])) * ss[t];
+      scale_row(x + b + k, s + j, seg, out + k);
       k += seg;
       j = 0;
     }

@@ -18,6 +18,7 @@
 #include <mutex>
 #include <vector>
 
+#include "exact_sum.h"
 #include "float_keys.h"
 #include "scaled_keys.h"
 #include "task_pool.h"
@@ -73,14 +74,43 @@ struct BinRange {
   }
 };
 
-// Adds elements [b, e) of one layer into h: per bin (key >> shift) `1 + limbs` int64 slots, the alive count
-// and the 27-bit limb sums of M^2 (fp32/fp64). Sums are exact integers, so any split of a layer into ranges,
-// added in any order, gives the same totals. Widens `touched` to the bins it added to.
+// A worker's histogram: per bin (key >> shift) `local_stride` int64 slots. bf16/fp16: the alive count.
+// fp64: the count and the 27-bit limb sums of M^2. fp32: two slots, so that an element costs two
+// read-modify-writes instead of three: slot 0 packs the count (bits 40 and up) with the sum of the key's low
+// 15 bits l (bits 0..39), slot 1 sums l^2. Every element of a bin has M = H + l, H the bin's fixed high
+// significand bits, so the bin's sum of M^2 is c H^2 + 2 H sum(l) + sum(l^2), exactly; add_local_bin
+// turns the slots into count and limbs when a worker flushes. The packed fields hold at most kPackedWindow
+// elements between flushes (count < 2^23, sum(l) < 2^15 * 2^22 = 2^37).
+constexpr int64_t kPackedWindow = int64_t{1} << 22;
+constexpr uint64_t kPackedCount = uint64_t{1} << 40;
+
+inline int local_stride(int code) { return code == kF32 ? 2 : 1 + num_limbs(code); }
+inline int64_t local_window(int code) { return code == kF32 ? kPackedWindow : INT64_MAX; }
+
+// Adds a worker's slots of one bin to a total's (count, limbs).
+inline void add_local_bin(int code, uint32_t bin, const int64_t* src, int64_t* dst) {
+  if (code != kF32) {
+    for (int s = 0; s < 1 + num_limbs(code); ++s) dst[s] += src[s];
+    return;
+  }
+  const uint64_t packed = static_cast<uint64_t>(src[0]), c = packed / kPackedCount;
+  if (!c) return;
+  const uint64_t sum_l = packed % kPackedCount, sum_l2 = static_cast<uint64_t>(src[1]);
+  const uint64_t H = ((bin >> 8) ? uint64_t{0x800000} : 0) | (uint64_t{bin & 0xFF} << 15);
+  const u128 total = static_cast<u128>(c) * (H * H) + static_cast<u128>(2 * H) * sum_l + sum_l2;  // < 2^73
+  dst[0] += static_cast<int64_t>(c);
+  dst[1] += static_cast<int64_t>(static_cast<uint64_t>(total) & kLimbMask);
+  dst[2] += static_cast<int64_t>(total >> kLimbBits);
+}
+
+// Adds elements [b, e) of one layer into a worker's histogram h (layout above). Sums are exact integers, so
+// any split of a layer into ranges, added in any order, gives the same totals. Widens `touched` to the bins
+// it added to.
 template <typename scalar_t>
 inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
   using K = Keys<scalar_t>;
   constexpr int code = K::code;
-  const int limbs = num_limbs(code), shift = bin_shift(code), stride = 1 + limbs;
+  const int limbs = num_limbs(code), shift = bin_shift(code), stride = local_stride(code);
   uint32_t lo = touched.lo, hi = touched.hi;  // in registers through the loop
   auto add = [&](int64_t i) {
     const uint64_t k = K::key(x[i]);
@@ -88,8 +118,14 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
     lo = std::min(lo, bin);
     hi = std::max(hi, bin);
     int64_t* slot = h + static_cast<size_t>(bin) * stride;
-    ++slot[0];
-    if (limbs) add_square_limbs(code, k, slot + 1);
+    if constexpr (code == kF32) {
+      const uint64_t l = k & 0x7FFF;
+      slot[0] += static_cast<int64_t>(kPackedCount | l);
+      slot[1] += static_cast<int64_t>(l * l);
+    } else {
+      ++slot[0];
+      if (limbs) add_square_limbs(code, k, slot + 1);
+    }
   };
   if (m) {  // two loops, so the unmasked one carries no per-element test
     for (int64_t i = b; i < e; ++i)
@@ -118,6 +154,8 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
                      const Small& small_fn) {
   const int code = Keys<key_scalar>::code, limbs = num_limbs(code);
   const size_t stride = 1 + limbs, size = static_cast<size_t>(num_bins(code)) * stride;
+  const size_t lstride = local_stride(code), local_size = static_cast<size_t>(num_bins(code)) * lstride;
+  const int64_t window = local_window(code);
   const int workers = max_workers();
   const size_t group = std::max<size_t>(1, kGroupBytes / (size * sizeof(int64_t)));
   struct Total {
@@ -129,6 +167,7 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
     int64_t layer = -1;
     std::vector<int64_t> h;  // all zero outside `touched`
     BinRange touched;
+    int64_t added = 0;  // elements since the last flush
   };
   for (size_t g0 = 0; g0 == 0 || g0 < large.size(); g0 += group) {
     const size_t G = std::min(group, large.size() - g0);
@@ -140,28 +179,27 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
     }
     std::vector<Total> total(G);
     std::vector<Local> local(static_cast<size_t>(workers));
-    auto flush = [&](Local& mine) {
-      if (mine.layer < 0) return;
+    auto flush = [&](Local& mine) {  // into the total of mine.layer; the worker's table is left all zero
       const BinRange r = mine.touched;
-      if (!r.empty()) {
+      if (mine.layer >= 0 && !r.empty()) {
         Total& t = total[mine.layer];
         const int64_t* src = mine.h.data();
         std::lock_guard<std::mutex> lock(t.lock);
         if (!t.h) t.h.reset(new int64_t[size]);  // uninitialised: bins outside t.range are never read
         int64_t* dst = t.h.get();
         if (t.range.empty()) {
-          std::copy(src + r.lo * stride, src + (r.hi + 1) * stride, dst + r.lo * stride);
+          std::fill(dst + r.lo * stride, dst + (r.hi + 1) * stride, 0);
           t.range = r;
         } else {
           if (r.lo < t.range.lo) std::fill(dst + r.lo * stride, dst + t.range.lo * stride, 0);
           if (r.hi > t.range.hi) std::fill(dst + (t.range.hi + 1) * stride, dst + (r.hi + 1) * stride, 0);
           t.range.add(r.lo, r.hi);
-          for (size_t k = r.lo * stride; k < (r.hi + 1) * stride; ++k) dst[k] += src[k];
         }
-        std::fill(mine.h.begin() + r.lo * stride, mine.h.begin() + (r.hi + 1) * stride, 0);
+        for (uint32_t bin = r.lo; bin <= r.hi; ++bin) add_local_bin(code, bin, src + bin * lstride, dst + bin * stride);
+        std::fill(mine.h.begin() + r.lo * lstride, mine.h.begin() + (r.hi + 1) * lstride, 0);
       }
-      mine.layer = -1;
       mine.touched = BinRange();
+      mine.added = 0;
     };
     parallel_tasks(first[G] + smalls, workers, [&](int64_t t, int worker) {
       if (t >= first[G]) {
@@ -172,12 +210,18 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
       Local& mine = local[worker];
       if (mine.layer != j) {
         flush(mine);
-        if (mine.h.empty()) mine.h.assign(size, 0);
+        if (mine.h.empty()) mine.h.assign(local_size, 0);
         mine.layer = j;
       }
       int64_t b, e;
       chunk_range(numels[large[g0 + j]], chunks[j], t - first[j], b, e);
-      add_range(large[g0 + j], b, e, mine.h.data(), mine.touched);
+      for (int64_t w0 = b; w0 < e;) {  // at most `window` elements between flushes (packed fp32 slots)
+        const int64_t w1 = w0 + std::min(e - w0, window);
+        if (mine.added + (w1 - w0) > window) flush(mine);
+        add_range(large[g0 + j], w0, w1, mine.h.data(), mine.touched);
+        mine.added += w1 - w0;
+        w0 = w1;
+      }
     });
     for (Local& mine : local) flush(mine);
     parallel_tasks(static_cast<int64_t>(G), workers, [&](int64_t j, int) {  // compact: nonempty bins, ascending
@@ -219,6 +263,8 @@ Summaries summarize(const std::vector<int64_t>& numels, const AddRange& add_rang
     std::copy(p.counts.begin(), p.counts.end(), counts.data_ptr<int64_t>() + off[i]);
     std::copy(p.sums.begin(), p.sums.end(), sums.data_ptr<int64_t>() + off[i] * limbs);
   }
+  int64_t* limb_sums = sums.data_ptr<int64_t>();
+  for (int64_t e = 0; limbs && e < E; ++e) normalize_limbs(Keys<key_scalar>::code, limb_sums + e * limbs);
   return {offsets, bins, counts, sums};
 }
 

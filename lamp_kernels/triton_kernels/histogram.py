@@ -106,7 +106,8 @@ def bin_summaries(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
 
 
 def histograms_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | None]):
-    """Dense (counts, sums) per layer, stacked, the plain way (what launch returns, counts as int64)."""
+    """Dense (counts, sums) per layer, stacked, the plain way (what launch returns, counts as int64, limbs
+    normalised as compact_summaries leaves them)."""
     rows = [bin_summary_ref(w, m) for w, m in zip(weights, masks)]
     return torch.stack([c for c, _ in rows]), torch.stack([s for _, s in rows])
 
