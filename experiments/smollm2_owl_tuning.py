@@ -37,8 +37,9 @@ from lamp_kernels.calibration import input_norms  # noqa: E402
 
 OUT = ROOT / "docs" / "results" / "smollm2-owl-tuning.json"
 SPARSITIES = [0.5, 0.7]
-M_VALUES = [3, 5, 7, 10, 15, 20]
-LAMBDAS = [0.02, 0.05, 0.08, 0.12, 0.2]
+# The first grid was M <= 20, lambda <= 0.2; both sparsities chose a setting on its edge, so it was widened.
+M_VALUES = [3, 5, 7, 10, 15, 20, 25, 30, 40]
+LAMBDAS = [0.02, 0.05, 0.08, 0.12, 0.2, 0.25, 0.3]
 SLICE = 2048
 
 
@@ -47,6 +48,7 @@ def main() -> None:
         "model": "SmolLM2-135M-Instruct (Q4_1 GGUF de-quantised to float32)", "importance": "wanda",
         "calibration_tokens": 8192, "tuning_tokens": [SLICE, 2 * SLICE], "report_tokens": [0, SLICE],
         "m_values": M_VALUES, "lambdas": LAMBDAS, "tuning": {}, "report": {}}
+    result["m_values"], result["lambdas"] = M_VALUES, LAMBDAS  # a resumed run may have widened the grid
 
     def save():
         OUT.write_text(json.dumps(result, indent=1) + "\n")

@@ -33,6 +33,11 @@ def test_opcheck(dtype):
     torch.library.opcheck(ops.zero_cuts_, ([w.clone(), w[:20].clone()], [m, None], [key, key], [1, 0]))
     ws, ms, lo, hi = [w, w[:30]], [m, None], [0, 0], [1 << 20, 5]
     torch.library.opcheck(ops.gather_bin_keys, (ws, ms, lo, hi, _sizes(ws, ms, lo, hi)), test_utils=dynamic)
+    lo, hi = [0, 3], [0xFFFF, 0xFFFF]
+    sizes = _sizes(ws, ms, lo, hi)
+    torch.library.opcheck(ops.cut_and_gather, (ws, ms, [], lo, hi, sizes), test_utils=dynamic)
+    masks, _, flat, positions = ops.cut_and_gather(ws, ms, [], lo, hi, sizes)
+    torch.library.opcheck(ops.fix_cuts_, (masks, flat, positions, sizes, [key, -1], [1, 0]))
 
 
 def _layers(dtype):

@@ -494,9 +494,12 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor> cut_and_
   at::Tensor flat = at::empty({offset[L]}, at::kLong), positions = at::empty({offset[L]}, at::kLong);
   int64_t* k = flat.data_ptr<int64_t>();
   int64_t* p = positions.data_ptr<int64_t>();
-  for (size_t t = 0, at = 0; t < cand.keys.size(); at += cand.keys[t].size(), ++t) {
+  for (size_t t = 0, at = 0; t < cand.keys.size(); ++t) {  // each task's finds freed once copied
     std::copy(cand.keys[t].begin(), cand.keys[t].end(), k + at);
     std::copy(cand.positions[t].begin(), cand.positions[t].end(), p + at);
+    at += cand.keys[t].size();
+    std::vector<int64_t>().swap(cand.keys[t]);
+    std::vector<int64_t>().swap(cand.positions[t]);
   }
   at::Tensor sorted = flat.clone();
   int64_t* o = sorted.data_ptr<int64_t>();
