@@ -103,8 +103,10 @@ def cut_and_gather_ref(weights: list[torch.Tensor], masks: list[torch.Tensor | N
     the same keys in flat order, their flat indices), layer after layer."""
     out, flat, positions = [], [], []
     for w, m, lo, hi in zip(weights, masks, bin_lo, bin_hi):
+        if not 0 <= lo <= hi <= 0xFFFF:
+            raise RuntimeError("cut_and_gather: each layer needs candidate bins 0 <= bin_lo <= bin_hi < 2^16")
         shift = DTYPE_INFO[w.dtype][2]
-        out.append(apply_cut_ref(w, m, ((hi + 1) << shift) - 1, 0))
+        out.append(apply_cut_ref(w, m, min((hi + 1) << shift, 2**63 - 1), 0))  # keeps key >= the cut
         keys = magnitude_keys(w)
         inside = ((keys >> shift) >= lo) & ((keys >> shift) <= hi)
         at = torch.nonzero(inside if m is None else inside & m.reshape(-1)).reshape(-1)

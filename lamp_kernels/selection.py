@@ -254,12 +254,18 @@ def apply_layer_cuts(layers: Layers, cuts: Cuts, kernels: ModuleType = ops,
     return out
 
 
+# The fused masks pass holds 24 bytes per candidate (keys in flat order, positions, sorted keys) where the gather
+# holds 8: it is taken when the candidates are at most 1/16 of the group's weights (real layers: about 1/600).
+FUSED_CANDIDATES = 16
+
+
 def layer_masks(layers: Layers, sparsity: float, method: str, group=None,
                 kernels: ModuleType = ops) -> list[torch.Tensor]:
     """Keep-masks of a selection. On the CPU kernels, the layers whose cuts need their candidate keys gathered
     (fp32/fp64 keys) are cut in that same pass (ops.cut_and_gather): their masks keep what lies above the
     candidate bins, the solver gets the candidates' keys, and ops.fix_cuts_ decides the candidates once the
-    cuts are known -- one read of those layers instead of two. Elsewhere: the cuts, then apply_cuts."""
+    cuts are known -- one read of those layers instead of two. Elsewhere (or with candidates above
+    1/FUSED_CANDIDATES of the weights): the cuts, then apply_cuts."""
     if group is not None or kernels is not ops or any(t.device.type != "cpu" for t in layers.tensors):
         return apply_layer_cuts(layers, layer_cuts(layers, sparsity, method, group, kernels), kernels)
     source = LayerSource.from_layers(layers, kernels)
@@ -274,6 +280,9 @@ def layer_masks(layers: Layers, sparsity: float, method: str, group=None,
         for (_, _, scaled), idx in by_group(weights, [r[0] for r in requests], scales).items():
             reqs = [by_layer[i] for i in idx]
             sizes = [r[3] for r in reqs]
+            if sum(sizes) * FUSED_CANDIDATES > sum(weights[i].numel() for i in idx):
+                found.update(gather_layers(weights, layers.masks, reqs, kernels, scales))  # many candidates
+                continue
             masks, ordered, flat, positions = ops.cut_and_gather(
                 [weights[i] for i in idx], [layers.masks[i] for i in idx], [scales[i] for i in idx] if scaled else [],
                 [r[1] for r in reqs], [r[2] for r in reqs], sizes)

@@ -204,6 +204,65 @@ def test_packed_fp32_summaries_flush_before_their_fields_fill():
     assert int(got[2][0]) == int(mask.sum()) - int(mask[::3].sum()) - int(mask[::7].sum()) + int(mask[::21].sum())
 
 
+def test_packed_fp32_summaries_at_the_ends_of_the_range():
+    """The packed slots rebuild each bin's sum from its fixed high significand bits: subnormal bins (no implicit
+    bit), the smallest normal binade and the largest finite one, in layers large enough for the histogram
+    path, and column-scaled keys with more than 2^22 elements in one bin, equal the twins."""
+    g = torch.Generator().manual_seed(9)
+    sub = torch.randint(1, 1 << 23, (50_000,), generator=g, dtype=torch.int32).view(torch.float32)  # subnormals
+    low = (torch.rand(50_000, generator=g) + 1) * 2.0**-126  # the smallest normal binade
+    top = ((torch.rand(50_000, generator=g) + 1) * 2.0**127).float()  # the largest finite binade
+    mixed = torch.cat([sub, low, top])[torch.randperm(150_000, generator=g)]
+    for ws in ([sub, low, top], [mixed]):
+        got, want = ops._C.bin_summaries(ws, [None] * len(ws)), kernels_torch.bin_summaries_ref(ws, [None] * len(ws))
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
+    w = torch.ones(1 << 11, (1 << 11) + 3).bfloat16()  # 2^22 + 6144 equal importances: one bin
+    scale = torch.full((w.shape[1],), 1.0 + 2.0**-23 * 0x7FFF)
+    got = ops._C.bin_summaries_scaled([w], [None], [scale])
+    want = kernels_torch.bin_summaries_ref(ops._scaled_keys([w], [scale]), [None])
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_fused_masks_pass_on_a_layer_above_the_packing_window(monkeypatch):
+    """The masks path (summaries, cut_and_gather, fix_cuts_) against the two-pass one (gather, then apply_cuts)
+    on an fp32 layer of more than 2^22 weights whose cut falls inside a tie group on the last key of a bin
+    (l = 0x7FFF), with and without a mask, for LAMP, global and uniform."""
+    g = torch.Generator().manual_seed(10)
+    n = (1 << 22) + 777
+    w = torch.randn(n, generator=g)
+    near_median = float(w.abs().kthvalue(int(0.49 * n)).values)
+    tie_key = (int(kernels_torch.magnitude_keys(torch.tensor([near_median]))[0]) | 0x7FFF)
+    tie = torch.tensor([tie_key], dtype=torch.int32).view(torch.float32)
+    w[torch.rand(n, generator=g) < 0.03] = tie  # 3%: few enough candidates for the fused pass
+    mask = torch.rand(n, generator=g) > 0.1
+    small = torch.randn(5000, generator=g)
+    calls, cut_and_gather = [], ops.cut_and_gather
+    monkeypatch.setattr(ops, "cut_and_gather", lambda *a: calls.append(1) or cut_and_gather(*a))
+    for masks in ([None, None], [mask, None]):
+        lay = lk.layers.Layers.from_inputs([w, small], masks)
+        for method in ("lamp", "global", "uniform"):
+            calls.clear()
+            cuts = selection.layer_cuts(lay, 0.5, method)
+            want = selection.apply_layer_cuts(lay, cuts)
+            got = selection.layer_masks(lay, 0.5, method)
+            assert calls and all(torch.equal(a, b) for a, b in zip(got, want)), method
+            assert sum(int((~m).sum()) for m in got) == sum(cuts.pruned)
+            if method != "lamp" and masks[0] is None:
+                assert cuts.cuts[0][0] == tie_key and cuts.cuts[0][1] > 0  # inside the tie group
+
+
+def test_fused_masks_pass_gives_way_to_the_gather_when_candidates_are_many(monkeypatch):
+    """Half of a layer's weights equal (all of them candidates): the masks path gathers and applies instead of
+    holding 24 bytes per candidate, with the reference's masks."""
+    g = torch.Generator().manual_seed(11)
+    w = torch.randn(200_000, generator=g)
+    w[::2] = 0.5
+    monkeypatch.setattr(ops, "cut_and_gather", lambda *a: pytest.fail("fused pass on a region this large"))
+    for method in ("lamp", "global"):
+        got = lk.prune_masks([w], 0.3, method, backend="cpu")
+        assert torch.equal(got[0], lk.prune_masks([w], 0.3, method, backend="reference")[0])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_summary_limbs_are_normalised(dtype):
     """Every summary kernel returns canonical limbs (each but the last below 2^27): the value of the sum, not
@@ -278,6 +337,11 @@ def test_cut_and_gather_refuses_bad_input_before_writing():
         ops.fix_cuts_(masks, flat, positions.flip(0), [1000], [0], [0])
     with pytest.raises(RuntimeError, match="sizes do not match"):
         ops.fix_cuts_(masks, flat, positions, [999], [0], [0])
+    with pytest.raises(RuntimeError, match="ascending flat indices"):  # a mask too small for the positions
+        ops.fix_cuts_([masks[0][:500]], flat, positions, [1000], [0], [0])
+    with pytest.raises(RuntimeError, match="overlap in memory"):
+        ops._C.fix_cuts_([masks[0], masks[0][10:]], torch.cat([flat[:10]] * 2), torch.cat([positions[:10]] * 2),
+                         [10, 10], [0, 0], [0, 0])
     assert torch.equal(masks[0], keep)
 
 

@@ -475,8 +475,11 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor> cut_and_
                 "cut_and_gather: each layer needs candidate bins 0 <= bin_lo <= bin_hi < 2^16");
     const at::ScalarType t = scales.empty() ? ws[i].scalar_type() : at::kFloat;  // the keys' dtype
     const int shift = bin_shift(t == at::kFloat ? kF32 : t == at::kDouble ? kF64 : kBF16);
-    // The provisional cut keeps every key above the candidate bins: key >= (bin_hi + 1) << shift.
-    cut_keys[i] = static_cast<int64_t>(((static_cast<uint64_t>(bin_hi[i]) + 1) << shift) - 1);
+    // The provisional cut (ties 0: keep key >= cut) keeps every key above the candidate bins, from
+    // (bin_hi + 1) << shift; that is 2^63 for the last fp64 bin, above every key, so 2^63 - 1 (a NaN pattern,
+    // in the candidate bins if present at all, so decided by fix_cuts_) stands for it.
+    cut_keys[i] = static_cast<int64_t>(
+        std::min<uint64_t>((static_cast<uint64_t>(bin_hi[i]) + 1) << shift, std::numeric_limits<int64_t>::max()));
   }
   for (size_t i = 0; i < L; ++i) {
     ms[i] = contiguous_mask(masks[i]);
@@ -521,13 +524,19 @@ void fix_cuts_(const std::vector<at::Tensor>& masks, const at::Tensor& keys, con
   TORCH_CHECK(offset[L] == keys.numel(), "fix_cuts_: the sizes do not match the candidates");
   const int64_t* k = keys.data_ptr<int64_t>();
   const int64_t* p = positions.data_ptr<int64_t>();
+  std::vector<std::pair<uintptr_t, uintptr_t>> spans;  // masks are written in parallel: none may share memory
   for (size_t i = 0; i < L; ++i) {  // every argument checked before any mask is written
     TORCH_CHECK(masks[i].scalar_type() == at::kBool && masks[i].is_contiguous(),
                 "fix_cuts_: masks must be contiguous bool tensors");
+    const auto begin = reinterpret_cast<uintptr_t>(masks[i].data_ptr());
+    if (masks[i].numel()) spans.emplace_back(begin, begin + masks[i].nbytes());
     for (int64_t j = offset[i]; j < offset[i + 1]; ++j)
       TORCH_CHECK(0 <= p[j] && p[j] < masks[i].numel() && (j == offset[i] || p[j] > p[j - 1]),
                   "fix_cuts_: positions must be ascending flat indices within each layer");
   }
+  std::sort(spans.begin(), spans.end());
+  for (size_t j = 1; j < spans.size(); ++j)
+    TORCH_CHECK(spans[j].first >= spans[j - 1].second, "fix_cuts_: two of the masks overlap in memory");
   parallel_tasks(static_cast<int64_t>(L), max_workers(), [&](int64_t i, int) {
     bool* o = masks[i].data_ptr<bool>();
     const int64_t cut = cut_keys[i];
