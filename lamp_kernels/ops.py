@@ -13,8 +13,8 @@ every device (kernels_torch.py, or the reference for scores); compiled kernels r
     bin_summaries_scaled  C++: each importance made in  the default: the float32 keys made, then
     gather_bin_keys_scaled  an L1 block as the weight   the plain op (ColumnScaled keys,
     apply_cuts_scaled     is read (scaled_keys.h)       importance.py)
-    cut_and_gather      C++: gather_bin_keys and        the pure-torch default (used on CPU only)
-    fix_cuts_             apply_cuts in one pass, then
+    cut_and_gather      C++: gather_bin_keys and        the pure-torch default (selection.layer_masks
+    fix_cuts_             apply_cuts in one pass, then  calls them for CPU layers only)
                           the candidates decided
     lamp_scores         C++ radix sort + exact scan   the CUDA library (csrc/cuda, cuda_backend.py)
     row_order_values    C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
