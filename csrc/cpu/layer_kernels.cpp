@@ -82,17 +82,47 @@ LAMP_VECTOR_CLONES void gather64(const uint64_t* x, const bool* m, int64_t n, in
   gather_bits(x, m, n, shift, lo, width, out, positions, base);
 }
 
-// Appends the keys (and flat indices) of elements [0, n) of a block, at flat index base, in bins [lo, lo + width].
+// Appends the keys of elements [0, n) of a block in bins [lo, lo + width], and with `positions` their flat
+// indices (the block starting at flat index base).
 template <typename scalar_t>
-void gather_block(const scalar_t* x, const bool* m, int64_t n, uint32_t lo, uint32_t width, int64_t base,
-                  std::vector<int64_t>& keys, std::vector<int64_t>& positions) {
+void gather_block(const scalar_t* x, const bool* m, int64_t n, uint32_t lo, uint32_t width, std::vector<int64_t>& keys,
+                  std::vector<int64_t>* positions = nullptr, int64_t base = 0) {
   const int shift = bin_shift(Keys<scalar_t>::code);
   if constexpr (sizeof(scalar_t) == 2)
-    gather16(reinterpret_cast<const uint16_t*>(x), m, n, shift, lo, width, keys, &positions, base);
+    gather16(reinterpret_cast<const uint16_t*>(x), m, n, shift, lo, width, keys, positions, base);
   else if constexpr (sizeof(scalar_t) == 4)
-    gather32(reinterpret_cast<const uint32_t*>(x), m, n, shift, lo, width, keys, &positions, base);
+    gather32(reinterpret_cast<const uint32_t*>(x), m, n, shift, lo, width, keys, positions, base);
   else
-    gather64(reinterpret_cast<const uint64_t*>(x), m, n, shift, lo, width, keys, &positions, base);
+    gather64(reinterpret_cast<const uint64_t*>(x), m, n, shift, lo, width, keys, positions, base);
+}
+
+// Per-task finds of a pass over many layers (layer i owns tasks [first[i], first[i + 1])), concatenated in task
+// order: layer after layer. layer_offsets gives where each layer's finds start; concat_finds copies them into
+// one int64 tensor, freeing each task's as it goes; sort_layers sorts each layer's part.
+std::vector<int64_t> layer_offsets(const std::vector<int64_t>& first, const std::vector<std::vector<int64_t>>& found) {
+  const size_t L = first.size() - 1;
+  std::vector<int64_t> offset(L + 1, 0);
+  for (size_t i = 0; i < L; ++i) {
+    offset[i + 1] = offset[i];
+    for (int64_t t = first[i]; t < first[i + 1]; ++t) offset[i + 1] += static_cast<int64_t>(found[t].size());
+  }
+  return offset;
+}
+
+at::Tensor concat_finds(std::vector<std::vector<int64_t>>& found, int64_t total) {
+  at::Tensor out = at::empty({total}, at::kLong);
+  int64_t* o = out.data_ptr<int64_t>();
+  for (auto& f : found) {
+    o = std::copy(f.begin(), f.end(), o);
+    std::vector<int64_t>().swap(f);
+  }
+  return out;
+}
+
+void sort_layers(at::Tensor& t, const std::vector<int64_t>& offset) {
+  int64_t* o = t.data_ptr<int64_t>();
+  parallel_tasks(static_cast<int64_t>(offset.size()) - 1, max_workers(),
+                 [&](int64_t i, int) { std::sort(o + offset[i], o + offset[i + 1]); });
 }
 
 // The cut pass: keep/prune for every element of many layers, in at most two parallel regions (one more
@@ -280,7 +310,7 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
             for (int64_t s0 = b; s0 < e; s0 += kBlock) {
               const int64_t s1 = std::min(e, s0 + kBlock);
               r = cut_range(x, m, s0, s1, c, r, [o](int64_t j, bool keep) { o[j] = keep; });
-              gather_block(x + s0, m ? m + s0 : nullptr, s1 - s0, lo, width, s0, cand->keys[t], cand->positions[t]);
+              gather_block(x + s0, m ? m + s0 : nullptr, s1 - s0, lo, width, cand->keys[t], &cand->positions[t], s0);
             }
           } else if (o) {
             cut_range(x, m, b, e, c, rank[t], [o](int64_t j, bool keep) { o[j] = keep; });
@@ -298,7 +328,7 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
             bool* o = out[i] + i0;
             const bool* mb = m ? m + i0 : nullptr;
             r = cut_range(keys, mb, 0, n, c, r, [o](int64_t j, bool keep) { o[j] = keep; });
-            if (collect) gather_block(keys, mb, n, lo, width, i0, cand->keys[t], cand->positions[t]);
+            if (collect) gather_block(keys, mb, n, lo, width, cand->keys[t], &cand->positions[t], i0);
           });
         });
   });
@@ -364,32 +394,16 @@ at::Tensor gather_layers(const std::vector<at::Tensor>& weights, const std::vect
       if (!scales.empty()) {
         const ScaledLayer<scalar_t> layer{x, scales[i].data_ptr<float>(), ws[i].size(-1)};
         for_key_blocks(layer, b, e, [&](const float* keys, int64_t i0, int64_t n) {
-          gather32(reinterpret_cast<const uint32_t*>(keys), m ? m + i0 : nullptr, n, bin_shift(kF32), lo32, width,
-                   found[t]);
+          gather_block(keys, m ? m + i0 : nullptr, n, lo32, width, found[t]);
         });
         return;
       }
-      const int shift = bin_shift(Keys<scalar_t>::code);
-      const bool* mb = m ? m + b : nullptr;
-      if constexpr (sizeof(scalar_t) == 2)
-        gather16(reinterpret_cast<const uint16_t*>(x + b), mb, e - b, shift, lo32, width, found[t]);
-      else if constexpr (sizeof(scalar_t) == 4)
-        gather32(reinterpret_cast<const uint32_t*>(x + b), mb, e - b, shift, lo32, width, found[t]);
-      else
-        gather64(reinterpret_cast<const uint64_t*>(x + b), mb, e - b, shift, lo32, width, found[t]);
+      gather_block(x + b, m ? m + b : nullptr, e - b, lo32, width, found[t]);
     });
   });
-  std::vector<int64_t> offset(L + 1, 0);
-  for (size_t i = 0; i < L; ++i) {
-    offset[i + 1] = offset[i];
-    for (int64_t t = first[i]; t < first[i + 1]; ++t) offset[i + 1] += static_cast<int64_t>(found[t].size());
-  }
-  at::Tensor out = at::empty({offset[L]}, at::kLong);
-  int64_t* o = out.data_ptr<int64_t>();
-  for (size_t t = 0, at = 0; t < found.size(); at += found[t].size(), ++t)
-    std::copy(found[t].begin(), found[t].end(), o + at);
-  parallel_tasks(static_cast<int64_t>(L), workers,  // each layer's keys ascending
-                 [&](int64_t i, int) { std::sort(o + offset[i], o + offset[i + 1]); });
+  const std::vector<int64_t> offset = layer_offsets(first, found);
+  at::Tensor out = concat_finds(found, offset[L]);
+  sort_layers(out, offset);  // each layer's keys ascending
   return out;
 }
 
@@ -433,7 +447,8 @@ namespace {
 std::vector<at::Tensor> masks_from_cuts(const std::vector<at::Tensor>& weights,
                                         const std::vector<std::optional<at::Tensor>>& masks,
                                         const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties,
-                                        const std::vector<at::Tensor>& scales, const char* op) {
+                                        const std::vector<at::Tensor>& scales, const char* op,
+                                        Candidates* cand = nullptr) {
   const size_t L = weights.size();
   TORCH_CHECK(masks.size() == L && cut_keys.size() == L && ties.size() == L, op, ": one entry per layer");
   std::vector<at::Tensor> ws(L), ms(L), outs(L);
@@ -449,7 +464,7 @@ std::vector<at::Tensor> masks_from_cuts(const std::vector<at::Tensor>& weights,
     advise_huge_pages(outs[i].data_ptr(), outs[i].nbytes());
     out[i] = outs[i].data_ptr<bool>();
   }
-  cut_layers(ws, ms, cut_keys, ties, out, scales);
+  cut_layers(ws, ms, cut_keys, ties, out, scales, cand);
   return outs;
 }
 
@@ -463,17 +478,11 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor> cut_and_
   TORCH_CHECK(masks.size() == L && bin_lo.size() == L && bin_hi.size() == L && sizes.size() == L &&
                   (scales.empty() || scales.size() == L),
               "cut_and_gather: one entry per layer (and one scale per layer, or none)");
-  check_cut_inputs(weights, masks, "cut_and_gather");
-  std::vector<at::Tensor> ws(L), ms(L), outs(L);
-  std::vector<bool*> out(L);
   std::vector<int64_t> cut_keys(L), ties(L, 0);
-  Candidates cand{bin_lo, bin_hi, {}, {}, {}};
   for (size_t i = 0; i < L; ++i) {
-    ws[i] = weights[i].contiguous();
-    if (!scales.empty()) check_scaled_layer(ws[i], scales[i], "cut_and_gather");
     TORCH_CHECK(0 <= bin_lo[i] && bin_lo[i] <= bin_hi[i] && bin_hi[i] <= 0xFFFF,
                 "cut_and_gather: each layer needs candidate bins 0 <= bin_lo <= bin_hi < 2^16");
-    const at::ScalarType t = scales.empty() ? ws[i].scalar_type() : at::kFloat;  // the keys' dtype
+    const at::ScalarType t = scales.empty() ? weights[i].scalar_type() : at::kFloat;  // the keys' dtype
     const int shift = bin_shift(t == at::kFloat ? kF32 : t == at::kDouble ? kF64 : kBF16);
     // The provisional cut (ties 0: keep key >= cut) keeps every key above the candidate bins, from
     // (bin_hi + 1) << shift; that is 2^63 for the last fp64 bin, above every key, so 2^63 - 1 (a NaN pattern,
@@ -481,33 +490,14 @@ std::tuple<std::vector<at::Tensor>, at::Tensor, at::Tensor, at::Tensor> cut_and_
     cut_keys[i] = static_cast<int64_t>(
         std::min<uint64_t>((static_cast<uint64_t>(bin_hi[i]) + 1) << shift, std::numeric_limits<int64_t>::max()));
   }
-  for (size_t i = 0; i < L; ++i) {
-    ms[i] = contiguous_mask(masks[i]);
-    outs[i] = at::empty(ws[i].sizes(), ws[i].options().dtype(at::kBool));
-    advise_huge_pages(outs[i].data_ptr(), outs[i].nbytes());
-    out[i] = outs[i].data_ptr<bool>();
-  }
-  cut_layers(ws, ms, cut_keys, ties, out, scales, &cand);
-  std::vector<int64_t> offset(L + 1, 0);
-  for (size_t i = 0; i < L; ++i) {
-    offset[i + 1] = offset[i];
-    for (int64_t t = cand.first[i]; t < cand.first[i + 1]; ++t) offset[i + 1] += static_cast<int64_t>(cand.keys[t].size());
+  Candidates cand{bin_lo, bin_hi, {}, {}, {}};
+  std::vector<at::Tensor> outs = masks_from_cuts(weights, masks, cut_keys, ties, scales, "cut_and_gather", &cand);
+  const std::vector<int64_t> offset = layer_offsets(cand.first, cand.keys);
+  for (size_t i = 0; i < L; ++i)
     TORCH_CHECK(offset[i + 1] - offset[i] == sizes[i], "cut_and_gather: the sizes do not match the layers' keys");
-  }
-  at::Tensor flat = at::empty({offset[L]}, at::kLong), positions = at::empty({offset[L]}, at::kLong);
-  int64_t* k = flat.data_ptr<int64_t>();
-  int64_t* p = positions.data_ptr<int64_t>();
-  for (size_t t = 0, at = 0; t < cand.keys.size(); ++t) {  // each task's finds freed once copied
-    std::copy(cand.keys[t].begin(), cand.keys[t].end(), k + at);
-    std::copy(cand.positions[t].begin(), cand.positions[t].end(), p + at);
-    at += cand.keys[t].size();
-    std::vector<int64_t>().swap(cand.keys[t]);
-    std::vector<int64_t>().swap(cand.positions[t]);
-  }
+  at::Tensor flat = concat_finds(cand.keys, offset[L]), positions = concat_finds(cand.positions, offset[L]);
   at::Tensor sorted = flat.clone();
-  int64_t* o = sorted.data_ptr<int64_t>();
-  parallel_tasks(static_cast<int64_t>(L), max_workers(),  // each layer's keys ascending, for the solver
-                 [&](int64_t i, int) { std::sort(o + offset[i], o + offset[i + 1]); });
+  sort_layers(sorted, offset);  // each layer's keys ascending, for the solver
   return {outs, sorted, flat, positions};
 }
 
