@@ -163,6 +163,33 @@ def test_summaries_of_many_large_layers(dtype):
         torch.set_num_threads(threads)
 
 
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_summaries_of_large_layers_ignore_masked_out_nan_and_inf(dtype):
+    """The histogram widens its touched range over every element of a block, alive or not (a superset is all
+    a flush needs): masked-out NaN, Inf and huge values stretch that range to the table's top bins but add
+    no entry, and the bins between stay out of the summary. Equal to the twin, at 1 and 2 threads."""
+    g = torch.Generator().manual_seed(9)
+    ws, ms = [], []
+    for n in (5_000, 70_001, 200_000):
+        w = torch.randn(n, generator=g, dtype=torch.float64) * 1e-3
+        m = torch.rand(n, generator=g) > 0.5
+        dead = (~m).nonzero().flatten()
+        w[dead[::7]] = float("nan")
+        w[dead[1::7]] = -float("inf")
+        w[dead[2::7]] = torch.finfo(dtype).max
+        ws.append(w.to(dtype))
+        ms.append(m)
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            got = ops._C.bin_summaries(ws, ms)
+            want = kernels_torch.bin_summaries_ref(ws, ms)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
+    finally:
+        torch.set_num_threads(threads)
+
 @pytest.mark.skipif(ops._C is None, reason="C++ extension not built")
 def test_cut_kernels_check_everything_before_writing():
     """A bad layer anywhere in the list is refused before any layer is written; layers sharing memory are

@@ -21,6 +21,7 @@
 #include "scaled_keys.h"
 #include "summaries.h"
 #include "task_pool.h"
+#include "vector_clones.h"
 
 namespace lamp {
 
@@ -35,13 +36,7 @@ at::Tensor contiguous_mask(const std::optional<at::Tensor>& mask) {
 // Appends to `out` the keys (|x| bit patterns) of the alive elements whose bin (key >> shift) lies in
 // [lo, lo + width], in index order. Candidate bins hold few elements, so a branch-free, vectorisable scan of each
 // block finds whether it holds any, and only such blocks are walked element by element (bins are < 2^16, so
-// the range test is one unsigned 32-bit comparison). Compiled twice on x86-64 GCC (AVX2 and the baseline),
-// the CPU's features choosing at load time.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LAMP_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define LAMP_VECTOR_CLONES
-#endif
+// the range test is one unsigned 32-bit comparison). Compiled for AVX2 and the baseline (vector_clones.h).
 
 // With `positions`, also appends base + i for each key found (the element's flat index in its layer).
 template <typename bits_t>

@@ -5,13 +5,9 @@
 
 #include <cmath>
 
-namespace lamp {
+#include "vector_clones.h"
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LAMP_ROW_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define LAMP_ROW_CLONES
-#endif
+namespace lamp {
 
 namespace {
 
@@ -22,11 +18,11 @@ inline void scale_row_impl(const scalar_t* x, const float* s, int64_t n, float* 
 
 }  // namespace
 
-LAMP_ROW_CLONES void scale_row(const c10::BFloat16* x, const float* s, int64_t n, float* o) {
+LAMP_VECTOR_CLONES void scale_row(const c10::BFloat16* x, const float* s, int64_t n, float* o) {
   scale_row_impl(x, s, n, o);
 }
-LAMP_ROW_CLONES void scale_row(const c10::Half* x, const float* s, int64_t n, float* o) { scale_row_impl(x, s, n, o); }
-LAMP_ROW_CLONES void scale_row(const float* x, const float* s, int64_t n, float* o) { scale_row_impl(x, s, n, o); }
-LAMP_ROW_CLONES void scale_row(const double* x, const float* s, int64_t n, float* o) { scale_row_impl(x, s, n, o); }
+LAMP_VECTOR_CLONES void scale_row(const c10::Half* x, const float* s, int64_t n, float* o) { scale_row_impl(x, s, n, o); }
+LAMP_VECTOR_CLONES void scale_row(const float* x, const float* s, int64_t n, float* o) { scale_row_impl(x, s, n, o); }
+LAMP_VECTOR_CLONES void scale_row(const double* x, const float* s, int64_t n, float* o) { scale_row_impl(x, s, n, o); }
 
 }  // namespace lamp

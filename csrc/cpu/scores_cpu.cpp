@@ -35,6 +35,7 @@
 #include "radix_sort.h"
 #include "rounding_base.h"
 #include "task_pool.h"
+#include "vector_clones.h"
 
 namespace lamp {
 
@@ -64,7 +65,7 @@ inline double pow2(int k) {
 
 // num[i] /= den[i]: the one division per score, as a loop the compiler vectorizes (with an AVX2 clone where
 // the CPU has it). IEEE division is correctly rounded in every lane, so the results are those of divsd.
-__attribute__((target_clones("avx2", "default"))) void divide(double* num, const double* den, int n) {
+LAMP_VECTOR_CLONES void divide(double* num, const double* den, int n) {
   for (int i = 0; i < n; ++i) num[i] /= den[i];
 }
 
@@ -243,7 +244,7 @@ inline double u53_to_double(uint64_t v) {
 }
 
 // WindowDen over a block: q[t] = fl(num(mm[t]) / den(j[t])), as one loop that vectorizes.
-__attribute__((target_clones("avx2", "default"))) void window_quotients(
+LAMP_VECTOR_CLONES void window_quotients(
     uint64_t ah, uint64_t al, int p, double inv_scale, const uint64_t* __restrict mm, const uint64_t* __restrict j,
     int n, double* __restrict q) {
   const uint64_t mask = (uint64_t{1} << p) - 1, half = uint64_t{1} << (p - 1);

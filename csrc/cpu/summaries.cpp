@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -22,6 +23,7 @@
 #include "float_keys.h"
 #include "scaled_keys.h"
 #include "task_pool.h"
+#include "vector_clones.h"
 
 namespace lamp {
 
@@ -62,7 +64,7 @@ void small_summary(const scalar_t* x, const bool* m, int64_t n, Entries& out) {
   entries_from_keys(K::code, keys, out);
 }
 
-// Bins [lo, hi] of a histogram: the ones a pass touched (empty when lo > hi). Flushing, zeroing and
+// Bins [lo, hi] of a histogram: (a superset of) the ones a pass touched (empty when lo > hi). Flushing, zeroing and
 // compacting only these keeps the per-layer cost proportional to the bins the values occupy (a few thousand
 // of fp32's 2^16 for real weights), not to the whole table.
 struct BinRange {
@@ -103,21 +105,46 @@ inline void add_local_bin(int code, uint32_t bin, const int64_t* src, int64_t* d
   dst[2] += static_cast<int64_t>(total >> kLimbBits);
 }
 
-// Adds elements [b, e) of one layer into a worker's histogram h (layout above). Sums are exact integers, so
-// any split of a layer into ranges, added in any order, gives the same totals. Widens `touched` to the bins
-// it added to.
+// Widens `touched` to the bins of every key of x[0, n) -- alive or not: a superset of the bins the block added
+// to is all a flush needs, and every key's bin lies in the table (a NaN's magnitude key too). A separate loop
+// over the block, run after the block's histogram loop has brought it into L1, that vectorises (with AVX2 on
+// x86-64, vector_clones.h): tracking the range per element in the histogram loop made the bf16 count loop's
+// compare-and-move chain its bottleneck (measured: 0.77 ns per element against 0.44 without it).
+template <typename bits_t>
+inline void widen_bins_impl(const bits_t* x, int64_t n, int shift, BinRange& touched) {
+  constexpr bits_t kMagnitude = static_cast<bits_t>(std::numeric_limits<bits_t>::max() >> 1);
+  bits_t lo = std::numeric_limits<bits_t>::max(), hi = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const bits_t k = x[i] & kMagnitude;
+    lo = std::min(lo, k);
+    hi = std::max(hi, k);
+  }
+  if (n) touched.add(static_cast<uint32_t>(lo >> shift), static_cast<uint32_t>(hi >> shift));
+}
+
+LAMP_VECTOR_CLONES void widen_bins(const uint16_t* x, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl(x, n, shift, touched);
+}
+LAMP_VECTOR_CLONES void widen_bins(const uint32_t* x, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl(x, n, shift, touched);
+}
+LAMP_VECTOR_CLONES void widen_bins(const uint64_t* x, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl(x, n, shift, touched);
+}
+
+// Adds elements [b, e) of one layer into a worker's histogram h (layout above), a block at a time. Sums are
+// exact integers, so any split of a layer into ranges, added in any order, gives the same totals. Widens
+// `touched` to (a superset of) the bins it added to.
 template <typename scalar_t>
 inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
   using K = Keys<scalar_t>;
+  using bits_t = typename K::key_t;
   constexpr int code = K::code;
+  constexpr int64_t kBlock = 1024;
   const int limbs = num_limbs(code), shift = bin_shift(code), stride = local_stride(code);
-  uint32_t lo = touched.lo, hi = touched.hi;  // in registers through the loop
   auto add = [&](int64_t i) {
     const uint64_t k = K::key(x[i]);
-    const uint32_t bin = static_cast<uint32_t>(k >> shift);
-    lo = std::min(lo, bin);
-    hi = std::max(hi, bin);
-    int64_t* slot = h + static_cast<size_t>(bin) * stride;
+    int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
     if constexpr (code == kF32) {
       const uint64_t l = k & 0x7FFF;
       slot[0] += static_cast<int64_t>(kPackedCount | l);
@@ -127,13 +154,16 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
       if (limbs) add_square_limbs(code, k, slot + 1);
     }
   };
-  if (m) {  // two loops, so the unmasked one carries no per-element test
-    for (int64_t i = b; i < e; ++i)
-      if (m[i]) add(i);
-  } else {
-    for (int64_t i = b; i < e; ++i) add(i);
+  for (int64_t i0 = b; i0 < e; i0 += kBlock) {
+    const int64_t i1 = std::min(e, i0 + kBlock);
+    if (m) {  // two loops, so the unmasked one carries no per-element test
+      for (int64_t i = i0; i < i1; ++i)
+        if (m[i]) add(i);
+    } else {
+      for (int64_t i = i0; i < i1; ++i) add(i);
+    }
+    widen_bins(reinterpret_cast<const bits_t*>(x + i0), i1 - i0, shift, touched);
   }
-  touched = {lo, hi};
 }
 
 // Dense histograms of large layers, a group of layers at a time (their full-size totals within kGroupBytes:
