@@ -49,7 +49,9 @@ def _prepare(weights: Any, masks: Any, importance: Any, backend: str | None,
     collective runs."""
     def check():
         layers = Layers.from_inputs(weights, masks)
-        keys = key_layers(layers, importance)
+        # Importance values are checked where the selection reads them anyway (plan.py), except under a
+        # process group, where every rank must agree on errors before any collective runs.
+        keys = key_layers(layers, importance, defer_values=group is None)
         chosen = backends.choose(backend, keys)
         if group is not None:
             if layers.kind != "dict":

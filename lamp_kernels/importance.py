@@ -3,9 +3,12 @@
 ``importance=`` takes the same container as the weights (a tensor, a list, or a dict with the same keys).
 Each entry is either
 
-- a tensor of its weight's shape, on its device, in a floating dtype: checked here once (a wrong container,
-  shape, device or dtype, or a NaN, Inf or negative value anywhere, masked entries included: one min/max
-  pass per layer, raises; -0.0 counts as zero); or
+- a tensor of its weight's shape, on its device, in a floating dtype: checked once (a wrong container,
+  shape, device or dtype, or a NaN, Inf or negative value anywhere, masked entries included, raises; -0.0
+  counts as zero). The values take one min/max pass per layer here, or, where prune_masks and
+  layer_sparsities run the plain selection on CPU tensors, no pass of their own: the summary pass reads
+  them anyway and scans them as it goes (``key_layers(defer_values=True)``, selection.summarize_layers),
+  so a bad value raises before anything is returned, with the same message; or
 - ``ColumnScaled(scale)``: the importance fl32(|W_ij| * scale_j), j the column (the weight's last dimension;
   Wanda's |W_ij| * ||X_j|| when scale holds the input-feature norms). The CPU kernels of the plain selection
   compute each importance as they read the weight, so nothing full-size is made; the other paths (and the
@@ -25,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .kernels_torch import NONFINITE_BIN, bin_of
 from .layers import MAGNITUDE_LIMIT, SUPPORTED_DTYPES, Layers
 
 
@@ -112,7 +116,17 @@ def check_importance_values(t: torch.Tensor, name: str) -> None:
                          "float64's normal range")
 
 
-def _check_tensor(t: Any, w: torch.Tensor, name: str) -> torch.Tensor:
+def check_scanned_values(t: torch.Tensor, name: str, top_bin: int, negative: bool) -> None:
+    """The value check of an importance tensor from the summary pass's scan of all its elements
+    (ops._C.bin_summaries_scanned): when the scan leaves any doubt -- a negative value, a NaN/Inf bin, an fp64
+    magnitude bin outside the range -- check_importance_values decides, and raises with its message."""
+    low, high = (bin_of(v, t.dtype) for v in (1.0 / MAGNITUDE_LIMIT, MAGNITUDE_LIMIT))
+    fp64_doubt = t.dtype == torch.float64 and not low <= top_bin < high
+    if negative or top_bin >= NONFINITE_BIN[t.dtype] or fp64_doubt:
+        check_importance_values(t, name)
+
+
+def _check_tensor(t: Any, w: torch.Tensor, name: str, values: bool = True) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: importance must be a tensor or ColumnScaled, got {type(t).__name__}")
     if t.dtype not in SUPPORTED_DTYPES:
@@ -121,23 +135,36 @@ def _check_tensor(t: Any, w: torch.Tensor, name: str) -> torch.Tensor:
         raise ValueError(f"{name}: importance shape {tuple(t.shape)} != weight shape {tuple(w.shape)}")
     if t.device != w.device:
         raise ValueError(f"{name}: importance is on {t.device}, weight on {w.device}")
-    check_importance_values(t, name)
+    if values:
+        check_importance_values(t, name)
     return t.detach()
 
 
-def key_layers(layers: Layers, importance: Any) -> Layers:
+def key_layers(layers: Layers, importance: Any, defer_values: bool = False) -> Layers:
     """The layers whose tensors are the selection keys: the validated importance, or the weights themselves.
-    A ColumnScaled entry keeps the weight as its tensor and its scale in ``scales`` (layers.py)."""
+    A ColumnScaled entry keeps the weight as its tensor and its scale in ``scales`` (layers.py).
+    defer_values: leave the values of importance tensors unchecked (Layers.unchecked) for the caller to check
+    with checked(), or in the summary pass (selection.summarize_layers); everything else is checked here."""
     if importance is None:
         return layers
     entries = _entries(layers, importance)
-    tensors, scales = [], []
-    for t, w, name in zip(entries, layers.tensors, layers.names):
+    tensors, scales, unchecked = [], [], []
+    for i, (t, w, name) in enumerate(zip(entries, layers.tensors, layers.names)):
         if isinstance(t, ColumnScaled):
             tensors.append(w.detach())
             scales.append(checked_scale(t, w, name))
         else:
-            tensors.append(_check_tensor(t, w, name))
+            tensors.append(_check_tensor(t, w, name, values=not defer_values))
             scales.append(None)
+            unchecked += [i] if defer_values else []
     return Layers(tensors, layers.masks, layers.names, layers.kind, layers.keys,
-                  scales if any(s is not None for s in scales) else None)
+                  scales if any(s is not None for s in scales) else None, frozenset(unchecked))
+
+
+def checked(keys: Layers) -> Layers:
+    """The keys with the value checks key_layers deferred done (ValueError naming the first bad layer)."""
+    if not keys.unchecked:
+        return keys
+    for i in sorted(keys.unchecked):
+        check_importance_values(keys.tensors[i], keys.names[i])
+    return Layers(keys.tensors, keys.masks, keys.names, keys.kind, keys.keys, keys.scales)

@@ -24,6 +24,12 @@ LIMB_BITS = 27
 LIMB_MASK = (1 << LIMB_BITS) - 1
 
 
+def bin_of(value: float, dtype: torch.dtype) -> int:
+    """The bin of |value|'s key in dtype (value exactly representable there)."""
+    key = int(torch.tensor([value], dtype=dtype).view(DTYPE_INFO[dtype][4])[0]) & DTYPE_INFO[dtype][5]
+    return key >> DTYPE_INFO[dtype][2]
+
+
 def magnitude_keys(w: torch.Tensor) -> torch.Tensor:
     """int64 bit patterns of |w|, flattened: monotone in |w| for finite values."""
     _, _, _, _, view, mask = DTYPE_INFO[w.dtype]

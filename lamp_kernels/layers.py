@@ -68,6 +68,10 @@ class Layers:
     # Column-scaled importance keys (importance.ColumnScaled): where scales[i] is set, layer i is ranked by
     # fl32(|tensors[i]| * scales[i][j]) (j the column), computed by the kernels as they read the weight.
     scales: list[torch.Tensor | None] | None = None
+    # Importance tensors whose values (finite, >= 0) are still to be checked: importance.key_layers with
+    # defer_values=True leaves them to the summary pass of the plain CPU selection (selection.summarize_layers),
+    # and importance.checked() checks them for every other path.
+    unchecked: frozenset[int] = frozenset()
     _detached: list[torch.Tensor] | None = None
 
     @classmethod
@@ -178,7 +182,7 @@ class Layers:
 
     def with_masks(self, masks: list[torch.Tensor | None]) -> Layers:
         """The same layers with other masks (already validated by the caller)."""
-        return Layers(self.tensors, list(masks), self.names, self.kind, self.keys, self.scales)
+        return Layers(self.tensors, list(masks), self.names, self.kind, self.keys, self.scales, self.unchecked)
 
     def scaled(self) -> bool:
         return self.scales is not None and any(s is not None for s in self.scales)
@@ -191,7 +195,7 @@ class Layers:
         from .importance import check_scaled_products, scaled_importance
 
         tensors = [w if s is None else scaled_importance(w, s) for w, s in zip(self.tensors, self.scales)]
-        keys = Layers(tensors, self.masks, self.names, self.kind, self.keys)
+        keys = Layers(tensors, self.masks, self.names, self.kind, self.keys, None, self.unchecked)
         check_scaled_products(keys, [i for i, s in enumerate(self.scales) if s is not None])
         return keys
 

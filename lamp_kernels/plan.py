@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import allocation, backends, nm, ops, owl, reference, selection, sorted_selection
+from . import allocation, backends, importance, nm, ops, owl, reference, selection, sorted_selection
 from .layers import Layers, pruned_count
 from .options import GLOBAL_METHODS, Options, rows_of
 
@@ -111,10 +111,11 @@ def _prepared(keys: Layers, sparsity: float, method, options: Options, group):
 
 def _keys_for(keys: Layers, method, options: Options, chosen: backends.Backend) -> Layers:
     """ColumnScaled importances stay unmade on the plain path of the summary pipeline (the ops compute them as
-    they read the weights); every other path ranks tensors, so they are made here, one per layer."""
+    they read the weights), and importance values not yet checked are checked in its summary pass; every other
+    path checks them here and ranks tensors, so the ColumnScaled ones are made here, one per layer."""
     plain = (isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops and options.nm is None
              and method != "owl" and not _uses_units(method, options))
-    return keys if plain else keys.materialized()
+    return keys if plain else importance.checked(keys).materialized()
 
 
 def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,
@@ -148,7 +149,7 @@ def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, 
 
 
 def scores(keys: Layers, options: Options, chosen: backends.Backend, float64: bool) -> list[torch.Tensor]:
-    keys = keys.materialized()
+    keys = importance.checked(keys).materialized()
     if options.granularity == "layer":
         return chosen.scores(keys, float64)
     keys.check_values()

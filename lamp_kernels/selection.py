@@ -29,8 +29,8 @@ from types import ModuleType
 import torch
 
 from . import allocation, ops
-from .importance import scaled_error, scaled_importance
-from .kernels_torch import DTYPE_INFO, NONFINITE_BIN, magnitude_keys
+from .importance import check_importance_values, check_scanned_values, scaled_error, scaled_importance
+from .kernels_torch import DTYPE_INFO, NONFINITE_BIN, bin_of, magnitude_keys
 from .layers import MAGNITUDE_LIMIT, Layers, pruned_count
 
 # requests (layer, bin_lo, bin_hi, size) -> {layer: its sorted alive keys in those bins, int64 on the CPU}
@@ -103,12 +103,25 @@ def _scaled_call(plain, scaled, idx: list[int], scales: list[torch.Tensor | None
 
 
 def summarize_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | None], kernels: ModuleType = ops,
-                     scales: list[torch.Tensor | None] | None = None) -> list[Summary]:
-    """Summaries of the layers: one kernel call and one device-to-host copy per by_group group."""
+                     scales: list[torch.Tensor | None] | None = None,
+                     unchecked: list[str | None] | None = None) -> list[Summary]:
+    """Summaries of the layers: one kernel call and one device-to-host copy per by_group group.
+    unchecked[i]: the name of layer i when it is an importance tensor whose values are still to be checked
+    (Layers.unchecked); the C++ kernels scan them in the same pass (ops._C.bin_summaries_scanned), other
+    kernels check them first (importance.check_importance_values). A bad value raises ValueError."""
     out: list[Summary | None] = [None] * len(weights)
-    for (_, dtype, scaled), idx in by_group(weights, None, scales).items():
-        summaries = _scaled_call(kernels.bin_summaries, ops.bin_summaries_scaled, idx, scales)
-        offsets, bins, counts, sums = to_host(*summaries([weights[i] for i in idx], [masks[i] for i in idx]))
+    for (device, dtype, scaled), idx in by_group(weights, None, scales).items():
+        ws, ms = [weights[i] for i in idx], [masks[i] for i in idx]
+        pending = [(j, unchecked[i]) for j, i in enumerate(idx) if unchecked is not None and unchecked[i]]
+        if pending and kernels is ops and ops._C is not None and device.type == "cpu" and not scaled:
+            *found, top_bins, negative = ops._C.bin_summaries_scanned(ws, ms)
+            for j, name in pending:
+                check_scanned_values(ws[j], name, int(top_bins[j]), bool(negative[j]))
+        else:
+            for j, name in pending:
+                check_importance_values(ws[j], name)
+            found = _scaled_call(kernels.bin_summaries, ops.bin_summaries_scaled, idx, scales)(ws, ms)
+        offsets, bins, counts, sums = to_host(*found)
         # per-layer totals and last bins in bulk: a model may have thousands of tiny layers
         alive = torch.zeros(len(idx), dtype=torch.int64).index_add_(
             0, torch.repeat_interleave(torch.arange(len(idx)), offsets.diff()), counts).tolist()
@@ -139,11 +152,6 @@ def gather_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | None],
     return found
 
 
-def _bin_of(value: float, dtype: torch.dtype) -> int:
-    key = int(torch.tensor([value], dtype=dtype).view(DTYPE_INFO[dtype][4])[0])
-    return key >> DTYPE_INFO[dtype][2]
-
-
 def check_summary(s: Summary, name: str) -> None:
     """NaN/Inf among alive weights, and fp64 magnitudes outside [2^-496, 2^496), read off the bins. The
     limits are powers of two, so they fall on bin boundaries and the check is exact."""
@@ -151,10 +159,10 @@ def check_summary(s: Summary, name: str) -> None:
         raise ValueError(scaled_error(name) if s.scaled else f"{name} has NaN or Inf weights")
     if s.dtype != torch.float64 or s.last_bin < 0:
         return
-    if s.last_bin >= _bin_of(MAGNITUDE_LIMIT, s.dtype):
+    if s.last_bin >= bin_of(MAGNITUDE_LIMIT, s.dtype):
         raise ValueError(f"{name}: a magnitude is outside [2^-496, 2^496) (2^496 or more); "
                          "its square leaves float64's normal range")
-    low = _bin_of(1.0 / MAGNITUDE_LIMIT, s.dtype)
+    low = bin_of(1.0 / MAGNITUDE_LIMIT, s.dtype)
     if s.last_bin < low:  # nothing in range: an error unless every weight is zero (bin 0 with sum 0)
         nonzero = bool((s.bins > 0).any()) or bool(s.sums[s.bins == 0].any())
         if nonzero:
@@ -209,7 +217,8 @@ class LayerSource:
 
         def summarize(indices: list[int]) -> list[Summary]:
             return summarize_layers([weights[i] for i in indices], [layers.masks[i] for i in indices], kernels,
-                                    None if scales is None else [scales[i] for i in indices])
+                                    None if scales is None else [scales[i] for i in indices],
+                                    [layers.names[i] if i in layers.unchecked else None for i in indices])
 
         def gather(requests):
             return gather_layers(weights, layers.masks, requests, kernels, scales)

@@ -125,3 +125,66 @@ def test_reference_importance_is_reference_on_keys():
         want = lk.prune_masks(keys, 0.55, method, backend="reference")
         _same(lk.prune_masks(layers, 0.55, method, importance=keys, backend="reference"), want, method)
     assert reference.ALL_METHODS == lk.ALL_METHODS and "owl" not in lk.METHODS
+
+
+@pytest.mark.skipif("cpu" not in FAST, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_summary_pass_checks_importance_values(dtype, monkeypatch):
+    """prune_masks and layer_sparsities on CPU importance tensors check the values in the summary pass
+    (ops._C.bin_summaries_scanned), not in a pass of their own: every bad value -- negative, NaN (either
+    sign), Inf, fp64 out of range -- at an alive or a masked-out position of a small (sorted) or a large
+    (histogrammed, several chunks) layer raises the eager check's message; -0.0 and all-zero layers pass and
+    select as +0.0."""
+    from lamp_kernels import importance as imp_mod
+
+    calls = []
+    eager = imp_mod.check_importance_values
+    monkeypatch.setattr(imp_mod, "check_importance_values", lambda t, name: (calls.append(name), eager(t, name)))
+    g = torch.Generator().manual_seed(11)
+    w = [torch.randn(3000, generator=g), torch.randn(300, 700, generator=g)]
+    good = [x.abs().to(dtype) for x in w]
+    masks = [torch.rand(x.shape, generator=g) > 0.3 for x in w]
+    lk.prune_masks(w, 0.5, importance=good, masks=masks, backend="cpu")
+    assert calls == []  # clean input: no eager pass
+    bad = {"negative": -1e-3, "NaN": float("nan"), "-NaN": -float("nan"), "Inf": float("inf"),
+           "-Inf": -float("inf")}
+    if dtype == torch.float64:
+        bad["outside"] = 2.0**500
+    for layer in (0, 1):
+        for alive in (True, False):
+            spot = tuple(int(i[0]) for i in (masks[layer] == alive).nonzero()[:1].t())
+            for label, value in bad.items():
+                imp = [t.clone() for t in good]
+                imp[layer][spot] = value
+                message = {"NaN": "NaN", "-NaN": "NaN", "Inf": "Inf", "-Inf": "negative|Inf",
+                           "negative": "negative", "outside": "outside"}[label]
+                for fn in (lk.prune_masks, lk.layer_sparsities):
+                    with pytest.raises(ValueError, match=f"layer {layer}: (largest )?importance .*({message})"):
+                        fn(w, 0.5, importance=imp, masks=masks, backend="cpu")
+    imp = [t.clone() for t in good]
+    imp[1][::7] = -0.0
+    imp[0].zero_()
+    want = lk.prune_masks(w, 0.5, importance=[t.abs() for t in imp], masks=masks, backend="reference")
+    got = lk.prune_masks(w, 0.5, importance=imp, masks=masks, backend="cpu")
+    _same(got, want, "-0.0 and zeros")
+
+
+@pytest.mark.skipif("cpu" not in FAST, reason="C++ extension not built")
+def test_paths_that_rank_tensors_check_importance_values_first():
+    """Every path other than the plain summary one (rows, bounds, N:M, OWL, scores, the reference) checks
+    the deferred values before it ranks anything."""
+    w = [torch.randn(64, 80), torch.randn(5000)]
+    imp = [w[0].abs(), w[1].abs()]
+    imp[1][17] = -1.0
+    calls = [
+        lambda: lk.prune_masks(w, 0.5, importance=imp, granularity="row", backend="cpu"),
+        lambda: lk.prune_masks(w, 0.5, importance=imp, min_density=0.1, backend="cpu"),
+        lambda: lk.prune_masks(w, 0.5, "uniform", importance=imp, nm=(2, 4), backend="cpu"),
+        lambda: lk.prune_masks(w, 0.5, "owl", importance=imp, backend="cpu"),
+        lambda: lk.lamp_scores(w, importance=imp, backend="cpu"),
+        lambda: lk.prune_masks(w, 0.5, importance=imp, backend="reference"),
+        lambda: lk.layer_sparsities(w, 0.5, "erk", importance=imp),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="layer 1: importance has negative"):
+            call()

@@ -165,6 +165,37 @@ def test_summaries_of_many_large_layers(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_scanned_summaries_report_every_elements_top_bin_and_sign(dtype):
+    """bin_summaries_scanned: the summaries of bin_summaries, and over every element alive or not, the largest
+    magnitude bin (-1 for an empty layer) and whether some value is negative and nonzero (-0.0 is not; -NaN
+    and -Inf are): small (sorted) and large (histogrammed, several chunks and blocks) layers, 1 and 2 threads."""
+    g = torch.Generator().manual_seed(13)
+    ws, ms = [], []
+    for n, bad in [(0, None), (3000, None), (3000, -2.0), (200_000, None), (200_000, -float("nan")),
+                   (200_000, -float("inf")), (150_000, float("inf")), (5_000, -1e-30)]:
+        w = (torch.randn(n, generator=g, dtype=torch.float64) * 1e-2).abs()
+        w[::5] = -0.0
+        m = torch.rand(n, generator=g) > 0.5
+        if bad is not None:
+            w[int((~m).nonzero()[-1])] = bad  # at a masked-out position
+        ws.append(w.to(dtype))
+        ms.append(m)
+    shift = kernels_torch.DTYPE_INFO[dtype][2]
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            *got, top_bins, negative = ops._C.bin_summaries_scanned(ws, ms)
+            assert all(torch.equal(a, b) for a, b in zip(got, ops._C.bin_summaries(ws, ms)))
+            for w, top, neg in zip(ws, top_bins.tolist(), negative.tolist()):
+                keys = kernels_torch.magnitude_keys(w)
+                assert top == (int(keys.max()) >> shift if w.numel() else -1)
+                assert neg == bool(((w < 0) | (w.isnan() & w.signbit())).any())
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_summaries_of_large_layers_ignore_masked_out_nan_and_inf(dtype):
     """The histogram widens its touched range over every element of a block, alive or not (a superset is all
     a flush needs): masked-out NaN, Inf and huge values stretch that range to the table's top bins but add

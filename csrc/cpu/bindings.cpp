@@ -17,6 +17,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "lamp_kernels C++ CPU kernels";
   m.def("bin_summary", &lamp::bin_summary, py::call_guard<py::gil_scoped_release>());
   m.def("bin_summaries", &lamp::bin_summaries, py::call_guard<py::gil_scoped_release>());
+  m.def("bin_summaries_scanned", &lamp::bin_summaries_scanned, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys_many", &lamp::gather_bin_keys_many, py::call_guard<py::gil_scoped_release>());
   m.def("bin_summaries_scaled", &lamp::bin_summaries_scaled, py::call_guard<py::gil_scoped_release>());

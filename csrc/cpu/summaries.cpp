@@ -36,6 +36,10 @@ constexpr int64_t kGrain = 1 << 16;  // elements per chunk of a large layer, at 
 
 struct Entries {
   std::vector<int64_t> bins, counts, sums;  // sums: limbs per entry
+  // Over every element, alive or not (what bin_summaries_scanned reports for a value check): the largest bin
+  // of a magnitude key (-1 for an empty layer), and whether some element is negative and nonzero.
+  int64_t top_bin = -1;
+  bool negative = false;
 };
 
 // The entries of a small layer from its alive keys (in any order): sorted, then run-length encoded by bin.
@@ -54,21 +58,13 @@ void entries_from_keys(int code, std::vector<uint64_t>& keys, Entries& out) {
   }
 }
 
-template <typename scalar_t>
-void small_summary(const scalar_t* x, const bool* m, int64_t n, Entries& out) {
-  using K = Keys<scalar_t>;
-  std::vector<uint64_t> keys;
-  keys.reserve(n);
-  for (int64_t i = 0; i < n; ++i)
-    if (!m || m[i]) keys.push_back(K::key(x[i]));
-  entries_from_keys(K::code, keys, out);
-}
 
 // Bins [lo, hi] of a histogram: (a superset of) the ones a pass touched (empty when lo > hi). Flushing, zeroing and
 // compacting only these keeps the per-layer cost proportional to the bins the values occupy (a few thousand
 // of fp32's 2^16 for real weights), not to the whole table.
 struct BinRange {
   uint32_t lo = UINT32_MAX, hi = 0;
+  uint64_t top_raw = 0;  // the largest bit pattern, sign included, of the elements widened over (widen_bins)
   bool empty() const { return lo > hi; }
   void add(uint32_t a, uint32_t b) {
     lo = std::min(lo, a);
@@ -110,32 +106,56 @@ inline void add_local_bin(int code, uint32_t bin, const int64_t* src, int64_t* d
 // over the block, run after the block's histogram loop has brought it into L1, that vectorises (with AVX2 on
 // x86-64, vector_clones.h): tracking the range per element in the histogram loop made the bf16 count loop's
 // compare-and-move chain its bottleneck (measured: 0.77 ns per element against 0.44 without it).
-template <typename bits_t>
+// scan_bins (bin_summaries_scanned only) also keeps the largest raw bit pattern: above the sign bit alone
+// (-0.0) means a negative nonzero value. widen_bins leaves top_raw untouched: writing it there too made the bf16
+// summaries 5-15% slower (measured).
+template <bool kRaw, typename bits_t>
 inline void widen_bins_impl(const bits_t* x, int64_t n, int shift, BinRange& touched) {
   constexpr bits_t kMagnitude = static_cast<bits_t>(std::numeric_limits<bits_t>::max() >> 1);
-  bits_t lo = std::numeric_limits<bits_t>::max(), hi = 0;
+  bits_t lo = std::numeric_limits<bits_t>::max(), hi = 0, raw = 0;
   for (int64_t i = 0; i < n; ++i) {
     const bits_t k = x[i] & kMagnitude;
     lo = std::min(lo, k);
     hi = std::max(hi, k);
+    if constexpr (kRaw) raw = std::max(raw, x[i]);
   }
-  if (n) touched.add(static_cast<uint32_t>(lo >> shift), static_cast<uint32_t>(hi >> shift));
+  if (!n) return;
+  touched.add(static_cast<uint32_t>(lo >> shift), static_cast<uint32_t>(hi >> shift));
+  if constexpr (kRaw) touched.top_raw = std::max<uint64_t>(touched.top_raw, raw);
+}
+
+template <typename scalar_t>
+using bits_of = typename Keys<scalar_t>::key_t;
+
+// Whether a raw bit pattern above every non-negative one's was seen: a negative value other than -0.0.
+template <typename scalar_t>
+inline bool negative_seen(uint64_t top_raw) {
+  return top_raw > (uint64_t{1} << (8 * sizeof(bits_of<scalar_t>) - 1));
 }
 
 LAMP_VECTOR_CLONES void widen_bins(const uint16_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl(x, n, shift, touched);
+  widen_bins_impl<false>(x, n, shift, touched);
 }
 LAMP_VECTOR_CLONES void widen_bins(const uint32_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl(x, n, shift, touched);
+  widen_bins_impl<false>(x, n, shift, touched);
 }
 LAMP_VECTOR_CLONES void widen_bins(const uint64_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl(x, n, shift, touched);
+  widen_bins_impl<false>(x, n, shift, touched);
+}
+LAMP_VECTOR_CLONES void scan_bins(const uint16_t* x, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<true>(x, n, shift, touched);
+}
+LAMP_VECTOR_CLONES void scan_bins(const uint32_t* x, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<true>(x, n, shift, touched);
+}
+LAMP_VECTOR_CLONES void scan_bins(const uint64_t* x, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<true>(x, n, shift, touched);
 }
 
 // Adds elements [b, e) of one layer into a worker's histogram h (layout above), a block at a time. Sums are
 // exact integers, so any split of a layer into ranges, added in any order, gives the same totals. Widens
-// `touched` to (a superset of) the bins it added to.
-template <typename scalar_t>
+// `touched` to (a superset of) the bins it added to; kScan: and keeps the largest raw bit pattern (scan_bins).
+template <bool kScan = false, typename scalar_t>
 inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
   using K = Keys<scalar_t>;
   using bits_t = typename K::key_t;
@@ -162,8 +182,27 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
     } else {
       for (int64_t i = i0; i < i1; ++i) add(i);
     }
-    widen_bins(reinterpret_cast<const bits_t*>(x + i0), i1 - i0, shift, touched);
+    const bits_t* bits = reinterpret_cast<const bits_t*>(x + i0);
+    if constexpr (kScan)
+      scan_bins(bits, i1 - i0, shift, touched);
+    else
+      widen_bins(bits, i1 - i0, shift, touched);
   }
+}
+
+// A small layer's entries from its alive keys, sorted and run-length encoded, and its value scan (Entries).
+template <typename scalar_t>
+void small_summary(const scalar_t* x, const bool* m, int64_t n, Entries& out) {
+  using K = Keys<scalar_t>;
+  std::vector<uint64_t> keys;
+  keys.reserve(n);
+  for (int64_t i = 0; i < n; ++i)
+    if (!m || m[i]) keys.push_back(K::key(x[i]));
+  entries_from_keys(K::code, keys, out);
+  BinRange all;
+  scan_bins(reinterpret_cast<const bits_of<scalar_t>*>(x), n, bin_shift(K::code), all);
+  out.top_bin = all.empty() ? int64_t{-1} : static_cast<int64_t>(all.hi);
+  out.negative = negative_seen<scalar_t>(all.top_raw);
 }
 
 // Dense histograms of large layers, a group of layers at a time (their full-size totals within kGroupBytes:
@@ -224,6 +263,7 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
           if (r.lo < t.range.lo) std::fill(dst + r.lo * stride, dst + t.range.lo * stride, 0);
           if (r.hi > t.range.hi) std::fill(dst + (t.range.hi + 1) * stride, dst + (r.hi + 1) * stride, 0);
           t.range.add(r.lo, r.hi);
+          t.range.top_raw = std::max(t.range.top_raw, r.top_raw);
         }
         for (uint32_t bin = r.lo; bin <= r.hi; ++bin) add_local_bin(code, bin, src + bin * lstride, dst + bin * stride);
         std::fill(mine.h.begin() + r.lo * lstride, mine.h.begin() + (r.hi + 1) * lstride, 0);
@@ -257,6 +297,9 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
     parallel_tasks(static_cast<int64_t>(G), workers, [&](int64_t j, int) {  // compact: nonempty bins, ascending
       const Total& t = total[j];
       Entries& out = parts[large[g0 + j]];
+      // the range was widened over every element (widen_bins), so its top is the layer's top bin
+      out.top_bin = t.range.empty() ? int64_t{-1} : static_cast<int64_t>(t.range.hi);
+      out.negative = negative_seen<key_scalar>(t.range.top_raw);
       for (uint32_t bin = t.range.lo; !t.range.empty() && bin <= t.range.hi; ++bin) {
         const int64_t* slot = t.h.get() + bin * stride;
         if (!slot[0]) continue;
@@ -270,10 +313,17 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
 
 using Summaries = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+// Per layer, over every element alive or not (Entries::top_bin, Entries::negative): int64[L] and bool[L].
+struct ValueScan {
+  at::Tensor top_bins, negative;
+};
+
 // The summaries of L layers whose keys are key_scalar bit patterns: large layers by dense histograms
 // (add_range), small ones a layer per task (small_fn(i, entries)); then packed into the output tensors.
+// With `scan`, also each layer's value scan.
 template <typename key_scalar, typename AddRange, typename Small>
-Summaries summarize(const std::vector<int64_t>& numels, const AddRange& add_range, const Small& small_fn) {
+Summaries summarize(const std::vector<int64_t>& numels, const AddRange& add_range, const Small& small_fn,
+                    ValueScan* scan = nullptr) {
   const int64_t L = static_cast<int64_t>(numels.size());
   const int limbs = num_limbs(Keys<key_scalar>::code);
   std::vector<Entries> parts(L);
@@ -295,6 +345,14 @@ Summaries summarize(const std::vector<int64_t>& numels, const AddRange& add_rang
   }
   int64_t* limb_sums = sums.data_ptr<int64_t>();
   for (int64_t e = 0; limbs && e < E; ++e) normalize_limbs(Keys<key_scalar>::code, limb_sums + e * limbs);
+  if (scan) {
+    scan->top_bins = at::empty({L}, at::kLong);
+    scan->negative = at::empty({L}, at::kBool);
+    for (int64_t i = 0; i < L; ++i) {
+      scan->top_bins.data_ptr<int64_t>()[i] = parts[i].top_bin;
+      scan->negative.data_ptr<bool>()[i] = parts[i].negative;
+    }
+  }
   return {offsets, bins, counts, sums};
 }
 
@@ -320,8 +378,10 @@ const bool* mask_data(const at::Tensor& m) { return m.defined() ? m.data_ptr<boo
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
-    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks) {
+namespace {
+
+Summaries summaries_of(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+                       ValueScan* scan) {
   TORCH_CHECK(masks.size() == weights.size(), "bin_summaries: one mask (or None) per layer");
   const Inputs in(weights, masks, "bin_summaries");
   const std::vector<at::Tensor>&ws = in.ws, &ms = in.ms;
@@ -331,13 +391,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
     out = summarize<scalar_t>(
         numels,
         [&](size_t i, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
-          add_to_histogram(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), b, e, h, touched);
+          if (scan)
+            add_to_histogram<true>(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), b, e, h, touched);
+          else
+            add_to_histogram(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), b, e, h, touched);
         },
         [&](size_t i, Entries& entries) {
           small_summary(ws[i].data_ptr<scalar_t>(), mask_data(ms[i]), numels[i], entries);
-        });
+        },
+        scan);
   });
   return out;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries(
+    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks) {
+  return summaries_of(weights, masks, nullptr);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries_scanned(
+    const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks) {
+  ValueScan scan;
+  const auto [offsets, bins, counts, sums] = summaries_of(weights, masks, &scan);
+  return {offsets, bins, counts, sums, scan.top_bins, scan.negative};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries_scaled(
