@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from . import allocation
+from . import allocation, ops
 from .kernels_torch import DTYPE_INFO
 from .layers import Layers
 from .options import Options
@@ -67,6 +67,12 @@ def exact_sum(t: torch.Tensor) -> Fraction:
         m = (bits & ((1 << man_bits) - 1)) | torch.where(e > 0, 1 << man_bits, 0)
         sums[0].index_add_(0, e, m >> 26)
         sums[1].index_add_(0, e, m & ((1 << 26) - 1))
+    return _combine(sums, t.dtype)
+
+
+def _combine(sums: torch.Tensor, dtype: torch.dtype) -> Fraction:
+    """The exact value of per-exponent significand sums [2, 2^exponent bits] (high and low 26-bit halves)."""
+    _, man_bits, bias = _FORMAT[dtype]
     hi, lo = sums.cpu().tolist()
     total = Fraction(0)
     for e, (a, b) in enumerate(zip(hi, lo)):
@@ -79,6 +85,20 @@ def count_above(t: torch.Tensor, threshold: float) -> int:
     """#{t > threshold}, comparing exactly (in float64)."""
     flat = t.detach().reshape(-1)
     return sum(int((flat[s:s + _CHUNK].to(torch.float64) > threshold).sum()) for s in range(0, flat.numel(), _CHUNK))
+
+
+def _layer_sum(t: torch.Tensor, mask: torch.Tensor | None) -> Fraction:
+    """The exact sum of a layer's alive |keys|: one C++ pass on CPU tensors, exact_sum elsewhere."""
+    if t.device.type == "cpu" and ops._C is not None:
+        return _combine(ops._C.significand_sums([t.detach()], [mask])[0], t.dtype)
+    return exact_sum(_alive(t, mask))
+
+
+def _layer_count_above(t: torch.Tensor, mask: torch.Tensor | None, threshold: float) -> int:
+    """#{alive |keys| > threshold}: one C++ pass on CPU tensors, count_above elsewhere."""
+    if t.device.type == "cpu" and ops._C is not None:
+        return int(ops._C.count_above([t.detach()], [mask], [threshold])[0])
+    return count_above(_alive(t, mask), threshold)
 
 
 def _alive(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -103,10 +123,9 @@ def _budget(layers: Layers, sparsity: float, options: Options, block_stats) -> a
 def budget(layers: Layers, sparsity: float, options: Options) -> allocation.Ratios:
     """Per-layer sparsities for the keys ``layers.tensors``: two passes over each block's keys."""
     def stats(members: list[int], n: int) -> tuple[float, int]:
-        keys = [_alive(layers.tensors[i], layers.masks[i]) for i in members]
-        mean = float(sum((exact_sum(k) for k in keys), Fraction(0))) / n
+        mean = float(sum((_layer_sum(layers.tensors[i], layers.masks[i]) for i in members), Fraction(0))) / n
         threshold = options.owl_m * mean
-        return mean, sum(count_above(k, threshold) for k in keys)
+        return mean, sum(_layer_count_above(layers.tensors[i], layers.masks[i], threshold) for i in members)
 
     return _budget(layers, sparsity, options, stats)
 

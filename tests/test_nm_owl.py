@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import lamp_kernels as lk
-from lamp_kernels import allocation, nm, owl, reference
+from lamp_kernels import allocation, nm, ops, owl, reference
 from lamp_kernels.calibration import input_norms, wanda_importance
 from lamp_kernels.layers import Layers
 from lamp_kernels.options import check_options
@@ -90,6 +90,40 @@ def test_exact_sum_is_the_correctly_rounded_sum():
         assert float(owl.exact_sum(x)) == math.fsum(x.double().tolist())
     tiny = torch.tensor([2.0**-1074, 1.0, 2.0**-1074], dtype=torch.float64)  # subnormals
     assert owl.exact_sum(tiny) == 1 + 2 * Fraction(2) ** -1074
+
+
+@pytest.mark.skipif(ops._C is None, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64], ids=str)
+def test_cpu_owl_statistics_equal_the_torch_ones(dtype):
+    """The C++ passes OWL takes on CPU layers (ops._C.significand_sums, count_above) against the pure-torch
+    exact_sum and count_above on the alive |keys|: signs, zeros, -0.0, subnormals, masks, thresholds on a
+    value and between values, layers of several chunks, 1 and 2 threads."""
+    g = torch.Generator().manual_seed(21)
+    span = 4 if dtype == torch.float16 else 30
+    ws, ms = [], []
+    for n in (1, 1000, 700_001):
+        x = torch.randn(n, generator=g, dtype=torch.float64) * torch.logspace(-span, span, n, dtype=torch.float64)
+        x = x.to(dtype)
+        x[::13] = 0
+        x[1::29] = -0.0
+        x[2::31] = torch.finfo(dtype).tiny / 4  # subnormal
+        ws.append(x)
+        ms.append(torch.rand(n, generator=g) > 0.25 if n > 1 else None)
+    alive = [owl._alive(w, m) for w, m in zip(ws, ms)]
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            sums = ops._C.significand_sums(ws, ms)
+            for j, a in enumerate(alive):
+                assert owl._combine(sums[j], dtype) == owl.exact_sum(a)
+                assert owl._layer_sum(ws[j], ms[j]) == owl.exact_sum(a)
+                for threshold in (0.0, float(a.double().median()), float(a.double().max()), 1e-3):
+                    want = owl.count_above(a, threshold)
+                    assert int(ops._C.count_above([ws[j]], [ms[j]], [threshold])[0]) == want
+                    assert owl._layer_count_above(ws[j], ms[j], threshold) == want
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _tiny_model():

@@ -7,6 +7,7 @@
 #include "layer_kernels.h"
 #include "row_kernels.h"
 #include "summaries.h"
+#include "owl_stats.h"
 #include "scores_cpu.h"
 #include "value_check.h"
 
@@ -18,6 +19,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bin_summary", &lamp::bin_summary, py::call_guard<py::gil_scoped_release>());
   m.def("bin_summaries", &lamp::bin_summaries, py::call_guard<py::gil_scoped_release>());
   m.def("bin_summaries_scanned", &lamp::bin_summaries_scanned, py::call_guard<py::gil_scoped_release>());
+  m.def("significand_sums", &lamp::significand_sums, py::call_guard<py::gil_scoped_release>());
+  m.def("count_above", &lamp::count_above, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys_many", &lamp::gather_bin_keys_many, py::call_guard<py::gil_scoped_release>());
   m.def("bin_summaries_scaled", &lamp::bin_summaries_scaled, py::call_guard<py::gil_scoped_release>());

@@ -1,0 +1,150 @@
+// OWL's block statistics on the CPU: the exact sum of the keys |x| of each layer and the count above a
+// threshold, each one read pass on the task pool (the pure-torch versions in owl.py run on other devices and
+// are the twins these are tested against). Masked-out elements count as 0: they add nothing and are never
+// above a threshold >= 0.
+//
+// Exact sum: every float is M 2^(max(e, 1) - bias - mantissa bits), M its integer significand and e its
+// exponent field, so per exponent field the significands add up as integers; the caller combines the fields
+// exactly. M < 2^53 is split into halves below 2^27 and 2^26, so the int64 sums of up to 2^31 elements cannot
+// overflow. Each task adds into kCopies interleaved tables: consecutive elements usually share an exponent,
+// and one table would make every add wait for the previous one's store.
+#include "owl_stats.h"
+
+#include <algorithm>
+#include <array>
+#include <mutex>
+
+#include "float_keys.h"
+#include "task_pool.h"
+
+namespace lamp {
+
+namespace {
+
+constexpr int64_t kChunk = int64_t{1} << 18;
+constexpr int kCopies = 4;
+constexpr int kLowHalf = 26;
+
+template <typename scalar_t>
+struct FloatFormat;
+template <>
+struct FloatFormat<c10::BFloat16> {
+  static constexpr int exp_bits = 8, man_bits = 7;
+};
+template <>
+struct FloatFormat<c10::Half> {
+  static constexpr int exp_bits = 5, man_bits = 10;
+};
+template <>
+struct FloatFormat<float> {
+  static constexpr int exp_bits = 8, man_bits = 23;
+};
+template <>
+struct FloatFormat<double> {
+  static constexpr int exp_bits = 11, man_bits = 52;
+};
+
+// Layers' contiguous tensors and masks, and their chunks as one list of tasks: layer i owns tasks
+// [first[i], first[i + 1]).
+struct Chunked {
+  std::vector<at::Tensor> ws, ms;
+  std::vector<int64_t> first;
+
+  Chunked(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+          const char* op) {
+    TORCH_CHECK(masks.size() == weights.size(), op, ": one mask (or None) per layer");
+    first.assign(weights.size() + 1, 0);
+    for (size_t i = 0; i < weights.size(); ++i) {
+      TORCH_CHECK(weights[i].device().is_cpu() && weights[i].scalar_type() == weights[0].scalar_type(), op,
+                  ": CPU layers of one dtype per call");
+      ws.push_back(weights[i].contiguous());
+      const bool has = masks[i].has_value() && masks[i]->defined();
+      if (has)
+        TORCH_CHECK(masks[i]->scalar_type() == at::kBool && masks[i]->numel() == weights[i].numel(), op,
+                    ": a mask must be bool, one entry per element");
+      ms.push_back(has ? masks[i]->contiguous() : at::Tensor());
+      first[i + 1] = first[i] + (ws[i].numel() + kChunk - 1) / kChunk;
+    }
+  }
+  size_t layer_of(int64_t task) const {
+    return std::upper_bound(first.begin(), first.end(), task) - first.begin() - 1;
+  }
+  const bool* mask(size_t i) const { return ms[i].defined() ? ms[i].data_ptr<bool>() : nullptr; }
+};
+
+template <typename scalar_t>
+void add_significands(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* out) {
+  using F = FloatFormat<scalar_t>;
+  constexpr int E = 1 << F::exp_bits;
+  constexpr uint64_t kMan = (uint64_t{1} << F::man_bits) - 1;
+  std::array<int64_t, 2 * E * kCopies> t{};  // [copy][half][e]
+  for (int64_t i = b; i < e; ++i) {
+    if (m && !m[i]) continue;
+    const uint64_t k = Keys<scalar_t>::key(x[i]);
+    const uint64_t ex = k >> F::man_bits, mm = (k & kMan) | (ex ? kMan + 1 : 0);
+    int64_t* c = t.data() + (i % kCopies) * 2 * E;
+    c[ex] += static_cast<int64_t>(mm >> kLowHalf);
+    c[E + ex] += static_cast<int64_t>(mm & ((uint64_t{1} << kLowHalf) - 1));
+  }
+  for (int c = 0; c < kCopies; ++c)
+    for (int j = 0; j < 2 * E; ++j) out[j] += t[c * 2 * E + j];
+}
+
+template <typename scalar_t>
+int64_t count_over(const scalar_t* x, const bool* m, int64_t b, int64_t e, double threshold) {
+  int64_t n = 0;
+  if (m) {
+    for (int64_t i = b; i < e; ++i) n += m[i] & (std::abs(static_cast<double>(x[i])) > threshold);
+  } else {
+    for (int64_t i = b; i < e; ++i) n += std::abs(static_cast<double>(x[i])) > threshold;
+  }
+  return n;
+}
+
+}  // namespace
+
+at::Tensor significand_sums(const std::vector<at::Tensor>& weights,
+                            const std::vector<std::optional<at::Tensor>>& masks) {
+  const Chunked in(weights, masks, "significand_sums");
+  const int64_t L = static_cast<int64_t>(weights.size());
+  if (!L) return at::zeros({0, 2, 1}, at::kLong);
+  at::Tensor out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[0].scalar_type(), "significand_sums", [&] {
+    constexpr int E = 1 << FloatFormat<scalar_t>::exp_bits;
+    out = at::zeros({L, 2, E}, at::kLong);
+    int64_t* o = out.data_ptr<int64_t>();
+    std::vector<std::mutex> locks(L);
+    parallel_tasks(in.first[L], max_workers(), [&](int64_t task, int) {
+      const size_t i = in.layer_of(task);
+      const int64_t b = (task - in.first[i]) * kChunk, e = std::min(in.ws[i].numel(), b + kChunk);
+      std::array<int64_t, 2 * E> part{};
+      add_significands(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e, part.data());
+      std::lock_guard<std::mutex> lock(locks[i]);
+      for (int j = 0; j < 2 * E; ++j) o[i * 2 * E + j] += part[j];
+    });
+  });
+  return out;
+}
+
+at::Tensor count_above(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+                       const std::vector<double>& thresholds) {
+  const Chunked in(weights, masks, "count_above");
+  const int64_t L = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(thresholds.size() == weights.size(), "count_above: one threshold per layer");
+  std::vector<int64_t> per_task(in.first[L], 0);
+  if (L) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[0].scalar_type(), "count_above", [&] {
+      parallel_tasks(in.first[L], max_workers(), [&](int64_t task, int) {
+        const size_t i = in.layer_of(task);
+        const int64_t b = (task - in.first[i]) * kChunk, e = std::min(in.ws[i].numel(), b + kChunk);
+        per_task[task] = count_over(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e, thresholds[i]);
+      });
+    });
+  }
+  at::Tensor out = at::zeros({L}, at::kLong);
+  for (int64_t i = 0; i < L; ++i)
+    for (int64_t t = in.first[i]; t < in.first[i + 1]; ++t) out.data_ptr<int64_t>()[i] += per_task[t];
+  return out;
+}
+
+}  // namespace lamp
