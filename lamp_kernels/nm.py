@@ -2,18 +2,21 @@
 
 The order inside a group is (masked-out first, key, position), as everywhere in this library; so the pattern is
 deterministic under ties, and a weight already masked out is the first to go. Rows are those of
-options.rows_of (dim 0 of a tensor with >= 2 dims); a row's length must be a multiple of M. Pure torch on the
-keys' device, a chunk of groups at a time; reference.nm_masks is the spec.
+options.rows_of (dim 0 of a tensor with >= 2 dims); a row's length must be a multiple of M. CPU tensors (M up
+to 64) go through one C++ pass (ops._C.nm_keep: each element's rank in its group); elsewhere pure torch on the
+keys' device, a stable sort of a chunk of groups at a time. reference.nm_masks is the spec.
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import ops
 from .kernels_torch import magnitude_keys
 from .options import rows_of
 
 _CHUNK_GROUPS = 1 << 20
+_MAX_COMPILED_GROUP = 64
 
 
 def nm_masks(keys: list[torch.Tensor], masks: list[torch.Tensor | None], names: list[str], n: int,
@@ -23,18 +26,26 @@ def nm_masks(keys: list[torch.Tensor], masks: list[torch.Tensor | None], names: 
         cols = key.numel() // rows_of(tuple(key.shape)) if key.numel() else 0
         if cols % m:
             raise ValueError(f"{name}: rows of {cols} weights do not split into groups of {m}")
-    out = []
-    for key, mask in zip(keys, masks):
-        flat = key.detach().reshape(-1)
-        keep = torch.ones(flat.numel() // m, m, dtype=torch.bool, device=key.device)
-        alive = None if mask is None else mask.reshape(-1, m)
-        for s in range(0, keep.shape[0], _CHUNK_GROUPS):
-            part = magnitude_keys(flat[s * m:(s + _CHUNK_GROUPS) * m]).reshape(-1, m)
-            if alive is not None:
-                part = torch.where(alive[s:s + _CHUNK_GROUPS], part, -1)  # masked out sorts first
-            first = torch.sort(part, dim=1, stable=True).indices[:, : m - n]
-            keep[s:s + _CHUNK_GROUPS].scatter_(1, first, False)
+    return [_nm_keep(key.detach(), mask, n, m) for key, mask in zip(keys, masks)]
+
+
+def _nm_keep(key: torch.Tensor, mask: torch.Tensor | None, n: int, m: int) -> torch.Tensor:
+    if key.device.type == "cpu" and ops._C is not None and m <= _MAX_COMPILED_GROUP:
+        return ops._C.nm_keep(key, mask, n, m)
+    return nm_keep_torch(key, mask, n, m)
+
+
+def nm_keep_torch(key: torch.Tensor, mask: torch.Tensor | None, n: int, m: int) -> torch.Tensor:
+    """One layer's keep-mask, in pure torch: a stable sort of each group of m (its rank keys: masked-out -1)."""
+    flat = key.reshape(-1)
+    keep = torch.ones(flat.numel() // m, m, dtype=torch.bool, device=key.device)
+    alive = None if mask is None else mask.reshape(-1, m)
+    for s in range(0, keep.shape[0], _CHUNK_GROUPS):
+        part = magnitude_keys(flat[s * m:(s + _CHUNK_GROUPS) * m]).reshape(-1, m)
         if alive is not None:
-            keep &= alive
-        out.append(keep.reshape(key.shape))
-    return out
+            part = torch.where(alive[s:s + _CHUNK_GROUPS], part, -1)  # masked out sorts first
+        first = torch.sort(part, dim=1, stable=True).indices[:, : m - n]
+        keep[s:s + _CHUNK_GROUPS].scatter_(1, first, False)
+    if alive is not None:
+        keep &= alive
+    return keep.reshape(key.shape)

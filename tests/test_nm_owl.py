@@ -54,6 +54,32 @@ def test_nm_with_masks_keeps_at_most_n_and_masked_stay_out():
     assert torch.equal(keep, reference.nm_masks(keys, [mask], ["x"], 2, 4)[0])
 
 
+@pytest.mark.skipif(ops._C is None, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64], ids=str)
+def test_cpu_nm_kernel_equals_the_torch_sort(dtype):
+    """ops._C.nm_keep (ranks within each group) against the pure-torch stable sort of the groups, and the
+    spec: heavy ties, zeros and -0.0, masks, m from 2 to the kernel's largest (64), n from 0 to m, a
+    non-contiguous key, an empty layer, several tasks, 1 and 2 threads."""
+    g = torch.Generator().manual_seed(31)
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            for n, m in [(2, 4), (1, 4), (4, 8), (0, 2), (3, 3), (2, 2), (5, 16), (63, 64), (1, 64)]:
+                key = (torch.randint(-3, 4, (96, 192), generator=g) * 0.5).to(dtype)
+                key[:, ::7] = -0.0
+                mask = torch.rand(key.shape, generator=g) > 0.3
+                for k, msk in [(key, None), (key, mask), (key.t().contiguous().t(), mask)]:
+                    got = ops._C.nm_keep(k, msk, n, m)
+                    assert torch.equal(got, nm.nm_keep_torch(k, msk, n, m)), (n, m)
+                    assert torch.equal(got, reference.nm_masks([k], [msk], ["x"], n, m)[0]), (n, m)
+                big = torch.randn(2048, 960, generator=g).to(dtype)  # several tasks
+                assert torch.equal(ops._C.nm_keep(big, None, n, m), nm.nm_keep_torch(big, None, n, m))
+            assert ops._C.nm_keep(torch.zeros(0, 4, dtype=dtype), None, 2, 4).shape == (0, 4)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("backend", ["reference"] + FAST)
 def test_nm_through_prune_masks(backend):
     g = torch.Generator().manual_seed(6)

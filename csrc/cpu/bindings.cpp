@@ -7,6 +7,7 @@
 #include "layer_kernels.h"
 #include "row_kernels.h"
 #include "summaries.h"
+#include "nm_masks.h"
 #include "owl_stats.h"
 #include "scores_cpu.h"
 #include "value_check.h"
@@ -21,6 +22,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bin_summaries_scanned", &lamp::bin_summaries_scanned, py::call_guard<py::gil_scoped_release>());
   m.def("significand_sums", &lamp::significand_sums, py::call_guard<py::gil_scoped_release>());
   m.def("count_above", &lamp::count_above, py::call_guard<py::gil_scoped_release>());
+  m.def("nm_keep", &lamp::nm_keep, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys_many", &lamp::gather_bin_keys_many, py::call_guard<py::gil_scoped_release>());
   m.def("bin_summaries_scaled", &lamp::bin_summaries_scaled, py::call_guard<py::gil_scoped_release>());
