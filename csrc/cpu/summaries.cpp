@@ -162,25 +162,27 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
   constexpr int code = K::code;
   constexpr int64_t kBlock = 1024;
   const int limbs = num_limbs(code), shift = bin_shift(code), stride = local_stride(code);
-  auto add = [&](int64_t i) {
+  // alive is 1 or 0: a masked-out element adds zeros to its own bin (inside the range widen_bins keeps, which
+  // covers every element) instead of taking a branch, which mispredicts on scattered masks (measured: the
+  // masked VGG-16 fp32 summaries took 2.8x the unmasked ones with the branch).
+  auto add = [&](int64_t i, uint64_t alive) {
     const uint64_t k = K::key(x[i]);
     int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
     if constexpr (code == kF32) {
       const uint64_t l = k & 0x7FFF;
-      slot[0] += static_cast<int64_t>(kPackedCount | l);
-      slot[1] += static_cast<int64_t>(l * l);
+      slot[0] += static_cast<int64_t>((kPackedCount | l) * alive);
+      slot[1] += static_cast<int64_t>(l * l * alive);
     } else {
-      ++slot[0];
-      if (limbs) add_square_limbs(code, k, slot + 1);
+      slot[0] += static_cast<int64_t>(alive);
+      if (limbs) add_square_limbs(code, k * alive, slot + 1);  // key 0: M = 0, no square
     }
   };
   for (int64_t i0 = b; i0 < e; i0 += kBlock) {
     const int64_t i1 = std::min(e, i0 + kBlock);
-    if (m) {  // two loops, so the unmasked one carries no per-element test
-      for (int64_t i = i0; i < i1; ++i)
-        if (m[i]) add(i);
+    if (m) {  // two loops, so the unmasked one reads no mask
+      for (int64_t i = i0; i < i1; ++i) add(i, m[i] ? 1 : 0);
     } else {
-      for (int64_t i = i0; i < i1; ++i) add(i);
+      for (int64_t i = i0; i < i1; ++i) add(i, 1);
     }
     const bits_t* bits = reinterpret_cast<const bits_t*>(x + i0);
     if constexpr (kScan)
