@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from . import backends, plan, reference
-from .importance import key_layers
+from .importance import checked, key_layers
 from .layers import Layers, check_sparsity
 from .options import OWL_LAMBDA, OWL_M, Options, check_options
 
@@ -52,7 +52,11 @@ def _prepare(weights: Any, masks: Any, importance: Any, backend: str | None,
         # Importance values are checked where the selection reads them anyway (plan.py), except under a
         # process group, where every rank must agree on errors before any collective runs.
         keys = key_layers(layers, importance, defer_values=group is None)
-        chosen = backends.choose(backend, keys)
+        try:
+            chosen = backends.choose(backend, keys)
+        except (ValueError, RuntimeError):
+            checked(keys)  # a bad importance value is reported before an unavailable backend, as without deferral
+            raise
         if group is not None:
             if layers.kind != "dict":
                 raise ValueError("with group=..., weights must be a dict: names identify layers across ranks")

@@ -114,7 +114,7 @@ def _budget(layers: Layers, sparsity: float, options: Options, block_stats) -> a
     sizes = [sum(layers.tensors[i].numel() for i in members[b]) for b in order]
     ratios = []
     for b, n in zip(order, sizes):
-        total, above = block_stats(members[b], n)
+        _, above = block_stats(members[b], n) if n else (0.0, 0)  # a block of empty layers: no outliers
         ratios.append(above / n if n else 0.0)
     density = dict(zip(order, allocation.owl_densities(ratios, sizes, sparsity, options.owl_lambda)))
     return allocation.Ratios(tuple(1.0 - density[b] for b in ids))

@@ -110,16 +110,16 @@ def summarize_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | Non
     (Layers.unchecked); the C++ kernels scan them in the same pass (ops._C.bin_summaries_scanned), other
     kernels check them first (importance.check_importance_values). A bad value raises ValueError."""
     out: list[Summary | None] = [None] * len(weights)
+    scans = {}  # layer -> (top bin, negative): value checks run in layer order once every group is summarised
     for (device, dtype, scaled), idx in by_group(weights, None, scales).items():
         ws, ms = [weights[i] for i in idx], [masks[i] for i in idx]
-        pending = [(j, unchecked[i]) for j, i in enumerate(idx) if unchecked is not None and unchecked[i]]
+        pending = [(j, i) for j, i in enumerate(idx) if unchecked is not None and unchecked[i] is not None]
         if pending and kernels is ops and ops._C is not None and device.type == "cpu" and not scaled:
             *found, top_bins, negative = ops._C.bin_summaries_scanned(ws, ms)
-            for j, name in pending:
-                check_scanned_values(ws[j], name, int(top_bins[j]), bool(negative[j]))
+            scans.update({i: (int(top_bins[j]), bool(negative[j])) for j, i in pending})
         else:
-            for j, name in pending:
-                check_importance_values(ws[j], name)
+            for _, i in pending:
+                check_importance_values(weights[i], unchecked[i])
             found = _scaled_call(kernels.bin_summaries, ops.bin_summaries_scaled, idx, scales)(ws, ms)
         offsets, bins, counts, sums = to_host(*found)
         # per-layer totals and last bins in bulk: a model may have thousands of tiny layers
@@ -133,6 +133,8 @@ def summarize_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | Non
             a, b = offsets[j], offsets[j + 1]
             out[i] = Summary(key_dtype, weights[i].numel(), bins[a:b], counts[a:b], sums[a:b], alive[j], last[j],
                              scaled)
+    for i in sorted(scans):
+        check_scanned_values(weights[i], unchecked[i], *scans[i])
     return out
 
 

@@ -188,3 +188,23 @@ def test_paths_that_rank_tensors_check_importance_values_first():
     for call in calls:
         with pytest.raises(ValueError, match="layer 1: importance has negative"):
             call()
+
+
+@pytest.mark.skipif("cpu" not in FAST, reason="C++ extension not built")
+def test_deferred_value_checks_name_the_first_bad_layer_and_come_before_backend_errors():
+    """With the values checked in the summary pass: the first bad layer in the caller's order is named across
+    dtype groups, a dict key "" is checked like any other, and a bad value is reported before an unavailable
+    backend (the order of the eager check)."""
+    g = torch.Generator().manual_seed(17)
+    w = [torch.randn(80, 90, generator=g) for _ in range(3)]
+    imp = [w[0].abs(), -w[1].abs().half() - 1, -w[2].abs() - 2]
+    with pytest.raises(ValueError, match="layer 1: importance has negative"):
+        lk.prune_masks(w, 0.5, importance=imp)
+    with pytest.raises(ValueError, match="^: importance has negative"):
+        lk.prune_masks({"": w[0]}, 0.5, importance={"": -w[0].abs() - 1})
+    with pytest.raises(ValueError, match="importance has NaN"):
+        lk.layer_sparsities({"": w[0]}, 0.5, importance={"": torch.full_like(w[0], float("nan"))})
+    for backend in ("cuda", "triton"):
+        if backend not in lk.available_backends():
+            with pytest.raises(ValueError, match="the tensor: importance has negative"):
+                lk.prune_masks(w[0], 0.5, importance=-w[0].abs() - 1, backend=backend)

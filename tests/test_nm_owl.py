@@ -226,3 +226,12 @@ def test_owl_blocks():
     # unequal sizes: the size-weighted mean density is the target
     d = allocation.owl_densities([0.1, 0.5, 0.2], [10, 30, 60], 0.5, 0.1)
     assert sum(x * n for x, n in zip(d, [10, 30, 60])) == pytest.approx(50)
+
+
+def test_owl_with_a_block_of_empty_layers():
+    """A block whose layers are all empty has no outliers (ratio 0) instead of dividing by its zero size."""
+    w = {"0.a": torch.randn(8, 16), "0.b": torch.randn(16, 8), "1.a": torch.zeros(0, 16)}
+    imp = {k: v.abs() for k, v in w.items()}
+    for backend in ["reference"] + FAST:
+        masks = lk.prune_masks(w, 0.5, "owl", importance=imp, backend=backend)
+        assert masks["1.a"].shape == (0, 16)

@@ -11,7 +11,7 @@
 #include "owl_stats.h"
 
 #include <algorithm>
-#include <array>
+#include <vector>
 #include <mutex>
 
 #include "float_keys.h"
@@ -77,7 +77,7 @@ void add_significands(const scalar_t* x, const bool* m, int64_t b, int64_t e, in
   using F = FloatFormat<scalar_t>;
   constexpr int E = 1 << F::exp_bits;
   constexpr uint64_t kMan = (uint64_t{1} << F::man_bits) - 1;
-  std::array<int64_t, 2 * E * kCopies> t{};  // [copy][half][e]
+  std::vector<int64_t> t(2 * E * kCopies, 0);  // [copy][half][e]; on the heap: 128 KiB for fp64
   for (int64_t i = b; i < e; ++i) {
     if (m && !m[i]) continue;
     const uint64_t k = Keys<scalar_t>::key(x[i]);
@@ -117,7 +117,7 @@ at::Tensor significand_sums(const std::vector<at::Tensor>& weights,
     parallel_tasks(in.first[L], max_workers(), [&](int64_t task, int) {
       const size_t i = in.layer_of(task);
       const int64_t b = (task - in.first[i]) * kChunk, e = std::min(in.ws[i].numel(), b + kChunk);
-      std::array<int64_t, 2 * E> part{};
+      std::vector<int64_t> part(2 * E, 0);
       add_significands(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e, part.data());
       std::lock_guard<std::mutex> lock(locks[i]);
       for (int j = 0; j < 2 * E; ++j) o[i * 2 * E + j] += part[j];

@@ -59,12 +59,14 @@ void entries_from_keys(int code, std::vector<uint64_t>& keys, Entries& out) {
 }
 
 
-// Bins [lo, hi] of a histogram: (a superset of) the ones a pass touched (empty when lo > hi). Flushing, zeroing and
-// compacting only these keeps the per-layer cost proportional to the bins the values occupy (a few thousand
-// of fp32's 2^16 for real weights), not to the whole table.
+// Bins [lo, hi] of a histogram: (a superset of) the ones a pass added alive elements to (empty when lo > hi);
+// every other bin is still zero. Flushing, zeroing and compacting only these keeps the per-layer cost
+// proportional to the bins the values occupy (a few thousand of fp32's 2^16 for real weights), not to the whole
+// table. top_bin and top_raw: the value scan of scan_bins, over every element alive or not (-1 / 0 if none).
 struct BinRange {
   uint32_t lo = UINT32_MAX, hi = 0;
-  uint64_t top_raw = 0;  // the largest bit pattern, sign included, of the elements widened over (widen_bins)
+  int64_t top_bin = -1;
+  uint64_t top_raw = 0;
   bool empty() const { return lo > hi; }
   void add(uint32_t a, uint32_t b) {
     lo = std::min(lo, a);
@@ -101,27 +103,46 @@ inline void add_local_bin(int code, uint32_t bin, const int64_t* src, int64_t* d
   dst[2] += static_cast<int64_t>(total >> kLimbBits);
 }
 
-// Widens `touched` to the bins of every key of x[0, n) -- alive or not: a superset of the bins the block added
-// to is all a flush needs, and every key's bin lies in the table (a NaN's magnitude key too). A separate loop
-// over the block, run after the block's histogram loop has brought it into L1, that vectorises (with AVX2 on
-// x86-64, vector_clones.h): tracking the range per element in the histogram loop made the bf16 count loop's
-// compare-and-move chain its bottleneck (measured: 0.77 ns per element against 0.44 without it).
-// scan_bins (bin_summaries_scanned only) also keeps the largest raw bit pattern: above the sign bit alone
-// (-0.0) means a negative nonzero value. widen_bins leaves top_raw untouched: writing it there too made the bf16
-// summaries 5-15% slower (measured).
-template <bool kRaw, typename bits_t>
-inline void widen_bins_impl(const bits_t* x, int64_t n, int shift, BinRange& touched) {
+// Widens `touched` to the bins of the alive keys of x[0, n) (m: alive flags, or none). A separate loop over the
+// block, run after the block's histogram loop has brought it into L1, that vectorises (with AVX2 on x86-64,
+// vector_clones.h): tracking the range per element in the histogram loop made the bf16 count loop's
+// compare-and-move chain its bottleneck (measured: 0.77 ns per element against 0.44 without it). Masked-out
+// elements add zeros to their own bins (add_to_histogram), which leaves those bins zero, so the range need not
+// cover them: with it, a masked layer whose pruned weights are zeros would stretch its range down to bin 0.
+// scan_bins (bin_summaries_scanned only) also keeps the value scan over every element; widen_bins leaves it
+// untouched: writing it there too made the bf16 summaries 5-15% slower (measured).
+template <bool kScan, typename bits_t>
+inline void widen_bins_impl(const bits_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
   constexpr bits_t kMagnitude = static_cast<bits_t>(std::numeric_limits<bits_t>::max() >> 1);
-  bits_t lo = std::numeric_limits<bits_t>::max(), hi = 0, raw = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const bits_t k = x[i] & kMagnitude;
-    lo = std::min(lo, k);
-    hi = std::max(hi, k);
-    if constexpr (kRaw) raw = std::max(raw, x[i]);
+  constexpr bits_t kNone = std::numeric_limits<bits_t>::max();  // above every magnitude key
+  bits_t lo = kNone, hi = 0, top = 0, raw = 0;
+  if (m) {
+    const uint8_t* alive = reinterpret_cast<const uint8_t*>(m);
+    for (int64_t i = 0; i < n; ++i) {
+      const bits_t k = x[i] & kMagnitude, keep = static_cast<bits_t>(0 - static_cast<bits_t>(alive[i] != 0));
+      lo = std::min(lo, static_cast<bits_t>(k | ~keep));  // masked out: kNone
+      hi = std::max(hi, static_cast<bits_t>(k & keep));   // masked out: 0
+      if constexpr (kScan) {
+        top = std::max(top, k);
+        raw = std::max(raw, x[i]);
+      }
+    }
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      const bits_t k = x[i] & kMagnitude;
+      lo = std::min(lo, k);
+      hi = std::max(hi, k);
+      if constexpr (kScan) raw = std::max(raw, x[i]);
+    }
+    top = hi;
   }
-  if (!n) return;
-  touched.add(static_cast<uint32_t>(lo >> shift), static_cast<uint32_t>(hi >> shift));
-  if constexpr (kRaw) touched.top_raw = std::max<uint64_t>(touched.top_raw, raw);
+  if (lo <= hi) touched.add(static_cast<uint32_t>(lo >> shift), static_cast<uint32_t>(hi >> shift));
+  if constexpr (kScan) {
+    if (n) {
+      touched.top_bin = std::max<int64_t>(touched.top_bin, static_cast<int64_t>(top >> shift));
+      touched.top_raw = std::max<uint64_t>(touched.top_raw, raw);
+    }
+  }
 }
 
 template <typename scalar_t>
@@ -133,23 +154,23 @@ inline bool negative_seen(uint64_t top_raw) {
   return top_raw > (uint64_t{1} << (8 * sizeof(bits_of<scalar_t>) - 1));
 }
 
-LAMP_VECTOR_CLONES void widen_bins(const uint16_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl<false>(x, n, shift, touched);
+LAMP_VECTOR_CLONES void widen_bins(const uint16_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<false>(x, m, n, shift, touched);
 }
-LAMP_VECTOR_CLONES void widen_bins(const uint32_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl<false>(x, n, shift, touched);
+LAMP_VECTOR_CLONES void widen_bins(const uint32_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<false>(x, m, n, shift, touched);
 }
-LAMP_VECTOR_CLONES void widen_bins(const uint64_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl<false>(x, n, shift, touched);
+LAMP_VECTOR_CLONES void widen_bins(const uint64_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<false>(x, m, n, shift, touched);
 }
-LAMP_VECTOR_CLONES void scan_bins(const uint16_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl<true>(x, n, shift, touched);
+LAMP_VECTOR_CLONES void scan_bins(const uint16_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<true>(x, m, n, shift, touched);
 }
-LAMP_VECTOR_CLONES void scan_bins(const uint32_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl<true>(x, n, shift, touched);
+LAMP_VECTOR_CLONES void scan_bins(const uint32_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<true>(x, m, n, shift, touched);
 }
-LAMP_VECTOR_CLONES void scan_bins(const uint64_t* x, int64_t n, int shift, BinRange& touched) {
-  widen_bins_impl<true>(x, n, shift, touched);
+LAMP_VECTOR_CLONES void scan_bins(const uint64_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
+  widen_bins_impl<true>(x, m, n, shift, touched);
 }
 
 // Adds elements [b, e) of one layer into a worker's histogram h (layout above), a block at a time. Sums are
@@ -162,9 +183,9 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
   constexpr int code = K::code;
   constexpr int64_t kBlock = 1024;
   const int limbs = num_limbs(code), shift = bin_shift(code), stride = local_stride(code);
-  // alive is 1 or 0: a masked-out element adds zeros to its own bin (inside the range widen_bins keeps, which
-  // covers every element) instead of taking a branch, which mispredicts on scattered masks (measured: the
-  // masked VGG-16 fp32 summaries took 2.8x the unmasked ones with the branch).
+  // alive is 1 or 0: a masked-out element adds zeros to its own bin (which stays zero, so widen_bins's range
+  // need not cover it) instead of taking a branch, which mispredicts on scattered masks (measured: masked
+  // VGG-16 fp32 summaries 28.5 -> 19.4 ms).
   auto add = [&](int64_t i, uint64_t alive) {
     const uint64_t k = K::key(x[i]);
     int64_t* slot = h + static_cast<size_t>(k >> shift) * stride;
@@ -185,10 +206,11 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
       for (int64_t i = i0; i < i1; ++i) add(i, 1);
     }
     const bits_t* bits = reinterpret_cast<const bits_t*>(x + i0);
+    const bool* alive = m ? m + i0 : nullptr;
     if constexpr (kScan)
-      scan_bins(bits, i1 - i0, shift, touched);
+      scan_bins(bits, alive, i1 - i0, shift, touched);
     else
-      widen_bins(bits, i1 - i0, shift, touched);
+      widen_bins(bits, alive, i1 - i0, shift, touched);
   }
 }
 
@@ -202,8 +224,8 @@ void small_summary(const scalar_t* x, const bool* m, int64_t n, Entries& out) {
     if (!m || m[i]) keys.push_back(K::key(x[i]));
   entries_from_keys(K::code, keys, out);
   BinRange all;
-  scan_bins(reinterpret_cast<const bits_of<scalar_t>*>(x), n, bin_shift(K::code), all);
-  out.top_bin = all.empty() ? int64_t{-1} : static_cast<int64_t>(all.hi);
+  scan_bins(reinterpret_cast<const bits_of<scalar_t>*>(x), nullptr, n, bin_shift(K::code), all);
+  out.top_bin = all.top_bin;
   out.negative = negative_seen<scalar_t>(all.top_raw);
 }
 
@@ -252,23 +274,26 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
     std::vector<Local> local(static_cast<size_t>(workers));
     auto flush = [&](Local& mine) {  // into the total of mine.layer; the worker's table is left all zero
       const BinRange r = mine.touched;
-      if (mine.layer >= 0 && !r.empty()) {
+      if (mine.layer >= 0) {
         Total& t = total[mine.layer];
         const int64_t* src = mine.h.data();
         std::lock_guard<std::mutex> lock(t.lock);
-        if (!t.h) t.h.reset(new int64_t[size]);  // uninitialised: bins outside t.range are never read
-        int64_t* dst = t.h.get();
-        if (t.range.empty()) {
-          std::fill(dst + r.lo * stride, dst + (r.hi + 1) * stride, 0);
-          t.range = r;
-        } else {
-          if (r.lo < t.range.lo) std::fill(dst + r.lo * stride, dst + t.range.lo * stride, 0);
-          if (r.hi > t.range.hi) std::fill(dst + (t.range.hi + 1) * stride, dst + (r.hi + 1) * stride, 0);
+        t.range.top_bin = std::max(t.range.top_bin, r.top_bin);
+        t.range.top_raw = std::max(t.range.top_raw, r.top_raw);
+        if (!r.empty()) {  // else nothing alive since the last flush: the table is all zero
+          if (!t.h) t.h.reset(new int64_t[size]);  // uninitialised: bins outside t.range are never read
+          int64_t* dst = t.h.get();
+          if (t.range.empty()) {
+            std::fill(dst + r.lo * stride, dst + (r.hi + 1) * stride, 0);
+          } else {
+            if (r.lo < t.range.lo) std::fill(dst + r.lo * stride, dst + t.range.lo * stride, 0);
+            if (r.hi > t.range.hi) std::fill(dst + (t.range.hi + 1) * stride, dst + (r.hi + 1) * stride, 0);
+          }
           t.range.add(r.lo, r.hi);
-          t.range.top_raw = std::max(t.range.top_raw, r.top_raw);
+          for (uint32_t bin = r.lo; bin <= r.hi; ++bin)
+            add_local_bin(code, bin, src + bin * lstride, dst + bin * stride);
+          std::fill(mine.h.begin() + r.lo * lstride, mine.h.begin() + (r.hi + 1) * lstride, 0);
         }
-        for (uint32_t bin = r.lo; bin <= r.hi; ++bin) add_local_bin(code, bin, src + bin * lstride, dst + bin * stride);
-        std::fill(mine.h.begin() + r.lo * lstride, mine.h.begin() + (r.hi + 1) * lstride, 0);
       }
       mine.touched = BinRange();
       mine.added = 0;
@@ -299,8 +324,7 @@ void summarize_parts(const std::vector<int64_t>& numels, const std::vector<int64
     parallel_tasks(static_cast<int64_t>(G), workers, [&](int64_t j, int) {  // compact: nonempty bins, ascending
       const Total& t = total[j];
       Entries& out = parts[large[g0 + j]];
-      // the range was widened over every element (widen_bins), so its top is the layer's top bin
-      out.top_bin = t.range.empty() ? int64_t{-1} : static_cast<int64_t>(t.range.hi);
+      out.top_bin = t.range.top_bin;
       out.negative = negative_seen<key_scalar>(t.range.top_raw);
       for (uint32_t bin = t.range.lo; !t.range.empty() && bin <= t.range.hi; ++bin) {
         const int64_t* slot = t.h.get() + bin * stride;
