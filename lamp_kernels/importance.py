@@ -5,10 +5,12 @@ Each entry is either
 
 - a tensor of its weight's shape, on its device, in a floating dtype: checked once (a wrong container,
   shape, device or dtype, or a NaN, Inf or negative value anywhere, masked entries included, raises; -0.0
-  counts as zero). The values take one min/max pass per layer here, or, where prune_masks and
-  layer_sparsities run the plain selection on CPU tensors, no pass of their own: the summary pass reads
-  them anyway and scans them as it goes (``key_layers(defer_values=True)``, selection.summarize_layers),
-  so a bad value raises before anything is returned, with the same message; or
+  counts as zero). The values take one min/max pass per layer, or, where prune_masks and layer_sparsities
+  run the plain selection on CPU tensors, no pass of their own: the summary pass reads them anyway and scans
+  them as it goes (``key_layers(defer_values=True)``, selection.summarize_layers), so a bad value raises
+  before anything is returned, with the same message, naming the first bad layer. Deferred, the values of
+  every layer are checked after the structure (container, shape, device, dtype, ColumnScaled scales) of
+  every layer; or
 - ``ColumnScaled(scale)``: the importance fl32(|W_ij| * scale_j), j the column (the weight's last dimension;
   Wanda's |W_ij| * ||X_j|| when scale holds the input-feature norms). The CPU kernels of the plain selection
   compute each importance as they read the weight, so nothing full-size is made; the other paths (and the
