@@ -17,6 +17,7 @@
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "exact_sum.h"
@@ -114,14 +115,18 @@ inline void add_local_bin(int code, uint32_t bin, const int64_t* src, int64_t* d
 template <bool kScan, typename bits_t>
 inline void widen_bins_impl(const bits_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
   constexpr bits_t kMagnitude = static_cast<bits_t>(std::numeric_limits<bits_t>::max() >> 1);
-  constexpr bits_t kNone = std::numeric_limits<bits_t>::max();  // above every magnitude key
-  bits_t lo = kNone, hi = 0, top = 0, raw = 0;
+  // lo and hi in the signed type: keys are below 2^(bits - 1), so the orders agree, and AVX2 has the signed
+  // 64-bit comparison it lacks unsigned (the fp64 loop vectorises only so).
+  using cmp_t = std::make_signed_t<bits_t>;
+  constexpr cmp_t kNone = static_cast<cmp_t>(kMagnitude);  // at least every magnitude key
+  cmp_t lo = kNone, hi = 0;
+  bits_t top = 0, raw = 0;
   if (m) {
     const uint8_t* alive = reinterpret_cast<const uint8_t*>(m);
     for (int64_t i = 0; i < n; ++i) {
       const bits_t k = x[i] & kMagnitude, keep = static_cast<bits_t>(0 - static_cast<bits_t>(alive[i] != 0));
-      lo = std::min(lo, static_cast<bits_t>(k | ~keep));  // masked out: kNone
-      hi = std::max(hi, static_cast<bits_t>(k & keep));   // masked out: 0
+      lo = std::min(lo, static_cast<cmp_t>((k | ~keep) & kMagnitude));  // masked out: kNone
+      hi = std::max(hi, static_cast<cmp_t>(k & keep));                   // masked out: 0
       if constexpr (kScan) {
         top = std::max(top, k);
         raw = std::max(raw, x[i]);
@@ -130,11 +135,11 @@ inline void widen_bins_impl(const bits_t* x, const bool* m, int64_t n, int shift
   } else {
     for (int64_t i = 0; i < n; ++i) {
       const bits_t k = x[i] & kMagnitude;
-      lo = std::min(lo, k);
-      hi = std::max(hi, k);
+      lo = std::min(lo, static_cast<cmp_t>(k));
+      hi = std::max(hi, static_cast<cmp_t>(k));
       if constexpr (kScan) raw = std::max(raw, x[i]);
     }
-    top = hi;
+    top = static_cast<bits_t>(hi);
   }
   if (lo <= hi) touched.add(static_cast<uint32_t>(lo >> shift), static_cast<uint32_t>(hi >> shift));
   if constexpr (kScan) {
@@ -201,7 +206,12 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
   for (int64_t i0 = b; i0 < e; i0 += kBlock) {
     const int64_t i1 = std::min(e, i0 + kBlock);
     if (m) {  // two loops, so the unmasked one reads no mask
-      for (int64_t i = i0; i < i1; ++i) add(i, m[i] ? 1 : 0);
+      if constexpr (code == kF64) {  // four limb adds per element: skipping the masked-out ones pays
+        for (int64_t i = i0; i < i1; ++i)
+          if (m[i]) add(i, 1);
+      } else {
+        for (int64_t i = i0; i < i1; ++i) add(i, m[i] ? 1 : 0);
+      }
     } else {
       for (int64_t i = i0; i < i1; ++i) add(i, 1);
     }
