@@ -55,8 +55,10 @@ def _prepare(weights: Any, masks: Any, importance: Any, backend: str | None,
         try:
             chosen = backends.choose(backend, keys)
         except (ValueError, RuntimeError):
+            chosen = None
+        if chosen is None:  # outside the handler, so neither error carries the other as its context
             checked(keys)  # a bad importance value is reported before an unavailable backend, as without deferral
-            raise
+            chosen = backends.choose(backend, keys)  # raises again
         if group is not None:
             if layers.kind != "dict":
                 raise ValueError("with group=..., weights must be a dict: names identify layers across ranks")
