@@ -52,3 +52,15 @@ CASES = {
     "scaled_copies": scaled_copies,
     "zeros_and_tiny": zeros_and_tiny,
 }
+
+
+def thread_counts(*counts):
+    """Yields each count with torch's thread count (the library's pool size) set to it; the caller's count is
+    restored when the loop ends, however it ends."""
+    before = torch.get_num_threads()
+    try:
+        for t in counts:
+            torch.set_num_threads(t)
+            yield t
+    finally:
+        torch.set_num_threads(before)

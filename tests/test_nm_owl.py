@@ -6,6 +6,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from cases import thread_counts
 from torch import nn
 
 import lamp_kernels as lk
@@ -61,23 +62,18 @@ def test_cpu_nm_kernel_equals_the_torch_sort(dtype):
     spec: heavy ties, zeros and -0.0, masks, m from 2 to the kernel's largest (64), n from 0 to m, a
     non-contiguous key, an empty layer, several tasks, 1 and 2 threads."""
     g = torch.Generator().manual_seed(31)
-    threads = torch.get_num_threads()
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            for n, m in [(2, 4), (1, 4), (4, 8), (0, 2), (3, 3), (2, 2), (5, 16), (63, 64), (1, 64)]:
-                key = (torch.randint(-3, 4, (96, 192), generator=g) * 0.5).to(dtype)
-                key[:, ::7] = -0.0
-                mask = torch.rand(key.shape, generator=g) > 0.3
-                for k, msk in [(key, None), (key, mask), (key.t().contiguous().t(), mask)]:
-                    got = ops._C.nm_keep(k, msk, n, m)
-                    assert torch.equal(got, nm.nm_keep_torch(k, msk, n, m)), (n, m)
-                    assert torch.equal(got, reference.nm_masks([k], [msk], ["x"], n, m)[0]), (n, m)
-                big = torch.randn(2048, 960, generator=g).to(dtype)  # several tasks
-                assert torch.equal(ops._C.nm_keep(big, None, n, m), nm.nm_keep_torch(big, None, n, m))
-            assert ops._C.nm_keep(torch.zeros(0, 4, dtype=dtype), None, 2, 4).shape == (0, 4)
-    finally:
-        torch.set_num_threads(threads)
+    for _ in thread_counts(1, 2):
+        for n, m in [(2, 4), (1, 4), (4, 8), (0, 2), (3, 3), (2, 2), (5, 16), (63, 64), (1, 64)]:
+            key = (torch.randint(-3, 4, (96, 192), generator=g) * 0.5).to(dtype)
+            key[:, ::7] = -0.0
+            mask = torch.rand(key.shape, generator=g) > 0.3
+            for k, msk in [(key, None), (key, mask), (key.t().contiguous().t(), mask)]:
+                got = ops._C.nm_keep(k, msk, n, m)
+                assert torch.equal(got, nm.nm_keep_torch(k, msk, n, m)), (n, m)
+                assert torch.equal(got, reference.nm_masks([k], [msk], ["x"], n, m)[0]), (n, m)
+            big = torch.randn(2048, 960, generator=g).to(dtype)  # several tasks
+            assert torch.equal(ops._C.nm_keep(big, None, n, m), nm.nm_keep_torch(big, None, n, m))
+        assert ops._C.nm_keep(torch.zeros(0, 4, dtype=dtype), None, 2, 4).shape == (0, 4)
 
 
 @pytest.mark.parametrize("backend", ["reference"] + FAST)
@@ -136,20 +132,15 @@ def test_cpu_owl_statistics_equal_the_torch_ones(dtype):
         ws.append(x)
         ms.append(torch.rand(n, generator=g) > 0.25 if n > 1 else None)
     alive = [owl._alive(w, m) for w, m in zip(ws, ms)]
-    threads = torch.get_num_threads()
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            sums = ops._C.significand_sums(ws, ms)
-            for j, a in enumerate(alive):
-                assert owl._combine(sums[j], dtype) == owl.exact_sum(a)
-                assert owl._layer_sum(ws[j], ms[j]) == owl.exact_sum(a)
-                for threshold in (0.0, float(a.double().median()), float(a.double().max()), 1e-3):
-                    want = owl.count_above(a, threshold)
-                    assert int(ops._C.count_above([ws[j]], [ms[j]], [threshold])[0]) == want
-                    assert owl._layer_count_above(ws[j], ms[j], threshold) == want
-    finally:
-        torch.set_num_threads(threads)
+    for _ in thread_counts(1, 2):
+        sums = ops._C.significand_sums(ws, ms)
+        for j, a in enumerate(alive):
+            assert owl._combine(sums[j], dtype) == owl.exact_sum(a)
+            assert owl._layer_sum(ws[j], ms[j]) == owl.exact_sum(a)
+            for threshold in (0.0, float(a.double().median()), float(a.double().max()), 1e-3):
+                want = owl.count_above(a, threshold)
+                assert int(ops._C.count_above([ws[j]], [ms[j]], [threshold])[0]) == want
+                assert owl._layer_count_above(ws[j], ms[j], threshold) == want
 
 
 def _tiny_model():

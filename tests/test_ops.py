@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from cases import DTYPES
+from cases import DTYPES, thread_counts
 
 import lamp_kernels as lk
 from lamp_kernels import kernels_torch, ops, selection
@@ -152,15 +152,10 @@ def test_summaries_of_many_large_layers(dtype):
             w = torch.randn(n, generator=g, dtype=torch.float64) * 2.0 ** (i % 13 - 6)
         ws.append(w.to(dtype))
         ms.append(torch.rand(w.numel(), generator=g) > 0.3 if i % 3 == 0 else None)
-    threads = torch.get_num_threads()
-    try:
-        for t in (1, 2, 3):
-            torch.set_num_threads(t)
-            got = ops._C.bin_summaries(ws, ms)
-            want = kernels_torch.bin_summaries_ref(ws, ms)
-            assert all(torch.equal(a, b) for a, b in zip(got, want))
-    finally:
-        torch.set_num_threads(threads)
+    for _ in thread_counts(1, 2, 3):
+        got = ops._C.bin_summaries(ws, ms)
+        want = kernels_torch.bin_summaries_ref(ws, ms)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 
 
@@ -181,18 +176,13 @@ def test_scanned_summaries_report_every_elements_top_bin_and_sign(dtype):
         ws.append(w.to(dtype))
         ms.append(m)
     shift = kernels_torch.DTYPE_INFO[dtype][2]
-    threads = torch.get_num_threads()
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            *got, top_bins, negative = ops._C.bin_summaries_scanned(ws, ms)
-            assert all(torch.equal(a, b) for a, b in zip(got, ops._C.bin_summaries(ws, ms)))
-            for w, top, neg in zip(ws, top_bins.tolist(), negative.tolist()):
-                keys = kernels_torch.magnitude_keys(w)
-                assert top == (int(keys.max()) >> shift if w.numel() else -1)
-                assert neg == bool(((w < 0) | (w.isnan() & w.signbit())).any())
-    finally:
-        torch.set_num_threads(threads)
+    for _ in thread_counts(1, 2):
+        *got, top_bins, negative = ops._C.bin_summaries_scanned(ws, ms)
+        assert all(torch.equal(a, b) for a, b in zip(got, ops._C.bin_summaries(ws, ms)))
+        for w, top, neg in zip(ws, top_bins.tolist(), negative.tolist()):
+            keys = kernels_torch.magnitude_keys(w)
+            assert top == (int(keys.max()) >> shift if w.numel() else -1)
+            assert neg == bool(((w < 0) | (w.isnan() & w.signbit())).any())
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -211,15 +201,10 @@ def test_summaries_of_large_layers_ignore_masked_out_nan_and_inf(dtype):
         w[dead[2::7]] = torch.finfo(dtype).max
         ws.append(w.to(dtype))
         ms.append(m)
-    threads = torch.get_num_threads()
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            got = ops._C.bin_summaries(ws, ms)
-            want = kernels_torch.bin_summaries_ref(ws, ms)
-            assert all(torch.equal(a, b) for a, b in zip(got, want))
-    finally:
-        torch.set_num_threads(threads)
+    for _ in thread_counts(1, 2):
+        got = ops._C.bin_summaries(ws, ms)
+        want = kernels_torch.bin_summaries_ref(ws, ms)
+        assert all(torch.equal(a, b) for a, b in zip(got, want))
 
 @pytest.mark.skipif(ops._C is None, reason="C++ extension not built")
 def test_cut_kernels_check_everything_before_writing():
@@ -249,16 +234,11 @@ def test_packed_fp32_summaries_flush_before_their_fields_fill():
     spread[::7] = 1.0 + 2.0**-23 * 0x4001
     mask = torch.ones(n, dtype=torch.bool)
     mask[::5] = False
-    threads = torch.get_num_threads()
-    try:
-        for t in (1, 2):
-            torch.set_num_threads(t)
-            for ws, ms in (([one_bin], [None]), ([spread, one_bin[:5000]], [mask, None])):
-                got = ops._C.bin_summaries(ws, ms)
-                want = kernels_torch.bin_summaries_ref(ws, ms)
-                assert all(torch.equal(a, b) for a, b in zip(got, want))
-    finally:
-        torch.set_num_threads(threads)
+    for _ in thread_counts(1, 2):
+        for ws, ms in (([one_bin], [None]), ([spread, one_bin[:5000]], [mask, None])):
+            got = ops._C.bin_summaries(ws, ms)
+            want = kernels_torch.bin_summaries_ref(ws, ms)
+            assert all(torch.equal(a, b) for a, b in zip(got, want))
     assert int(got[2][0]) == int(mask.sum()) - int(mask[::3].sum()) - int(mask[::7].sum()) + int(mask[::21].sum())
 
 

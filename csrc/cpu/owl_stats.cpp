@@ -15,13 +15,13 @@
 #include <mutex>
 
 #include "float_keys.h"
+#include "layer_chunks.h"
 #include "task_pool.h"
 
 namespace lamp {
 
 namespace {
 
-constexpr int64_t kChunk = int64_t{1} << 18;
 constexpr int kCopies = 4;
 constexpr int kLowHalf = 26;
 
@@ -44,33 +44,19 @@ struct FloatFormat<double> {
   static constexpr int exp_bits = 11, man_bits = 52;
 };
 
-// Layers' contiguous tensors and masks, and their chunks as one list of tasks: layer i owns tasks
-// [first[i], first[i + 1]).
-struct Chunked {
-  std::vector<at::Tensor> ws, ms;
-  std::vector<int64_t> first;
-
-  Chunked(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
-          const char* op) {
-    TORCH_CHECK(masks.size() == weights.size(), op, ": one mask (or None) per layer");
-    first.assign(weights.size() + 1, 0);
-    for (size_t i = 0; i < weights.size(); ++i) {
-      TORCH_CHECK(weights[i].device().is_cpu() && weights[i].scalar_type() == weights[0].scalar_type(), op,
-                  ": CPU layers of one dtype per call");
-      ws.push_back(weights[i].contiguous());
-      const bool has = masks[i].has_value() && masks[i]->defined();
-      if (has)
-        TORCH_CHECK(masks[i]->scalar_type() == at::kBool && masks[i]->numel() == weights[i].numel(), op,
-                    ": a mask must be bool, one entry per element");
-      ms.push_back(has ? masks[i]->contiguous() : at::Tensor());
-      first[i + 1] = first[i] + (ws[i].numel() + kChunk - 1) / kChunk;
-    }
+// The layers of a call as chunked tasks, checked: CPU, one dtype, a bool mask (or none) per element.
+LayerChunks checked_chunks(const std::vector<at::Tensor>& weights,
+                           const std::vector<std::optional<at::Tensor>>& masks, const char* op) {
+  TORCH_CHECK(masks.size() == weights.size(), op, ": one mask (or None) per layer");
+  for (size_t i = 0; i < weights.size(); ++i) {
+    TORCH_CHECK(weights[i].device().is_cpu() && weights[i].scalar_type() == weights[0].scalar_type(), op,
+                ": CPU layers of one dtype per call");
+    if (masks[i].has_value() && masks[i]->defined())
+      TORCH_CHECK(masks[i]->scalar_type() == at::kBool && masks[i]->numel() == weights[i].numel(), op,
+                  ": a mask must be bool, one entry per element");
   }
-  size_t layer_of(int64_t task) const {
-    return std::upper_bound(first.begin(), first.end(), task) - first.begin() - 1;
-  }
-  const bool* mask(size_t i) const { return ms[i].defined() ? ms[i].data_ptr<bool>() : nullptr; }
-};
+  return LayerChunks(weights, masks);
+}
 
 template <typename scalar_t>
 void add_significands(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* out) {
@@ -105,7 +91,7 @@ int64_t count_over(const scalar_t* x, const bool* m, int64_t b, int64_t e, doubl
 
 at::Tensor significand_sums(const std::vector<at::Tensor>& weights,
                             const std::vector<std::optional<at::Tensor>>& masks) {
-  const Chunked in(weights, masks, "significand_sums");
+  const LayerChunks in = checked_chunks(weights, masks, "significand_sums");
   const int64_t L = static_cast<int64_t>(weights.size());
   if (!L) return at::zeros({0, 2, 1}, at::kLong);
   at::Tensor out;
@@ -114,9 +100,10 @@ at::Tensor significand_sums(const std::vector<at::Tensor>& weights,
     out = at::zeros({L, 2, E}, at::kLong);
     int64_t* o = out.data_ptr<int64_t>();
     std::vector<std::mutex> locks(L);
-    parallel_tasks(in.first[L], max_workers(), [&](int64_t task, int) {
+    parallel_tasks(in.tasks(), max_workers(), [&](int64_t task, int) {
       const size_t i = in.layer_of(task);
-      const int64_t b = (task - in.first[i]) * kChunk, e = std::min(in.ws[i].numel(), b + kChunk);
+      int64_t b, e;
+      in.range(task, i, b, e);
       std::vector<int64_t> part(2 * E, 0);
       add_significands(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e, part.data());
       std::lock_guard<std::mutex> lock(locks[i]);
@@ -128,15 +115,16 @@ at::Tensor significand_sums(const std::vector<at::Tensor>& weights,
 
 at::Tensor count_above(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
                        const std::vector<double>& thresholds) {
-  const Chunked in(weights, masks, "count_above");
+  const LayerChunks in = checked_chunks(weights, masks, "count_above");
   const int64_t L = static_cast<int64_t>(weights.size());
   TORCH_CHECK(thresholds.size() == weights.size(), "count_above: one threshold per layer");
-  std::vector<int64_t> per_task(in.first[L], 0);
+  std::vector<int64_t> per_task(in.tasks(), 0);
   if (L) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[0].scalar_type(), "count_above", [&] {
-      parallel_tasks(in.first[L], max_workers(), [&](int64_t task, int) {
+      parallel_tasks(in.tasks(), max_workers(), [&](int64_t task, int) {
         const size_t i = in.layer_of(task);
-        const int64_t b = (task - in.first[i]) * kChunk, e = std::min(in.ws[i].numel(), b + kChunk);
+        int64_t b, e;
+      in.range(task, i, b, e);
         per_task[task] = count_over(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e, thresholds[i]);
       });
     });

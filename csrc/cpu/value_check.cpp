@@ -12,13 +12,12 @@
 #include <limits>
 
 #include "float_keys.h"
+#include "layer_chunks.h"
 #include "task_pool.h"
 
 namespace lamp {
 
 namespace {
-
-constexpr int64_t kChunk = int64_t{1} << 18;
 
 template <typename scalar_t>
 uint64_t max_key(const scalar_t* x, const bool* m, int64_t b, int64_t e) {
@@ -47,26 +46,20 @@ uint64_t inf_key(at::ScalarType t) {
 std::vector<double> alive_max_abs(const std::vector<at::Tensor>& weights,
                                   const std::vector<std::optional<at::Tensor>>& masks) {
   const size_t L = weights.size();
-  std::vector<at::Tensor> ws(L), ms(L);
-  std::vector<int64_t> first_task(L + 1, 0);  // tasks of layer i: [first_task[i], first_task[i + 1])
-  for (size_t i = 0; i < L; ++i) {
-    ws[i] = weights[i].contiguous();
-    if (i < masks.size() && masks[i].has_value() && masks[i]->defined()) ms[i] = masks[i]->contiguous();
-    first_task[i + 1] = first_task[i] + (ws[i].numel() + kChunk - 1) / kChunk;
-  }
-  std::vector<uint64_t> task_max(first_task[L], 0);
-  parallel_tasks(first_task[L], max_workers(), [&](int64_t t, int) {
-    const size_t i = std::upper_bound(first_task.begin(), first_task.end(), t) - first_task.begin() - 1;
-    const int64_t b = (t - first_task[i]) * kChunk, e = std::min(ws[i].numel(), b + kChunk);
-    const bool* m = ms[i].defined() ? ms[i].data_ptr<bool>() : nullptr;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, ws[i].scalar_type(), "alive_max_abs",
-                                    [&] { task_max[t] = max_key(ws[i].data_ptr<scalar_t>(), m, b, e); });
+  const LayerChunks in(weights, masks);
+  std::vector<uint64_t> task_max(in.tasks(), 0);
+  parallel_tasks(in.tasks(), max_workers(), [&](int64_t t, int) {
+    const size_t i = in.layer_of(t);
+    int64_t b, e;
+    in.range(t, i, b, e);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[i].scalar_type(), "alive_max_abs",
+                                    [&] { task_max[t] = max_key(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e); });
   });
   std::vector<double> out(L, 0.0);  // an empty layer: 0
   for (size_t i = 0; i < L; ++i) {
-    if (first_task[i] == first_task[i + 1]) continue;
-    const uint64_t key = *std::max_element(task_max.begin() + first_task[i], task_max.begin() + first_task[i + 1]);
-    const at::ScalarType t = ws[i].scalar_type();
+    if (in.first[i] == in.first[i + 1]) continue;
+    const uint64_t key = *std::max_element(task_max.begin() + in.first[i], task_max.begin() + in.first[i + 1]);
+    const at::ScalarType t = in.ws[i].scalar_type();
     const int code = t == at::kBFloat16 ? kBF16 : t == at::kHalf ? kF16 : t == at::kFloat ? kF32 : kF64;
     out[i] = key >= inf_key(t) ? std::numeric_limits<double>::infinity() : key_value(code, static_cast<int64_t>(key));
   }
