@@ -19,7 +19,7 @@ every device (kernels_torch.py, or the reference for scores); compiled kernels r
     lamp_scores         C++ radix sort + exact scan   the CUDA library (csrc/cuda, cuda_backend.py)
     row_order_values    C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
     row_lamp_scores     C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
-    row_cut_masks       C++ per-unit sort             the pure-torch default (a stable sort per row)
+    row_cut_masks       C++ per-unit selection        the pure-torch default (a stable sort per row)
 
 The row ops view each layer as [rows, numel / rows] units (rows.py): granularity="row", and the bounded
 selections with one unit per layer.

@@ -103,6 +103,35 @@ def test_row_kernels_large_units_use_the_radix_sort():
         _same(ops._C.row_cut_masks([w], [m], [r], c), rows.row_cut_masks_ref([w], [m], [r], c), "masks")
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cut_masks_by_selection_at_every_count(dtype):
+    """row_cut_masks selects instead of sorting: every count from 0 to past the row, on ties that fill one
+    selection bucket, straddle buckets or sit at its edges, zeros, masked rows (all masked, none masked) and
+    one-element rows, against the twin's stable sort."""
+    g = torch.Generator().manual_seed(13)
+    levels = torch.tensor([0.0, 2.0 ** -20, 0.75, 1.0, 1.0 + 2.0 ** -7, 1.5, 3.0, 2.0 ** 10])
+    cols = 17
+    w = levels[torch.randint(0, len(levels), (6, cols), generator=g)]
+    w[0] = 1.0  # all equal
+    w[1, ::2] = -w[1, ::2]  # signs do not matter
+    w = w.to(dtype)
+    m = torch.rand(6, cols, generator=g) > 0.3
+    m[2] = False
+    m[3] = True
+    one = torch.randn(4, 1, generator=g).to(dtype)
+    for count in range(cols + 2):
+        c = [torch.full((6,), count), torch.full((4,), min(count, 2))]
+        for masks in ([m, None], [None, torch.tensor([[True], [False], [True], [True]])]):
+            _same(ops._C.row_cut_masks([w, one], masks, [6, 4], c),
+                  rows.row_cut_masks_ref([w, one], masks, [6, 4], c), f"count {count}")
+    # one large unit whose selection bucket holds most of it
+    big = (1.0 + torch.randint(0, 4, (20000,), generator=g) * 2.0 ** -9).to(dtype)
+    bm = torch.rand(20000, generator=g) > 0.1
+    for count in (1, 7000, 12345, 19999):
+        c = [torch.tensor([count])]
+        _same(ops._C.row_cut_masks([big], [bm], [1], c), rows.row_cut_masks_ref([big], [bm], [1], c), "big")
+
+
 def test_global_is_the_same_at_both_granularities():
     layers = _layers("scaled_copies", torch.float32)
     for s in (0.3, 0.8):

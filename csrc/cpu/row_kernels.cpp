@@ -9,10 +9,11 @@
 //        order like their bit patterns, so these integers compare like the scores, across layers and dtypes.
 //   row_lamp_scores(keys, masks, rows, float64) -> per-unit LAMP scores in flat order (masked-out: 0)
 //   row_cut_masks(keys, masks, rows, counts) -> bool keep masks: unit r of layer i prunes the first counts[i][r]
-//        elements of its order (masked-out ones are always pruned)
+//        elements of its order (masked-out ones are always pruned); by selection, without sorting the unit
 //
 // Keys are the |x| bit patterns of float_keys.h; the callers pass finite values (checked in Python). Units run
-// in parallel, each sorted on its own (std::sort when small, the radix sort otherwise).
+// in parallel, each sorted on its own (std::sort when small, the radix sort otherwise) where the kernel needs the
+// whole order.
 #include "row_kernels.h"
 
 
@@ -126,6 +127,63 @@ void unit_scores(const std::vector<typename Keys<scalar_t>::key_t>& keys, Emit e
   }
 }
 
+// The keep flags of a unit that prunes the first `count` elements of its order (masked-out ones first, then
+// alive ones by (key, column)), found by selection instead of a sort: the p-th smallest alive key t (p the alive
+// ones pruned) from a histogram of the keys' top kSelectBits bits and a partial sort of t's bucket alone, then
+// one pass that keeps the alive keys above t and, of those equal to t, all but the first p - #{alive < t} in
+// column order. The unit stays in L1 across the passes for row-sized units.
+constexpr int kSelectBits = 11;
+
+template <typename scalar_t>
+void cut_unit(const scalar_t* x, const bool* m, int64_t n, int64_t count, bool* out,
+              std::vector<typename Keys<scalar_t>::key_t>& bucket) {
+  using K = Keys<scalar_t>;
+  using key_t = typename K::key_t;
+  constexpr int shift = 8 * static_cast<int>(sizeof(key_t)) - 1 - kSelectBits;  // keys have a clear top bit
+  int64_t masked = 0;
+  if (m)
+    for (int64_t i = 0; i < n; ++i) masked += !m[i];
+  const int64_t alive = n - masked, p = std::clamp<int64_t>(count - masked, 0, alive);
+  if (p == 0 || p == alive) {  // keep every alive element, or none
+    if (p == 0 && m)
+      std::copy(m, m + n, out);
+    else
+      std::fill(out, out + n, p == 0);
+    return;
+  }
+  uint32_t hist[1 << kSelectBits] = {};
+  if (m) {
+    for (int64_t i = 0; i < n; ++i) hist[K::key(x[i]) >> shift] += m[i];
+  } else {
+    for (int64_t i = 0; i < n; ++i) ++hist[K::key(x[i]) >> shift];
+  }
+  int64_t below = 0;  // alive keys in the buckets before t's
+  int b = 0;
+  while (below + hist[b] < p) below += hist[b++];  // p <= alive: the bucket holding the p-th exists
+  bucket.clear();
+  for (int64_t i = 0; i < n; ++i) {
+    const key_t k = K::key(x[i]);
+    if ((k >> shift) == static_cast<key_t>(b) && (!m || m[i])) bucket.push_back(k);
+  }
+  const auto nth = bucket.begin() + (p - 1 - below);
+  std::nth_element(bucket.begin(), nth, bucket.end());
+  const key_t t = *nth;
+  const int64_t less = below + std::count_if(bucket.begin(), nth, [t](key_t k) { return k < t; });
+  const int64_t ties = p - less;  // alive elements equal to t that are pruned: the first ones in column order
+  // Keep alive keys above t (a loop that vectorises), then decide the ones equal to t in column order.
+  if (m) {
+    for (int64_t i = 0; i < n; ++i) out[i] = m[i] & (K::key(x[i]) > t);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = K::key(x[i]) > t;
+  }
+  if (std::count(bucket.begin(), bucket.end(), t) == ties) return;  // every alive t is pruned: done
+  int64_t seen = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    if (K::key(x[i]) != t || (m && !m[i])) continue;
+    out[i] = seen++ >= ties;
+  }
+}
+
 }  // namespace
 
 std::vector<at::Tensor> row_order_values(const std::vector<at::Tensor>& keys,
@@ -198,18 +256,9 @@ std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
   for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(at::kBool)));
   for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    thread_local std::vector<typename Keys<scalar_t>::key_t> sorted;
-    thread_local std::vector<uint32_t> cols;
-    const int64_t masked = sort_unit(x, m, U.size, sorted, cols);
-    bool* out = outs[U.layer].data_ptr<bool>() + U.begin;
+    thread_local std::vector<typename Keys<scalar_t>::key_t> bucket;
     const int64_t count = U.size ? cs[U.layer].data_ptr<int64_t>()[U.begin / U.size] : 0;
-    const int64_t pruned_alive = std::clamp<int64_t>(count - masked, 0, static_cast<int64_t>(sorted.size()));
-    if (m) {
-      for (int64_t i = 0; i < U.size; ++i) out[i] = m[i];
-    } else {
-      std::fill(out, out + U.size, true);
-    }
-    for (int64_t j = 0; j < pruned_alive; ++j) out[cols[j]] = false;
+    cut_unit(x, m, U.size, count, outs[U.layer].data_ptr<bool>() + U.begin, bucket);
   });
   return outs;
 }
