@@ -261,3 +261,32 @@ def test_cuda_row_segment_tables():
     table, tiles = cuda_rows.segment_table(2, 7, 0, 8000)
     assert tiles == 2 and table == [0, 7, 0, 0, 8000, 0, 7, 7, 1, 0, 8000 + 8 * 7, 0]
     assert cuda_rows.segment_offsets(3, 5) == [0, 5, 10, 15]
+
+
+@pytest.mark.parametrize("dtype", DTYPES[:3], ids=str)
+def test_row_scores_with_narrow_and_wide_sums(dtype):
+    """Units whose squares fit one 128-bit sum take a fast scan, wider ones the exact wide sum: rows around the
+    limit (fp32: 33 binades in a row of 40, bf16: 49), with ties, zeros and subnormals, equal the twins."""
+    g = torch.Generator().manual_seed(14)
+    rows_ = []
+    fp16 = dtype == torch.float16  # 40 binades in all, so always narrow
+    for span in (0, 10, 20, 30, 38) if fp16 else (0, 10, 32, 33, 34, 36, 48, 49, 50, 60):
+        e = torch.randint(0, span + 1, (40,), generator=g).double()
+        e[0], e[1] = 0, span  # the row spans exactly `span` binades
+        v = (1 + torch.randint(0, 4, (40,), generator=g) / 8) * torch.pow(2.0, e - (24 if fp16 else span // 2))
+        v[torch.rand(40, generator=g) < 0.1] = 0.0
+        rows_.append(v * torch.where(torch.rand(40, generator=g) < 0.5, -1.0, 1.0))
+    w = torch.stack(rows_).to(dtype)
+    low = {torch.float16: -24, torch.bfloat16: -133}.get(dtype, -149)  # the smallest subnormal
+    tiny = (torch.tensor([[1.0, 3.0, 2.0 ** 10, 2.0 ** 16, 0.0, 1.0]]) * 2.0 ** low).to(dtype)
+    layers = [w, tiny]
+    if not fp16:  # the sum 2^53 + 1 + 2^-12 lies just above a float64 tie that only its lowest bit breaks
+        layers.append(torch.tensor([2.0 ** 26, 1.0, 2.0 ** -6, 2.0 ** 26]).to(dtype))
+    masks = [torch.rand(w.shape, generator=g) > 0.2] + [None] * (len(layers) - 1)
+    rows_per = [w.shape[0]] + [1] * (len(layers) - 1)
+    for lamp in (True, False):
+        _same(ops._C.row_order_values(layers, masks, rows_per, lamp),
+              rows.row_order_values_ref(layers, masks, rows_per, lamp), "order values")
+    for f64 in (True, False):
+        _same(ops._C.row_lamp_scores(layers, masks, rows_per, f64),
+              rows.row_lamp_scores_ref(layers, masks, rows_per, f64), "scores")

@@ -67,6 +67,23 @@ inline int bin_exponent(int code, int bin) {
   return e == 0 ? -1074 : e - 1075;
 }
 
+// The integer significand M of a bf16/fp16/fp32 key and the exponent e of its lowest bit: |w| = M * 2^e.
+inline uint64_t significand(int code, uint64_t key) {
+  switch (code) {
+    case kBF16: return (key >> 7) ? (key & 0x7F) | 0x80 : key;
+    case kF16: return (key >> 10) ? (key & 0x3FF) | 0x400 : key;
+    default: return (key >> 23) ? (key & 0x7FFFFF) | 0x800000 : key;
+  }
+}
+
+inline int lsb_exponent(int code, uint64_t key) {
+  switch (code) {
+    case kBF16: return (key >> 7) ? static_cast<int>(key >> 7) - 134 : -133;
+    case kF16: return (key >> 10) ? static_cast<int>(key >> 10) - 25 : -24;
+    default: return (key >> 23) ? static_cast<int>(key >> 23) - 150 : -149;
+  }
+}
+
 template <typename scalar_t>
 struct Keys;
 

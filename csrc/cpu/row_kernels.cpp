@@ -116,9 +116,64 @@ void for_units(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>&
   });
 }
 
+// The nearest float64 (ties to even) of v * 2^exp2, for v > 0 and a normal result: the 64 leading bits of v
+// converted with a sticky bit OR-ed into the lowest (below float64's rounding position, so the conversion rounds
+// as v would), then scaled by adding to the exponent field -- as ExactSum::to_double does.
+inline double u128_times_pow2(u128 v, int exp2) {
+  const uint64_t hi = static_cast<uint64_t>(v >> 64), lo = static_cast<uint64_t>(v);
+  uint64_t lead;
+  int up;  // v = (lead + rest) * 2^up
+  if (hi) {
+    const int lz = __builtin_clzll(hi);
+    lead = (lz ? (hi << lz) | (lo >> (64 - lz)) : hi) | static_cast<uint64_t>((lz ? lo << lz : lo) != 0);
+    up = 64 - lz;
+  } else {
+    const int lz = __builtin_clzll(lo);
+    lead = lo << lz;
+    up = -lz;
+  }
+  const double d = static_cast<double>(lead);  // in [2^63, 2^64]
+  uint64_t bits;
+  std::memcpy(&bits, &d, 8);
+  bits += static_cast<uint64_t>(static_cast<int64_t>(exp2 + up)) << 52;
+  double out;
+  std::memcpy(&out, &bits, 8);
+  return out;
+}
+
+// unit_scores for a unit whose squares span few binades, with one 128-bit integer instead of an ExactSum:
+// every square M^2 2^(2e) is (M^2 << 2(e - e0)) 2^(2 e0), e0 the lowest exponent of a nonzero key, and the sum
+// of n of them has at most bits(M^2) + 2(e1 - e0) + bits(n) bits (e1 the highest exponent). Returns false,
+// having emitted nothing, when that could exceed 127 bits (in a row of 2048: more than 33 binades between the
+// smallest and the largest nonzero fp32 key, 49 for bf16) or for fp64 keys.
+template <typename scalar_t, typename Emit>
+bool unit_scores_narrow(const std::vector<typename Keys<scalar_t>::key_t>& keys, Emit emit) {
+  constexpr int code = Keys<scalar_t>::code;
+  if constexpr (code == kF64) {
+    return false;
+  } else {
+    constexpr int kSquareBits = code == kF32 ? 48 : code == kF16 ? 22 : 16;
+    const size_t n = keys.size();
+    const size_t first = std::upper_bound(keys.begin(), keys.end(), 0) - keys.begin();  // zero keys come first
+    if (first < n) {
+      const int e0 = lsb_exponent(code, keys[first]), e1 = lsb_exponent(code, keys[n - 1]);
+      if (kSquareBits + 2 * (e1 - e0) + (64 - __builtin_clzll(n)) > 127) return false;
+      u128 acc = 0;
+      for (size_t j = n; j-- > first;) {
+        const uint64_t M = significand(code, keys[j]);
+        acc += static_cast<u128>(M * M) << (2 * (lsb_exponent(code, keys[j]) - e0));
+        emit(j, lamp_score(key_value(code, static_cast<int64_t>(keys[j])), u128_times_pow2(acc, 2 * e0)));
+      }
+    }
+    for (size_t j = 0; j < std::min(first, n); ++j) emit(j, 0.0);  // a zero weight scores 0
+    return true;
+  }
+}
+
 // Along a unit's sorted alive keys, from the top: emit(j, score) with the exact suffix sum of squares.
 template <typename scalar_t, typename Emit>
 void unit_scores(const std::vector<typename Keys<scalar_t>::key_t>& keys, Emit emit) {
+  if (unit_scores_narrow<scalar_t>(keys, emit)) return;
   ExactSum acc;
   for (size_t j = keys.size(); j-- > 0;) {
     const double v = key_value(Keys<scalar_t>::code, static_cast<int64_t>(keys[j]));
