@@ -5,8 +5,10 @@ out, else 1 + the float64 bits of the score), the number k of weights to prune, 
 bounds least_i <= pruned_i <= most_i. Output: per layer the number of weights pruned in each row (int64
 [rows]), for the order (value, layer, row, position) of reference.select:
 
-    1. T = the smallest value t with  sum_i clamp(#{values_i <= t}, least_i, most_i) >= k  (bisection over the
-       63-bit values: one host synchronisation per step, each a batched searchsorted per layer);
+    1. T = the smallest value t with  f(t) = sum_i clamp(#{values_i <= t}, least_i, most_i) >= k: a strided sample
+       of the rows brackets it, a < T <= b, checked exactly; without bounds T is then the (k - f(a))-th
+       smallest of the values in (a, b], else bisection over [a + 1, b] (or the whole 63-bit range for small
+       inputs) finds it, one host synchronisation per step, each a batched searchsorted per layer;
     2. layer i prunes clamp(#{< T}) plus, in layer order, its share of the remaining k at value T;
     3. inside a layer, a count between #{< T} and #{<= T} is split over rows by taking the elements equal
        to T row by row; a count clamped outside that range is split by the same selection run on that
@@ -17,7 +19,11 @@ Pure torch on the values' device: CPU and CUDA alike, and testable without a GPU
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+_SAMPLED_MIN = 1 << 20  # fewer values: bisection alone (64 steps) is cheap
 
 
 def _count_le(values: list[torch.Tensor], t: int) -> torch.Tensor:
@@ -30,13 +36,67 @@ def _count_le(values: list[torch.Tensor], t: int) -> torch.Tensor:
     return torch.stack(parts)
 
 
+def _clamped(values: list[torch.Tensor], t: int, least: torch.Tensor, most: torch.Tensor) -> int:
+    return int(torch.clamp(_count_le(values, t), least, most).sum())
+
+
+def _bracket(values: list[torch.Tensor], k: int, least: torch.Tensor, most: torch.Tensor, top: int):
+    """(a, b, f(a)) with f(a) < k <= f(b), f(t) = the clamped count at t, from a strided sample of the rows (each
+    row's first value and every stride-th after it): two sample values around the k-th value, checked exactly.
+    A row with c values at or below the k-th has ceil(c / stride) of them in the sample, so the k-th value's rank
+    in the sample is k / stride plus between 0 and 1 per row, about half on average: a tight window around
+    that is tried first, then the whole range, then a wider one. None when sampling does not
+    pay or every window fails."""
+    n = sum(v.numel() for v in values)
+    rows = sum(v.shape[0] for v in values)
+    if n < _SAMPLED_MIN:
+        return None
+    stride = max(1, 4 * math.isqrt(n // max(rows, 1)))
+    sample = torch.cat([v[:, ::stride].reshape(-1) for v in values])
+    center = k // stride + rows // 2
+    for margin in (4 * math.isqrt(rows) + 16, rows // 2 + 16, 2 * rows + 64):
+        j_lo, j_hi = center - margin, center + margin
+        a = int(torch.kthvalue(sample, j_lo).values) if j_lo >= 1 else -1
+        b = int(torch.kthvalue(sample, j_hi).values) if j_hi <= sample.numel() else top
+        f_a = _clamped(values, a, least, most)
+        if f_a < k <= _clamped(values, b, least, most):
+            return a, b, f_a
+    return None
+
+
+def _kth_between(values: list[torch.Tensor], a: int, b: int, r: int) -> int:
+    """The r-th smallest (1-based) of the values in (a, b] over all layers: each row's run of them gathered by
+    index, then one selection."""
+    parts = []
+    for v in values:
+        rows, cols = v.shape
+        lo = torch.searchsorted(v, torch.full((rows, 1), a, dtype=torch.int64, device=v.device), right=True)
+        hi = torch.searchsorted(v, torch.full((rows, 1), b, dtype=torch.int64, device=v.device), right=True)
+        lengths = (hi - lo).reshape(-1)
+        total = int(lengths.sum())
+        if not total:
+            continue
+        starts = torch.arange(rows, device=v.device) * cols + lo.reshape(-1)
+        skip = torch.repeat_interleave(torch.cumsum(lengths, 0) - lengths - starts, lengths)
+        parts.append(v.reshape(-1)[torch.arange(total, device=v.device) - skip])
+    return int(torch.kthvalue(torch.cat([p.to(values[0].device) for p in parts]), r).values)
+
+
 def _threshold(values: list[torch.Tensor], k: int, least: torch.Tensor, most: torch.Tensor) -> int:
     # at the largest value the clamped count is sum(most) >= k: the caller's promise
-    lo, hi = 0, int(torch.stack([v[:, -1].max() for v in values if v.numel()]).max()) if any(
+    top = int(torch.stack([v[:, -1].max() for v in values if v.numel()]).max()) if any(
         v.numel() for v in values) else 0
+    lo, hi = 0, top
+    found = _bracket(values, k, least, most, top)
+    if found is not None:
+        a, b, f_a = found
+        sizes = torch.tensor([v.numel() for v in values], device=least.device)
+        if not bool(least.any()) and bool((most >= sizes).all()):  # no bounds: f counts, so T is a rank
+            return _kth_between(values, a, b, k - f_a)
+        lo, hi = a + 1, b
     while lo < hi:
         mid = (lo + hi) // 2
-        if int(torch.clamp(_count_le(values, mid), least, most).sum()) >= k:
+        if _clamped(values, mid, least, most) >= k:
             hi = mid
         else:
             lo = mid + 1

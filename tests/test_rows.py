@@ -191,6 +191,29 @@ def test_sorted_selection_against_its_contract(seed):
             assert [c.tolist() for c in got] == _reference_counts(values, k, least, most), (k, least, most)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_sampled_bracket_against_the_contract(seed, monkeypatch):
+    """The sampled bracket (normally for a million values or more) on small inputs: long rows, rows shorter than
+    the stride, heavy ties and masked values, with and without bounds, at every eighth k, against the contract."""
+    monkeypatch.setattr(sorted_selection, "_SAMPLED_MIN", 0)
+    g = torch.Generator().manual_seed(seed)
+    values = []
+    for r, c, distinct in [(6, 900, 10**9), (300, 3, 50), (4, 1000, 7), (1, 1, 5)]:
+        v = torch.randint(0, distinct, (r, c), generator=g)  # zeros are masked values
+        values.append(torch.sort(v, dim=1).values)
+    total = sum(v.numel() for v in values)
+    sizes = [v.numel() for v in values]
+    for k in range(0, total + 1, total // 8):
+        for least, most in [(None, None), ([100, 200, 10, 0], [5000, 900, 4000, 1]), (None, [6000, 900, 4000, 1])]:
+            masked = [int((v == 0).sum()) for v in values]
+            try:
+                allocation.check_bounds([str(i) for i in range(4)], sizes, masked, k, least or [0] * 4, most or sizes)
+            except ValueError:
+                continue
+            got = sorted_selection.select_counts(values, k, least, most)
+            assert [c.tolist() for c in got] == _reference_counts(values, k, least, most), (k, least, most)
+
+
 def test_bounds_hold_and_are_exact():
     g = torch.Generator().manual_seed(12)
     layers = [torch.randn(10, 10, generator=g) * 10, torch.randn(10, 10, generator=g) * 0.01,
