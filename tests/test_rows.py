@@ -92,15 +92,25 @@ def test_row_kernels_match_twins(dtype, per_row):
           "cut masks")
 
 
-def test_row_kernels_large_units_use_the_radix_sort():
-    """Units above the std::sort size take the radix sort: same order, ties in column order."""
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_row_kernels_large_units_use_the_radix_sort(dtype):
+    """Units above the std::sort size take a radix sort (packed with the column for 16- and 32-bit keys): same
+    order, ties in column order."""
     g = torch.Generator().manual_seed(9)
-    w = (torch.randint(0, 50, (3, 5000), generator=g) * 0.125).to(torch.bfloat16)
+    w = (torch.randint(0, 50, (3, 5000), generator=g) * 0.125).to(dtype)
     m = torch.rand(3, 5000, generator=g) > 0.2
     for r in (1, 3):
         _same(ops._C.row_order_values([w], [m], [r], True), rows.row_order_values_ref([w], [m], [r], True), "values")
         c = [torch.tensor([4000] * r)]
         _same(ops._C.row_cut_masks([w], [m], [r], c), rows.row_cut_masks_ref([w], [m], [r], c), "masks")
+    # keys whose every radix digit varies: magnitudes over many binades, signs mixed
+    wide = (torch.randn(2, 3000, generator=g) * torch.exp(3 * torch.randn(3000, generator=g))).clamp(-1e4, 1e4)
+    wide = wide.to(dtype)
+    for lamp in (True, False):
+        _same(ops._C.row_order_values([wide], [None], [2], lamp), rows.row_order_values_ref([wide], [None], [2], lamp),
+              "wide values")
+    _same(ops._C.row_lamp_scores([wide], [None], [2], True), rows.row_lamp_scores_ref([wide], [None], [2], True),
+          "wide scores")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

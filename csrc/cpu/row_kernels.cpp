@@ -31,7 +31,8 @@ namespace lamp {
 
 namespace {
 
-constexpr int64_t kRadixMin = 1 << 10;  // units up to this size are sorted with std::sort
+constexpr int64_t kRadixMin = 1 << 10;  // fp64 units up to this size are sorted with std::sort
+constexpr size_t kStdSortMax = 64;      // and packed (16/32-bit key, column) units up to this size
 
 struct Unit {
   int64_t layer, begin, size;
@@ -65,31 +66,57 @@ std::vector<at::Tensor> contiguous_masks(const std::vector<std::optional<at::Ten
 }
 
 // The alive elements of a unit sorted by (key, column): keys ascending, cols their columns. Returns the number
-// of masked-out elements.
+// of masked-out elements. Keys of up to 32 bits are packed with their column into one 64-bit value (sorted with
+// std::sort when few, else radix_sort_packed); fp64 keys take radix_sort_pairs (std::sort when few).
 template <typename scalar_t>
 int64_t sort_unit(const scalar_t* x, const bool* m, int64_t n, std::vector<typename Keys<scalar_t>::key_t>& keys,
                   std::vector<uint32_t>& cols) {
   using K = Keys<scalar_t>;
   using key_t = typename K::key_t;
-  keys.clear();
-  cols.clear();
-  for (int64_t i = 0; i < n; ++i) {
-    if (m && !m[i]) continue;
-    keys.push_back(K::key(x[i]));
-    cols.push_back(static_cast<uint32_t>(i));
-  }
-  if (static_cast<int64_t>(keys.size()) > kRadixMin) {
-    radix_sort_pairs(keys, cols);  // stable: equal keys stay in column order
-  } else {
-    std::vector<std::pair<key_t, uint32_t>> pairs(keys.size());
-    for (size_t j = 0; j < keys.size(); ++j) pairs[j] = {keys[j], cols[j]};
-    std::sort(pairs.begin(), pairs.end());
-    for (size_t j = 0; j < pairs.size(); ++j) {
-      keys[j] = pairs[j].first;
-      cols[j] = pairs[j].second;
+  if constexpr (sizeof(key_t) <= 4) {
+    thread_local std::vector<uint64_t> packed, scratch;
+    if (packed.size() < static_cast<size_t>(n)) {
+      packed.resize(n);
+      scratch.resize(n);
     }
+    size_t c = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      if (m && !m[i]) continue;
+      packed[c++] = static_cast<uint64_t>(K::key(x[i])) << 32 | static_cast<uint64_t>(i);
+    }
+    const uint64_t* sorted = packed.data();
+    if (c <= kStdSortMax)
+      std::sort(packed.begin(), packed.begin() + c);  // (key, column) pairs are distinct
+    else
+      sorted = radix_sort_packed(packed.data(), scratch.data(), c, 8 * sizeof(key_t) - 1);
+    keys.resize(c);
+    cols.resize(c);
+    for (size_t j = 0; j < c; ++j) {
+      keys[j] = static_cast<key_t>(sorted[j] >> 32);
+      cols[j] = static_cast<uint32_t>(sorted[j]);
+    }
+    return n - static_cast<int64_t>(c);
+  } else {
+    keys.clear();
+    cols.clear();
+    for (int64_t i = 0; i < n; ++i) {
+      if (m && !m[i]) continue;
+      keys.push_back(K::key(x[i]));
+      cols.push_back(static_cast<uint32_t>(i));
+    }
+    if (static_cast<int64_t>(keys.size()) > kRadixMin) {
+      radix_sort_pairs(keys, cols);  // stable: equal keys stay in column order
+    } else {
+      std::vector<std::pair<key_t, uint32_t>> pairs(keys.size());
+      for (size_t j = 0; j < keys.size(); ++j) pairs[j] = {keys[j], cols[j]};
+      std::sort(pairs.begin(), pairs.end());
+      for (size_t j = 0; j < pairs.size(); ++j) {
+        keys[j] = pairs[j].first;
+        cols[j] = pairs[j].second;
+      }
+    }
+    return n - static_cast<int64_t>(keys.size());
   }
-  return n - static_cast<int64_t>(keys.size());
 }
 
 inline int64_t order_value(double v) {
