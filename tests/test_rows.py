@@ -103,6 +103,10 @@ def test_row_kernels_large_units_use_the_radix_sort(dtype):
         _same(ops._C.row_order_values([w], [m], [r], True), rows.row_order_values_ref([w], [m], [r], True), "values")
         c = [torch.tensor([4000] * r)]
         _same(ops._C.row_cut_masks([w], [m], [r], c), rows.row_cut_masks_ref([w], [m], [r], c), "masks")
+    # a unit above the size whose sort buffers stay with the thread
+    huge = (torch.randint(0, 300, (70000,), generator=g) * 0.25).to(dtype)
+    _same(ops._C.row_order_values([huge], [None], [1], True), rows.row_order_values_ref([huge], [None], [1], True),
+          "huge unit")
     # keys whose every radix digit varies: magnitudes over many binades, signs mixed
     wide = (torch.randn(2, 3000, generator=g) * torch.exp(3 * torch.randn(3000, generator=g))).clamp(-1e4, 1e4)
     wide = wide.to(dtype)

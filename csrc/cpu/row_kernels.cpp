@@ -33,6 +33,7 @@ namespace {
 
 constexpr int64_t kRadixMin = 1 << 10;  // fp64 units up to this size are sorted with std::sort
 constexpr size_t kStdSortMax = 64;      // and packed (16/32-bit key, column) units up to this size
+constexpr int64_t kKeptScratch = int64_t{1} << 16;  // sort buffers kept per thread for units up to this size
 
 struct Unit {
   int64_t layer, begin, size;
@@ -74,7 +75,13 @@ int64_t sort_unit(const scalar_t* x, const bool* m, int64_t n, std::vector<typen
   using K = Keys<scalar_t>;
   using key_t = typename K::key_t;
   if constexpr (sizeof(key_t) <= 4) {
-    thread_local std::vector<uint64_t> packed, scratch;
+    // Per-thread buffers are kept across the units of row size; a larger unit (a whole layer, for the bounded
+    // selections) gets its own, freed when it is done, so no thread holds 16 bytes per weight of a layer.
+    thread_local std::vector<uint64_t> kept_packed, kept_scratch;
+    std::vector<uint64_t> own_packed, own_scratch;
+    const bool keep = n <= kKeptScratch;
+    std::vector<uint64_t>& packed = keep ? kept_packed : own_packed;
+    std::vector<uint64_t>& scratch = keep ? kept_scratch : own_scratch;
     if (packed.size() < static_cast<size_t>(n)) {
       packed.resize(n);
       scratch.resize(n);
