@@ -33,7 +33,7 @@ namespace {
 
 constexpr int64_t kRadixMin = 1 << 10;  // fp64 units up to this size are sorted with std::sort
 constexpr size_t kStdSortMax = 64;      // and packed (16/32-bit key, column) units up to this size
-constexpr int64_t kKeptScratch = int64_t{1} << 16;  // sort buffers kept per thread for units up to this size
+constexpr int64_t kKeptScratch = int64_t{1} << 16;  // scratch kept per thread for units up to this size
 
 struct Unit {
   int64_t layer, begin, size;
@@ -66,6 +66,15 @@ std::vector<at::Tensor> contiguous_masks(const std::vector<std::optional<at::Ten
   return out;
 }
 
+// A unit's scratch vector: the thread's own, kept across units, for units of row size (up to kKeptScratch
+// elements); a fresh one, freed after the unit, for larger ones (whole layers, in the bounded selections), so
+// that no pool thread keeps memory in proportion to the largest layer after a call.
+template <typename T>
+struct UnitBuffer {
+  std::vector<T> fresh;
+  std::vector<T>& pick(std::vector<T>& kept, int64_t n) { return n <= kKeptScratch ? kept : fresh; }
+};
+
 // The alive elements of a unit sorted by (key, column): keys ascending, cols their columns. Returns the number
 // of masked-out elements. Keys of up to 32 bits are packed with their column into one 64-bit value (sorted with
 // std::sort when few, else radix_sort_packed); fp64 keys take radix_sort_pairs (std::sort when few).
@@ -75,13 +84,10 @@ int64_t sort_unit(const scalar_t* x, const bool* m, int64_t n, std::vector<typen
   using K = Keys<scalar_t>;
   using key_t = typename K::key_t;
   if constexpr (sizeof(key_t) <= 4) {
-    // Per-thread buffers are kept across the units of row size; a larger unit (a whole layer, for the bounded
-    // selections) gets its own, freed when it is done, so no thread holds 16 bytes per weight of a layer.
     thread_local std::vector<uint64_t> kept_packed, kept_scratch;
-    std::vector<uint64_t> own_packed, own_scratch;
-    const bool keep = n <= kKeptScratch;
-    std::vector<uint64_t>& packed = keep ? kept_packed : own_packed;
-    std::vector<uint64_t>& scratch = keep ? kept_scratch : own_scratch;
+    UnitBuffer<uint64_t> own_packed, own_scratch;
+    std::vector<uint64_t>& packed = own_packed.pick(kept_packed, n);
+    std::vector<uint64_t>& scratch = own_scratch.pick(kept_scratch, n);
     if (packed.size() < static_cast<size_t>(n)) {
       packed.resize(n);
       scratch.resize(n);
@@ -285,8 +291,12 @@ std::vector<at::Tensor> row_order_values(const std::vector<at::Tensor>& keys,
   for (const auto& w : ws) outs.push_back(at::empty({w.numel()}, w.options().dtype(at::kLong)));
   for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    thread_local std::vector<typename Keys<scalar_t>::key_t> sorted;
-    thread_local std::vector<uint32_t> cols;
+    thread_local std::vector<typename Keys<scalar_t>::key_t> kept_sorted;
+    thread_local std::vector<uint32_t> kept_cols;
+    UnitBuffer<typename Keys<scalar_t>::key_t> own_sorted;
+    UnitBuffer<uint32_t> own_cols;
+    auto& sorted = own_sorted.pick(kept_sorted, U.size);
+    auto& cols = own_cols.pick(kept_cols, U.size);
     const int64_t masked = sort_unit(x, m, U.size, sorted, cols);
     int64_t* out = outs[U.layer].data_ptr<int64_t>() + U.begin;
     std::fill(out, out + masked, int64_t{0});
@@ -313,8 +323,12 @@ std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
   for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(float64 ? at::kDouble : at::kFloat)));
   for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    thread_local std::vector<typename Keys<scalar_t>::key_t> sorted;
-    thread_local std::vector<uint32_t> cols;
+    thread_local std::vector<typename Keys<scalar_t>::key_t> kept_sorted;
+    thread_local std::vector<uint32_t> kept_cols;
+    UnitBuffer<typename Keys<scalar_t>::key_t> own_sorted;
+    UnitBuffer<uint32_t> own_cols;
+    auto& sorted = own_sorted.pick(kept_sorted, U.size);
+    auto& cols = own_cols.pick(kept_cols, U.size);
     sort_unit(x, m, U.size, sorted, cols);
     if (float64) {
       double* out = outs[U.layer].data_ptr<double>() + U.begin;
@@ -345,7 +359,9 @@ std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
   for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(at::kBool)));
   for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    thread_local std::vector<typename Keys<scalar_t>::key_t> bucket;
+    thread_local std::vector<typename Keys<scalar_t>::key_t> kept_bucket;
+    UnitBuffer<typename Keys<scalar_t>::key_t> own_bucket;
+    auto& bucket = own_bucket.pick(kept_bucket, U.size);
     const int64_t count = U.size ? cs[U.layer].data_ptr<int64_t>()[U.begin / U.size] : 0;
     cut_unit(x, m, U.size, count, outs[U.layer].data_ptr<bool>() + U.begin, bucket);
   });
