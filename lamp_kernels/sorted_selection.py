@@ -55,9 +55,9 @@ def _bracket(values: list[torch.Tensor], k: int, least: torch.Tensor, most: torc
     sample = torch.cat([v[:, ::stride].reshape(-1) for v in values])
     center = k // stride + rows // 2
     for margin in (4 * math.isqrt(rows) + 16, rows // 2 + 16, 2 * rows + 64):
-        j_lo, j_hi = center - margin, center + margin
-        a = int(torch.kthvalue(sample, j_lo).values) if j_lo >= 1 else -1
-        b = int(torch.kthvalue(sample, j_hi).values) if j_hi <= sample.numel() else top
+        j_lo, j_hi = center - margin, center + margin  # either may fall outside [1, sample size]
+        a = int(torch.kthvalue(sample, min(j_lo, sample.numel())).values) if j_lo >= 1 else -1
+        b = int(torch.kthvalue(sample, max(j_hi, 1)).values) if j_hi <= sample.numel() else top
         f_a = _clamped(values, a, least, most)
         if f_a < k <= _clamped(values, b, least, most):
             return a, b, f_a

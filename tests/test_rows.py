@@ -217,7 +217,7 @@ def test_sampled_bracket_against_the_contract(seed, monkeypatch):
         values.append(torch.sort(v, dim=1).values)
     total = sum(v.numel() for v in values)
     sizes = [v.numel() for v in values]
-    for k in range(0, total + 1, total // 8):
+    for k in [*range(0, total + 1, total // 8), total - 1, total]:
         for least, most in [(None, None), ([100, 200, 10, 0], [5000, 900, 4000, 1]), (None, [6000, 900, 4000, 1])]:
             masked = [int((v == 0).sum()) for v in values]
             try:
@@ -226,6 +226,19 @@ def test_sampled_bracket_against_the_contract(seed, monkeypatch):
                 continue
             got = sorted_selection.select_counts(values, k, least, most)
             assert [c.tolist() for c in got] == _reference_counts(values, k, least, most), (k, least, most)
+
+
+def test_sampled_bracket_at_the_ends(monkeypatch):
+    """Many rows whose lengths are multiples of the stride: near k = n the window around the expected sample rank
+    reaches past the sample's end (and near 0 before its start); the result equals plain bisection's."""
+    g = torch.Generator().manual_seed(5)
+    values = [torch.sort(torch.randint(0, 1000, (400, 400), generator=g), dim=1).values]
+    n = values[0].numel()
+    for k in (0, 1, 5000, n - 5000, n - 1, n):
+        monkeypatch.setattr(sorted_selection, "_SAMPLED_MIN", 0)
+        got = sorted_selection.select_counts(values, k)
+        monkeypatch.setattr(sorted_selection, "_SAMPLED_MIN", n + 1)
+        assert torch.equal(got[0], sorted_selection.select_counts(values, k)[0]), k
 
 
 def test_bounds_hold_and_are_exact():
