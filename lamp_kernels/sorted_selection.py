@@ -56,6 +56,8 @@ def _bracket(values: list[torch.Tensor], k: int, least: torch.Tensor, most: torc
     center = k // stride + rows // 2
     for margin in (4 * math.isqrt(rows) + 16, rows // 2 + 16, 2 * rows + 64):
         j_lo, j_hi = center - margin, center + margin  # either may fall outside [1, sample size]
+        if j_lo < 1 and j_hi > sample.numel():
+            return None  # the window is everything: bisection costs less than gathering it
         a = int(torch.kthvalue(sample, min(j_lo, sample.numel())).values) if j_lo >= 1 else -1
         b = int(torch.kthvalue(sample, max(j_hi, 1)).values) if j_hi <= sample.numel() else top
         f_a = _clamped(values, a, least, most)
@@ -86,6 +88,8 @@ def _threshold(values: list[torch.Tensor], k: int, least: torch.Tensor, most: to
     # at the largest value the clamped count is sum(most) >= k: the caller's promise
     top = int(torch.stack([v[:, -1].max() for v in values if v.numel()]).max()) if any(
         v.numel() for v in values) else 0
+    if int(least.sum()) >= k:  # f(-1) = sum(least) already reaches k (e.g. k is the forced minimum)
+        return 0
     lo, hi = 0, top
     found = _bracket(values, k, least, most, top)
     if found is not None:
