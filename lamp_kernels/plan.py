@@ -6,9 +6,10 @@ The keys (importance, or the weights) are what every step ranks; the masks it re
     2. method="owl"     becomes a per-layer budget (owl.py -> allocation.Ratios)
     3. then one of
        plain       granularity="layer" without bounds: the backend's own pipeline on the keys (summaries,
-                   or the sort path for backend="cuda")
-       units       granularity="row", or density bounds: the row ops (ops.row_order_values, one unit per
-                   row, or per layer when bounded) and sorted_selection.select_counts for lamp / global;
+                   or the sort path for backend="cuda"); with bounds on CPU tensors, the summary pipeline
+                   with the cut solver clamping each layer's count (selection.solve's bounds)
+       units       granularity="row", or density bounds elsewhere: the row ops (ops.row_order_values, one unit
+                   per row, or per layer when bounded) and sorted_selection.select_counts for lamp / global;
                    budget methods at row granularity prune round(layer sparsity * row length) per row;
                    masks from per-unit counts (ops.row_cut_masks)
 
@@ -47,10 +48,27 @@ def _prepare(keys: Layers, sparsity: float, method, options: Options):
     return keys, method
 
 
-def _uses_units(method, options: Options) -> bool:
+def _bounds_on_summaries(keys: Layers, method, options: Options, chosen: backends.Backend) -> bool:
+    """Density bounds at layer granularity on CPU tensors: the summary pipeline's cut solver clamps each
+    layer's count, so no layer is sorted."""
+    return (options.bounded and options.granularity == "layer" and method in GLOBAL_METHODS
+            and isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops
+            and all(t.device.type == "cpu" for t in keys.tensors))
+
+
+def _uses_units(method, options: Options, on_summaries: bool = False) -> bool:
     if options.bounded:
-        return True
+        return not on_summaries
     return options.granularity == "row" and method != "global"
+
+
+def _checked_bounds(keys: Layers, sparsity: float, options: Options) -> tuple[list[int], list[int]]:
+    """The bounds, after the values (a bad value is reported before infeasible bounds, as on every path)."""
+    keys.check_values()
+    sizes = keys.numels()
+    least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
+    allocation.check_bounds(keys.names, sizes, keys.masked_counts(), pruned_count(sparsity, sum(sizes)), least, most)
+    return least, most
 
 
 def _unit_rows(keys: Layers, options: Options) -> list[int]:
@@ -86,8 +104,7 @@ def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_se
         return Units(rows, counts)
     sizes = keys.numels()
     k = pruned_count(sparsity, sum(sizes))
-    least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
-    allocation.check_bounds(keys.names, sizes, keys.masked_counts(), k, least, most)
+    least, most = _checked_bounds(keys, sparsity, options)
     nonempty = [i for i, n in enumerate(sizes) if n]
     values = _per_group(keys, lambda ws, ms, rs: ops_set.row_order_values(ws, ms, rs, method == "lamp"), rows)
     chosen = sorted_selection.select_counts([values[i].reshape(rows[i], -1) for i in nonempty], k,
@@ -114,7 +131,8 @@ def _keys_for(keys: Layers, method, options: Options, chosen: backends.Backend) 
     they read the weights), and importance values not yet checked are checked in its summary pass; every other
     path checks them here and ranks tensors, so the ColumnScaled ones are made here, one per layer."""
     plain = (isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops and options.nm is None
-             and method != "owl" and not _uses_units(method, options))
+             and method != "owl" and not _uses_units(method, options, _bounds_on_summaries(keys, method, options,
+                                                                                           chosen)))
     return keys if plain else importance.checked(keys).materialized()
 
 
@@ -126,6 +144,8 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
         keys.check_values()
         return reference.prune_masks_with(keys, sparsity, method, options)
     keys, method = _prepared(keys, sparsity, method, options, group)
+    if _bounds_on_summaries(keys, method, options, chosen):
+        return selection.layer_masks(keys, sparsity, method, bounds=_checked_bounds(keys, sparsity, options))
     if _uses_units(method, options):
         units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
         return _per_group(keys, chosen.unit_ops().row_cut_masks, units.rows, units.counts)
@@ -142,6 +162,9 @@ def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, 
         _, counts = reference.select_with(keys, sparsity, method, options)
         return [sum(c) for c in counts], keys.numels()
     keys, method = _prepared(keys, sparsity, method, options, group)
+    if _bounds_on_summaries(keys, method, options, chosen):
+        cuts = selection.layer_cuts(keys, sparsity, method, bounds=_checked_bounds(keys, sparsity, options))
+        return cuts.pruned, cuts.numels
     if _uses_units(method, options):
         return _unit_counts(keys, sparsity, method, options, chosen.unit_ops()).pruned(), keys.numels()
     cuts = chosen.cuts(keys, sparsity, method, group)

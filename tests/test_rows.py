@@ -241,6 +241,34 @@ def test_sampled_bracket_at_the_ends(monkeypatch):
         assert torch.equal(got[0], sorted_selection.select_counts(values, k)[0]), k
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_bounds_on_the_cut_solver_match_reference(seed):
+    """Density bounds at layer granularity run on the cut solver (each layer's count clamped to its bounds; a
+    layer whose bounds alone decide its count is cut at that count): layers of every dtype, ties, zeros, masks,
+    a one-weight layer, bounds that pin layers at either end and equal bounds, against the reference."""
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for i, n in enumerate([3000, 50, 7, 1200, 4500, 1, 300]):
+        w = torch.randn(n, generator=g) * 10.0 ** (i % 3 - 1)
+        if i % 2:
+            w = torch.round(w * 4) / 4  # ties and zeros
+        layers.append(w.to(DTYPES[(i + seed) % 4]))
+    masks = [torch.rand(w.shape, generator=g) > 0.25 if j % 3 == 0 else None for j, w in enumerate(layers)]
+    for method in ("lamp", "global"):
+        for s in (0.1, 0.5, 0.9):
+            for lo, hi in ((0.2, None), (None, 0.4), (0.3, 0.7), (0.05, 0.95), (0.5, 0.5)):
+                kw = dict(masks=masks, min_density=lo, max_density=hi)
+                try:
+                    want = lk.prune_masks(layers, s, method, backend="reference", **kw)
+                except ValueError as exc:
+                    with pytest.raises(ValueError, match=str(exc).split(":")[0]):
+                        lk.prune_masks(layers, s, method, backend="cpu", **kw)
+                    continue
+                _same(lk.prune_masks(layers, s, method, backend="cpu", **kw), want, f"{method} s={s} ({lo}, {hi})")
+                frac = lk.layer_sparsities(layers, s, method, backend="cpu", **kw)
+                assert frac == [float((~m).sum()) / m.numel() for m in want]
+
+
 def test_bounds_hold_and_are_exact():
     g = torch.Generator().manual_seed(12)
     layers = [torch.randn(10, 10, generator=g) * 10, torch.randn(10, 10, generator=g) * 0.01,

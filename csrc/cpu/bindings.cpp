@@ -46,11 +46,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                     const std::vector<at::Tensor>&, bool>(),
            py::call_guard<py::gil_scoped_release>())
       .def("plan_global",
-           [](CutSolver& s, int64_t k) {
+           [](CutSolver& s, int64_t k, const std::vector<int64_t>& least, const std::vector<int64_t>& most) {
              std::vector<std::tuple<bool, int64_t, int64_t>> out;
-             for (const auto& r : s.plan_global(k)) out.emplace_back(r.gather, r.bin_lo, r.bin_hi);
+             for (const auto& r : s.plan_global(k, least, most)) out.emplace_back(r.gather, r.bin_lo, r.bin_hi);
              return out;
-           })
+           },
+           py::arg("k"), py::arg("least") = std::vector<int64_t>(), py::arg("most") = std::vector<int64_t>())
       .def("plan_counts",
            [](CutSolver& s, const std::vector<int64_t>& pruned) {
              std::vector<std::tuple<bool, int64_t, int64_t>> out;

@@ -92,6 +92,8 @@ struct CutSolver::Layer {
   // plan: candidate region bins[first..last], `below` alive elements definitely pruned
   int first = 0, last = -1;
   int64_t below = 0;
+  int64_t least = 0, most = 0;  // bounds on the alive elements pruned (plan_global; most = alive without bounds)
+  int64_t fixed = -1;           // >= 0: the bounds decide the count whatever the threshold (its bin is the region)
   bool resolved = false;
   Cut cut{kKeepAll, 0, 0};
   // finish
@@ -203,13 +205,40 @@ std::vector<CutSolver::Region> CutSolver::regions() const {
   return out;
 }
 
-std::vector<CutSolver::Region> CutSolver::plan_global(int64_t k) {
+int64_t CutSolver::clamped(const Layer& L, int64_t count) { return std::clamp(count, L.least, L.most); }
+
+// The bounds alone decide this layer's count: its region is the bin holding its pruned-th alive element.
+void CutSolver::fix_count(Layer& L, int64_t pruned) {
+  L.fixed = pruned;
+  if (pruned <= 0 || pruned >= L.alive) {
+    resolve(L, pruned);
+    return;
+  }
+  const int i = static_cast<int>(std::upper_bound(L.cum.begin(), L.cum.end(), pruned - 1) - L.cum.begin()) - 1;
+  L.first = L.last = i;
+  L.below = L.cum[i];
+}
+
+std::vector<CutSolver::Region> CutSolver::plan_global(int64_t k, const std::vector<int64_t>& least,
+                                                      const std::vector<int64_t>& most) {
+  const bool bounded = !least.empty();
+  TORCH_CHECK(!bounded || (least.size() == layers_.size() && most.size() == layers_.size()),
+              "CutSolver: one lower and one upper bound per layer");
   mode_global_ = true;
   k_ = k;
-  int64_t total = 0;
-  for (const Layer& L : layers_) total += L.alive;
-  if (k <= 0 || k >= total) {
-    for (Layer& L : layers_) resolve(L, k <= 0 ? 0 : L.alive);
+  int64_t total = 0, sum_least = 0, sum_most = 0;
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    Layer& L = layers_[li];
+    L.least = bounded ? least[li] : 0;
+    L.most = bounded ? most[li] : L.alive;
+    TORCH_CHECK(0 <= L.least && L.least <= L.most && L.most <= L.alive, "CutSolver: bounds outside [0, alive]");
+    total += L.alive;
+    sum_least += L.least;
+    sum_most += L.most;
+  }
+  TORCH_CHECK(!bounded || (sum_least <= k && k <= sum_most), "CutSolver: bounds that k cannot meet");
+  if (k <= sum_least || k >= sum_most) {  // every layer at its lower (or upper) bound: none to choose
+    for (Layer& L : layers_) fix_count(L, k <= sum_least ? L.least : L.most);
     return regions();
   }
   auto count_le = [&](const std::vector<double> Layer::*bound) {
@@ -217,7 +246,7 @@ std::vector<CutSolver::Region> CutSolver::plan_global(int64_t k) {
       int64_t s = 0;
       for (const Layer& L : layers_) {
         const auto& v = L.*bound;
-        s += L.cum[std::upper_bound(v.begin(), v.end(), t) - v.begin()];
+        s += clamped(L, L.cum[std::upper_bound(v.begin(), v.end(), t) - v.begin()]);
       }
       return s;
     };
@@ -229,7 +258,11 @@ std::vector<CutSolver::Region> CutSolver::plan_global(int64_t k) {
     L.first = static_cast<int>(std::lower_bound(L.hi.begin(), L.hi.end(), t_min) - L.hi.begin());
     L.last = static_cast<int>(std::upper_bound(L.lo.begin(), L.lo.end(), t_max) - L.lo.begin()) - 1;
     L.below = L.cum[L.first];
-    if (L.first > L.last) {  // no candidate: the cut lies between two bins
+    // Any threshold in [t_min, t_max] prunes between `below` and `upto` of the layer before the bounds clamp it.
+    const int64_t upto = L.first > L.last ? L.below : L.cum[L.last + 1];
+    if (L.least >= upto || L.most <= L.below) {
+      fix_count(L, clamped(L, L.below));
+    } else if (L.first > L.last) {  // no candidate: the cut lies between two bins
       resolve(L, L.below);
       if (L.below > 0 && L.below < L.alive)
         L.cut = {static_cast<int64_t>(L.bins[L.first]) << bin_shift(L.code), 0, L.below};
@@ -387,29 +420,46 @@ std::vector<CutSolver::Cut> CutSolver::finish(const std::vector<at::Tensor>& gat
   if (!mode_global_) {
     for (size_t li = 0; li < layers_.size(); ++li)
       if (!layers_[li].resolved) set_cut(layers_[li], targets_[li] - layers_[li].below);
-  } else if (!open.empty()) {
+  } else {
+    // Layers whose count is settled (resolved, or fixed by their bounds) take theirs; the others prune
+    // clamp(below + region elements with score <= t) for the threshold T.
+    std::vector<Layer*> chosen;
     int64_t k = k_;
-    for (const Layer& L : layers_) k -= L.resolved ? L.cut.pruned : L.below;
-    const double T = min_t_reaching(  // t_min <= T <= t_max (see plan_global)
-        [&](double t) {
-          int64_t s = 0;
-          for (const Layer* L : open) s += region_count_le(*L, t);
-          return s;
-        },
-        k, t_min_, t_max_);
-    threshold_ = T;
-    // Everything below T, then the elements equal to T in (layer, position) order.
-    const double below_T = T > 0 ? from_bits(to_bits(T) - 1) : -1.0;
-    std::vector<int64_t> lt(open.size()), eq(open.size());
-    for (size_t i = 0; i < open.size(); ++i) {
-      lt[i] = below_T < 0 ? 0 : region_count_le(*open[i], below_T);
-      eq[i] = region_count_le(*open[i], T) - lt[i];
-      k -= lt[i];
+    for (Layer& L : layers_) {
+      if (L.resolved) {
+        k -= L.cut.pruned;
+      } else if (L.fixed >= 0) {
+        k -= L.fixed;
+        set_cut(L, L.fixed - L.below);
+      } else {
+        chosen.push_back(&L);
+      }
     }
-    for (size_t i = 0; i < open.size(); ++i) {
-      const int64_t take = std::min(k, eq[i]);
-      k -= take;
-      set_cut(*open[i], lt[i] + take);
+    if (!chosen.empty()) {
+      auto count = [&](const Layer& L, double t) {
+        return clamped(L, L.below + (t < 0 ? 0 : region_count_le(L, t)));
+      };
+      const double T = min_t_reaching(  // t_min <= T <= t_max (see plan_global)
+          [&](double t) {
+            int64_t s = 0;
+            for (const Layer* L : chosen) s += count(*L, t);
+            return s;
+          },
+          k, t_min_, t_max_);
+      threshold_ = T;
+      // Everything below T, then the elements equal to T in (layer, position) order, each layer within its bounds.
+      const double below_T = T > 0 ? from_bits(to_bits(T) - 1) : -1.0;
+      std::vector<int64_t> lt(chosen.size()), eq(chosen.size());
+      for (size_t i = 0; i < chosen.size(); ++i) {
+        lt[i] = count(*chosen[i], below_T);
+        eq[i] = count(*chosen[i], T) - lt[i];
+        k -= lt[i];
+      }
+      for (size_t i = 0; i < chosen.size(); ++i) {
+        const int64_t take = std::min(k, eq[i]);
+        k -= take;
+        set_cut(*chosen[i], lt[i] + take - chosen[i]->below);
+      }
     }
   }
   std::vector<Cut> cuts;

@@ -28,8 +28,12 @@ class CutSolver {
             const std::vector<at::Tensor>& counts, const std::vector<at::Tensor>& sums, bool lamp);
   ~CutSolver();
 
-  // Global selection of k alive elements (the masked ones are not counted).
-  std::vector<Region> plan_global(int64_t k);
+  // Global selection of k alive elements (the masked ones are not counted). With bounds (least, most: one per
+  // layer, 0 <= least_i <= most_i <= alive_i, sum(least) <= k <= sum(most)), layer i prunes between least_i and
+  // most_i: its least_i first are pruned whatever their score, those after its most_i-th are never candidates,
+  // and the k - sum(least) smallest candidates in the order (score, layer, position) are pruned.
+  std::vector<Region> plan_global(int64_t k, const std::vector<int64_t>& least = {},
+                                  const std::vector<int64_t>& most = {});
   // A given number of alive elements pruned in each layer.
   std::vector<Region> plan_counts(const std::vector<int64_t>& pruned);
   // gathered[i]: sorted keys of layer i's candidate bins where its region asks for them.
@@ -48,6 +52,8 @@ class CutSolver {
   void build_groups(Layer& L, const at::Tensor& gathered);
   int64_t region_count_le(const Layer& L, double t) const;
   static void set_cut(Layer& L, int64_t r);
+  static void fix_count(Layer& L, int64_t pruned);
+  static int64_t clamped(const Layer& L, int64_t count);
 
   bool lamp_;
   bool mode_global_ = true;
