@@ -5,8 +5,9 @@
    2x), the importance given two ways -- as float32 tensors (4 bytes per weight, made beforehand) and as
    ColumnScaled(s) (computed by the kernels as they read the weights) -- the three timed alternately round
    after round so that the load of a shared machine hits them alike (medians, and the median of the
-   per-round ratios; both ways verified to give the same masks); then global, LAMP per row, Wanda's per-row
-   rule, OWL and 2:4 once each for reference; every run verified to prune the exact count;
+   per-round ratios; both ways verified to give the same masks); then global, LAMP per row, LAMP within
+   density bounds, Wanda's per-row rule, OWL and 2:4 once each for reference; every global selection verified
+   to prune the exact count;
 2. calibration of SmolLM2-135M over 8k tokens (16 windows of 512) with calibration.input_norms (goal: within
    3 minutes on 2 cores); the norms are compared with a cached earlier run when one is given.
 
@@ -94,6 +95,8 @@ def masks_rows(blocks: int, repeats: int) -> list[dict]:
          lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, granularity="row")),
         ("importance, LAMP per row",
          lambda: lk.prune_masks(weights, 0.5, importance=importance, granularity="row")),
+        ("importance, LAMP per layer within densities 0.3-0.7",
+         lambda: lk.prune_masks(weights, 0.5, importance=importance, min_density=0.3, max_density=0.7)),
         ("importance, OWL (per-row rule)",
          lambda: lk.prune_masks(weights, 0.5, "owl", importance=importance, granularity="row",
                                 blocks=[i // 7 for i in range(len(weights))])),
@@ -104,7 +107,7 @@ def masks_rows(blocks: int, repeats: int) -> list[dict]:
         seconds, masks = median_s(fn, 1)
         pruned = sum(int((~m).sum()) for m in masks)
         del masks
-        if label.endswith("global") or label.endswith("LAMP per row"):
+        if label.endswith("global") or "LAMP per" in label:
             assert pruned == round(0.5 * n), (label, pruned)
         rows.append({"case": f"llama3.2-1b x{blocks / 16:g}: {label}", "seconds": round(seconds, 3),
                      "vs_magnitude": round(seconds / base, 2), "pruned": pruned, "weights": n,
