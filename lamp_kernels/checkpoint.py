@@ -29,10 +29,12 @@ from typing import Any
 import torch
 
 from . import __version__, ops, selection, staging
+from .allocation import check_bounds, prune_bounds
 from .api import METHODS
 from .importance import ColumnScaled, checked_scale, scaled_importance
-from .layers import check_sparsity
+from .layers import check_sparsity, pruned_count
 from .naming import DEFAULT_EXCLUDE
+from .options import check_options
 from .path_checks import check_output, check_side_output
 from .safetensors_io import (
     FLOAT_DTYPES,
@@ -111,6 +113,8 @@ class PruneJob:
     # needed, never kept. None: magnitude.
     importance: Callable[[str, torch.Tensor], Any] | None = None
     importance_name: str = "magnitude"  # what the report says the selection ranked
+    min_density: float | None = None  # density bounds per tensor (lamp and global; prune_masks' meaning)
+    max_density: float | None = None
 
     def check(self) -> None:
         """Every argument, before anything is read or written."""
@@ -119,6 +123,14 @@ class PruneJob:
             raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.importance is not None and self.group is not None:  # the layer table would carry weight dtypes
             raise CheckpointError("an importance other than magnitude runs in a single process (no group)")
+        if self.min_density is not None or self.max_density is not None:
+            try:
+                check_options(self.method, "layer", self.min_density, self.max_density, None)
+            except ValueError as exc:
+                raise CheckpointError(str(exc).replace("min_density", "--min-density")
+                                      .replace("max_density", "--max-density")) from None
+            if self.group is not None:
+                raise CheckpointError("--min-density/--max-density run in a single process (not under torchrun)")
         for pattern in (*self.include, *self.exclude):
             try:
                 re.compile(pattern)
@@ -281,7 +293,13 @@ def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, pro
     source = selection.LayerSource([e.name for e in mine], [e.torch_dtype for e in mine], [e.shape for e in mine],
                                    summarize, gather, count_key)
     try:
-        return selection.find_cuts(source, job.sparsity, job.method, job.group)
+        bounds = None
+        if job.min_density is not None or job.max_density is not None:
+            sizes = [e.numel for e in mine]
+            bounds = prune_bounds(sizes, job.min_density, job.max_density)
+            check_bounds([e.name for e in mine], sizes, [0] * len(mine), pruned_count(job.sparsity, sum(sizes)),
+                         *bounds)
+        return selection.find_cuts(source, job.sparsity, job.method, job.group, bounds)
     except CheckpointError:
         raise
     except ValueError as exc:  # name the file of the tensor the message is about
@@ -309,7 +327,8 @@ def _report(job: PruneJob, chosen, mine, cuts, by_name) -> dict:
     elements, total_pruned = sum(x["elements"] for x in layers), sum(x["pruned"] for x in layers)
     return {"tool": f"lamp_kernels {__version__}", "source": str(job.src),
             "output": None if job.dry_run else str(job.dst), "method": job.method, "sparsity": job.sparsity,
-            "importance": job.importance_name, "threshold": cuts.threshold, "device": job.device,
+            "importance": job.importance_name, "min_density": job.min_density, "max_density": job.max_density,
+            "threshold": cuts.threshold, "device": job.device,
             "world_size": _rank_world(job.group)[1], "elements": elements, "pruned": total_pruned,
             "density": round(1 - total_pruned / elements, 6) if elements else 1.0, "layers": layers}
 

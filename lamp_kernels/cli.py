@@ -1,6 +1,7 @@
 """`lamp-prune` (also `python -m lamp_kernels`): prune a safetensors checkpoint on disk.
 
     lamp-prune SRC --sparsity S --out DST [--method lamp|global|uniform|uniform_plus|erk]
+               [--min-density D] [--max-density D]
                [--include REGEX]... [--exclude REGEX]... [--device auto|cpu|cuda]
                [--report FILE] [--plot FILE] [--dry-run] [--force]
                [--importance magnitude|wanda --calibration FILE.txt [--calibration-tokens N]
@@ -38,6 +39,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, required=True, help="fraction of the selected weights to prune")
     p.add_argument("--out", type=Path, help="output file or directory (same layout as SRC)")
     p.add_argument("--method", choices=METHODS, default="lamp")
+    p.add_argument("--min-density", type=float, metavar="D",
+                   help="lamp/global: every tensor keeps at least ceil(D * its size) weights")
+    p.add_argument("--max-density", type=float, metavar="D",
+                   help="lamp/global: every tensor keeps at most floor(D * its size) weights")
     p.add_argument("--include", action="append", default=[], metavar="REGEX", help="select tensors by name")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="leave tensors out by name")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -131,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     job = PruneJob(args.src, args.out, args.sparsity, args.method, args.include, args.exclude, args.device,
                    args.dry_run, args.force, not args.quiet and sys.stderr.isatty(), None,
-                   report_path=args.report, plot_path=args.plot)
+                   report_path=args.report, plot_path=args.plot, min_density=args.min_density,
+                   max_density=args.max_density)
     group, error, status = None, None, 0
     with _stop_signals_raise():
         try:

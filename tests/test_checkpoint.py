@@ -12,8 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lamp_kernels as lk
+from lamp_kernels.checkpoint import PruneJob
 from lamp_kernels.cli import main
-from lamp_kernels.safetensors_io import Checkpoint
+from lamp_kernels.safetensors_io import Checkpoint, CheckpointError
 
 pytestmark = pytest.mark.skipif("cpu" not in lk.available_backends(), reason="needs the compiled backend")
 
@@ -107,6 +108,39 @@ def test_prunes_like_prune_masks_and_copies_the_rest(ckpt, tmp_path, method):
         assert report["pruned"] == round(0.6 * report["elements"]) and report["threshold"] > 0
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     assert not list(tmp_path.glob(".*lamp-prune*"))
+
+
+@pytest.mark.parametrize("method", ["lamp", "global"])
+def test_density_bounds_like_prune_masks(ckpt, tmp_path, method, capsys):
+    """--min-density/--max-density stream like the plain selection (summaries of one tensor at a time) and prune
+    what prune_masks prunes with the same bounds; infeasible or misplaced bounds fail with status 2 and a
+    one-line error, nothing written."""
+    out = tmp_path / "out"
+    rc = main([str(ckpt), "--sparsity", "0.6", "--out", str(out), "--method", method, "--min-density", "0.3",
+               "--max-density", "0.5", "--report", str(tmp_path / "r.json"), "--quiet"])
+    assert rc == 0
+    weights = selected_in_order(ckpt)
+    masks = lk.prune_masks(weights, 0.6, method, min_density=0.3, max_density=0.5)
+    free = lk.prune_masks(weights, 0.6, method)
+    assert any(not torch.equal(masks[n], free[n]) for n in weights)  # the bounds bind here
+    pruned = {k: v for shard in out.glob("*.safetensors") for k, v in load_file(str(shard)).items()}
+    for name, w in weights.items():
+        assert torch.equal(pruned[name], w * masks[name]), name
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert (report["min_density"], report["max_density"]) == (0.3, 0.5)
+    assert [x["pruned"] for x in report["layers"]] == [int((~masks[n]).sum()) for n in weights]
+    capsys.readouterr()
+    for args, message in [(["--min-density", "0.5"], "min_density lets at most"),
+                          (["--max-density", "0.3"], "max_density forces at least"),
+                          (["--min-density", "0.7", "--max-density", "0.6"], "is larger than"),
+                          (["--min-density", "1.5"], "must be in [0, 1]"),
+                          (["--method", "erk", "--max-density", "0.5"], "constrain the global selections")]:
+        bad = tmp_path / "bad"
+        rc = main([str(ckpt), "--sparsity", "0.6", "--out", str(bad), "--quiet", *args])
+        err = capsys.readouterr().err
+        assert rc == 2 and not bad.exists() and message in err and err.count("\n") == 1, (args, err)
+    with pytest.raises(CheckpointError, match="single process"):  # bounds do not run under torchrun
+        PruneJob(ckpt, None, 0.6, method, dry_run=True, group=object(), max_density=0.5).check()
 
 
 def test_single_file_and_include_exclude(tmp_path):
