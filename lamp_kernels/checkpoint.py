@@ -29,10 +29,9 @@ from typing import Any
 import torch
 
 from . import __version__, ops, selection, staging
-from .allocation import check_bounds, prune_bounds
 from .api import METHODS
 from .importance import ColumnScaled, checked_scale, scaled_importance
-from .layers import check_sparsity, pruned_count
+from .layers import check_sparsity
 from .naming import DEFAULT_EXCLUDE
 from .options import check_options
 from .path_checks import check_output, check_side_output
@@ -129,8 +128,6 @@ class PruneJob:
             except ValueError as exc:
                 raise CheckpointError(str(exc).replace("min_density", "--min-density")
                                       .replace("max_density", "--max-density")) from None
-            if self.group is not None:
-                raise CheckpointError("--min-density/--max-density run in a single process (not under torchrun)")
         for pattern in (*self.include, *self.exclude):
             try:
                 re.compile(pattern)
@@ -293,13 +290,9 @@ def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, pro
     source = selection.LayerSource([e.name for e in mine], [e.torch_dtype for e in mine], [e.shape for e in mine],
                                    summarize, gather, count_key)
     try:
-        bounds = None
-        if job.min_density is not None or job.max_density is not None:
-            sizes = [e.numel for e in mine]
-            bounds = prune_bounds(sizes, job.min_density, job.max_density)
-            check_bounds([e.name for e in mine], sizes, [0] * len(mine), pruned_count(job.sparsity, sum(sizes)),
-                         *bounds)
-        return selection.find_cuts(source, job.sparsity, job.method, job.group, bounds)
+        bounded = job.min_density is not None or job.max_density is not None
+        return selection.find_cuts(source, job.sparsity, job.method, job.group,
+                                   (job.min_density, job.max_density) if bounded else None)
     except CheckpointError:
         raise
     except ValueError as exc:  # name the file of the tensor the message is about

@@ -76,8 +76,9 @@ def _count_in(s: Summary, lo: int, hi: int) -> int:
     return int(s.counts[(s.bins >= lo) & (s.bins <= hi)].sum())
 
 
-def distributed_cuts(source: LayerSource, sparsity: float, method: str, group) -> Cuts:
-    """Cuts for the source's local layers, from the selection over all ranks' layers."""
+def distributed_cuts(source: LayerSource, sparsity: float, method: str, group, densities=None) -> Cuts:
+    """Cuts for the source's local layers, from the selection over all ranks' layers (within density bounds
+    on every whole layer when given: selection.solve's densities)."""
     device, rank = _device(group), dist.get_rank(group)
     table = _layer_table(source, group)
     local_of = {name: i for i, name in enumerate(source.names)}
@@ -121,7 +122,7 @@ def distributed_cuts(source: LayerSource, sparsity: float, method: str, group) -
             found[i] = torch.sort(torch.cat(_all_gather_varlen(keys, group, device))).values
         return found
 
-    cuts = solve(summaries, [g.name for g in table], [g.shape for g in table], sparsity, method, gather)
+    cuts = solve(summaries, [g.name for g in table], [g.shape for g in table], sparsity, method, gather, densities)
 
     # Ties at a cut are pruned lowest flat index first: a row shard skips those held by lower ranks.
     shared = [i for i, g in enumerate(table) if cuts.cuts[i][1] > 0 and sum(1 for r in g.rows if r) > 1]

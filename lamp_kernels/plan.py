@@ -63,8 +63,6 @@ def _uses_units(method, options: Options, on_summaries: bool = False) -> bool:
 
 
 def _checked_bounds(keys: Layers, sparsity: float, options: Options) -> tuple[list[int], list[int]]:
-    """The bounds, after the values (a bad value is reported before infeasible bounds, as on every path)."""
-    keys.check_values()
     sizes = keys.numels()
     least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
     allocation.check_bounds(keys.names, sizes, keys.masked_counts(), pruned_count(sparsity, sum(sizes)), least, most)
@@ -116,13 +114,14 @@ def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_se
     return Units(rows, counts)
 
 
-def _check_group(method, options: Options, group) -> None:
-    if group is not None and (_uses_units(method, options) or method == "owl"):
-        raise ValueError("granularity='row', density bounds and method='owl' do not run distributed (group=)")
+def _check_group(method, options: Options, group, on_summaries: bool = False) -> None:
+    if group is not None and (_uses_units(method, options, on_summaries) or method == "owl"):
+        raise ValueError("granularity='row', method='owl' and density bounds on non-CPU tensors do not run "
+                         "distributed (group=)")
 
 
-def _prepared(keys: Layers, sparsity: float, method, options: Options, group):
-    _check_group(method, options, group)
+def _prepared(keys: Layers, sparsity: float, method, options: Options, group, on_summaries: bool = False):
+    _check_group(method, options, group, on_summaries)
     return _prepare(keys, sparsity, method, options)
 
 
@@ -143,9 +142,11 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
         _check_group(method, options, group)
         keys.check_values()
         return reference.prune_masks_with(keys, sparsity, method, options)
-    keys, method = _prepared(keys, sparsity, method, options, group)
-    if _bounds_on_summaries(keys, method, options, chosen):
-        return selection.layer_masks(keys, sparsity, method, bounds=_checked_bounds(keys, sparsity, options))
+    on_summaries = _bounds_on_summaries(keys, method, options, chosen)
+    keys, method = _prepared(keys, sparsity, method, options, group, on_summaries)
+    if on_summaries:
+        return selection.layer_masks(keys, sparsity, method, group, densities=(options.min_density,
+                                                                               options.max_density))
     if _uses_units(method, options):
         units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
         return _per_group(keys, chosen.unit_ops().row_cut_masks, units.rows, units.counts)
@@ -161,9 +162,11 @@ def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, 
         keys.check_values()
         _, counts = reference.select_with(keys, sparsity, method, options)
         return [sum(c) for c in counts], keys.numels()
-    keys, method = _prepared(keys, sparsity, method, options, group)
-    if _bounds_on_summaries(keys, method, options, chosen):
-        cuts = selection.layer_cuts(keys, sparsity, method, bounds=_checked_bounds(keys, sparsity, options))
+    on_summaries = _bounds_on_summaries(keys, method, options, chosen)
+    keys, method = _prepared(keys, sparsity, method, options, group, on_summaries)
+    if on_summaries:
+        cuts = selection.layer_cuts(keys, sparsity, method, group, densities=(options.min_density,
+                                                                              options.max_density))
         return cuts.pruned, cuts.numels
     if _uses_units(method, options):
         return _unit_counts(keys, sparsity, method, options, chosen.unit_ops()).pruned(), keys.numels()

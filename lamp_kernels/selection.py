@@ -35,7 +35,7 @@ from .layers import MAGNITUDE_LIMIT, Layers, pruned_count
 
 # requests (layer, bin_lo, bin_hi, size) -> {layer: its sorted alive keys in those bins, int64 on the CPU}
 Gather = Callable[[list[tuple[int, int, int, int]]], dict[int, torch.Tensor]]
-Bounds = tuple[list[int], list[int]]  # per layer the least and most weights pruned (allocation.prune_bounds)
+Densities = tuple[float | None, float | None]  # (min_density, max_density) of a bounded selection
 
 
 @dataclass
@@ -174,23 +174,24 @@ def check_summary(s: Summary, name: str) -> None:
 
 
 def solve(summaries: list[Summary], names: list[str], shapes: list[tuple[int, ...]], sparsity: float,
-          method: str, gather: Gather, bounds: Bounds | None = None) -> Cuts:
+          method: str, gather: Gather, densities: Densities | None = None) -> Cuts:
     """Per-layer cuts for `method` at `sparsity`. gather(requests) returns the sorted alive keys of the
-    requested bins of fp32/fp64 layers whose cut lies inside a bin. bounds (lamp and global): per layer the
-    least and most weights it may prune, already-masked ones included (allocation.prune_bounds, checked
-    feasible by allocation.check_bounds)."""
+    requested bins of fp32/fp64 layers whose cut lies inside a bin. densities (lamp and global): every layer's
+    density bounds (prune_masks' min_density, max_density), checked feasible here, after the values."""
     for s, name in zip(summaries, names):
         check_summary(s, name)
     numels = [s.numel for s in summaries]
     masked = [s.numel - s.alive for s in summaries]
     solver = ops.solver([DTYPE_INFO[s.dtype][0] for s in summaries], [s.bins for s in summaries],
                         [s.counts for s in summaries], [s.sums for s in summaries], method == "lamp")
-    if method in ("lamp", "global") and bounds is not None:
+    if method in ("lamp", "global") and densities is not None:
+        least, most = allocation.prune_bounds(numels, *densities)
+        k = pruned_count(sparsity, sum(numels))
+        allocation.check_bounds(names, numels, masked, k, least, most)
         # in alive weights: a layer's masked ones count towards its least first (sorted_selection's rule)
-        least = [max(0, lo - m) for lo, m in zip(bounds[0], masked)]
-        most = [hi - m for hi, m in zip(bounds[1], masked)]
-        k = max(pruned_count(sparsity, sum(numels)) - sum(masked), sum(least))
-        regions = solver.plan_global(k, least, most)
+        least = [max(0, lo - m) for lo, m in zip(least, masked)]
+        most = [hi - m for hi, m in zip(most, masked)]
+        regions = solver.plan_global(max(k - sum(masked), sum(least)), least, most)
     elif method in ("lamp", "global"):
         regions = solver.plan_global(pruned_count(sparsity, sum(numels)) - sum(masked))
     else:
@@ -245,21 +246,20 @@ class LayerSource:
         return cls(layers.names, dtypes, [tuple(w.shape) for w in weights], summarize, gather, count_key, scaled)
 
 
-def find_cuts(source: LayerSource, sparsity: float, method: str, group=None, bounds: Bounds | None = None) -> Cuts:
+def find_cuts(source: LayerSource, sparsity: float, method: str, group=None,
+              densities: Densities | None = None) -> Cuts:
     """Cuts of the source's layers; with a process group, of the model those layers are part of."""
     if group is not None:
-        if bounds is not None:
-            raise ValueError("density bounds do not run distributed (group=)")
         from .distributed import distributed_cuts
 
-        return distributed_cuts(source, sparsity, method, group)
+        return distributed_cuts(source, sparsity, method, group, densities)
     summaries = source.summarize(list(range(len(source.names))))
-    return solve(summaries, source.names, source.shapes, sparsity, method, source.gather, bounds)
+    return solve(summaries, source.names, source.shapes, sparsity, method, source.gather, densities)
 
 
 def layer_cuts(layers: Layers, sparsity: float, method: str, group=None, kernels: ModuleType = ops,
-               bounds: Bounds | None = None) -> Cuts:
-    return find_cuts(LayerSource.from_layers(layers, kernels), sparsity, method, group, bounds)
+               densities: Densities | None = None) -> Cuts:
+    return find_cuts(LayerSource.from_layers(layers, kernels), sparsity, method, group, densities)
 
 
 def apply_layer_cuts(layers: Layers, cuts: Cuts, kernels: ModuleType = ops,
@@ -283,14 +283,14 @@ FUSED_CANDIDATES = 16
 
 
 def layer_masks(layers: Layers, sparsity: float, method: str, group=None,
-                kernels: ModuleType = ops, bounds: Bounds | None = None) -> list[torch.Tensor]:
+                kernels: ModuleType = ops, densities: Densities | None = None) -> list[torch.Tensor]:
     """Keep-masks of a selection. On the CPU kernels, the layers whose cuts need their candidate keys gathered
     (fp32/fp64 keys) are cut in that same pass (ops.cut_and_gather): their masks keep what lies above the
     candidate bins, the solver gets the candidates' keys, and ops.fix_cuts_ decides the candidates once the
     cuts are known -- one read of those layers instead of two. Elsewhere (or with candidates above
     1/FUSED_CANDIDATES of the weights): the cuts, then apply_cuts."""
     if group is not None or kernels is not ops or any(t.device.type != "cpu" for t in layers.tensors):
-        return apply_layer_cuts(layers, layer_cuts(layers, sparsity, method, group, kernels, bounds), kernels)
+        return apply_layer_cuts(layers, layer_cuts(layers, sparsity, method, group, kernels, densities), kernels)
     source = LayerSource.from_layers(layers, kernels)
     weights, scales = layers.detached(), layers.scales
     made: dict[int, torch.Tensor] = {}
@@ -315,7 +315,7 @@ def layer_masks(layers: Layers, sparsity: float, method: str, group=None,
         return found
 
     summaries = source.summarize(list(range(len(weights))))
-    cuts = solve(summaries, source.names, source.shapes, sparsity, method, gather, bounds)
+    cuts = solve(summaries, source.names, source.shapes, sparsity, method, gather, densities)
     outside = {i for i in made if not _cut_in_region(cuts.cuts[i][0], *regions[i], summaries[i])}
     for idx, flat, positions, sizes in pending:
         if outside.intersection(idx):  # never from the solver, whose cuts lie in their regions: apply_cuts then

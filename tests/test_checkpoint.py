@@ -12,9 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import lamp_kernels as lk
-from lamp_kernels.checkpoint import PruneJob
 from lamp_kernels.cli import main
-from lamp_kernels.safetensors_io import Checkpoint, CheckpointError
+from lamp_kernels.safetensors_io import Checkpoint
 
 pytestmark = pytest.mark.skipif("cpu" not in lk.available_backends(), reason="needs the compiled backend")
 
@@ -139,8 +138,6 @@ def test_density_bounds_like_prune_masks(ckpt, tmp_path, method, capsys):
         rc = main([str(ckpt), "--sparsity", "0.6", "--out", str(bad), "--quiet", *args])
         err = capsys.readouterr().err
         assert rc == 2 and not bad.exists() and message in err and err.count("\n") == 1, (args, err)
-    with pytest.raises(CheckpointError, match="single process"):  # bounds do not run under torchrun
-        PruneJob(ckpt, None, 0.6, method, dry_run=True, group=object(), max_density=0.5).check()
 
 
 def test_single_file_and_include_exclude(tmp_path):
@@ -230,6 +227,14 @@ def test_python_m_and_torchrun_two_ranks_byte_identical(ckpt, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert tree_digest(one) == tree_digest(two)
     assert json.loads((tmp_path / "r2.json").read_text())["world_size"] == 2
+    # density bounds: the same clamped selection on the summed summaries of both ranks
+    bounds = ["--min-density", "0.3", "--max-density", "0.5"]
+    rc = main([str(ckpt), "--sparsity", "0.6", "--out", str(tmp_path / "one_b"), "--quiet", *bounds])
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "lamp_kernels", str(ckpt), "--sparsity", "0.6", "--out", str(tmp_path / "two_b"),
+                          "--quiet", *bounds], env=env, timeout=300, capture_output=True, text=True)
+    assert rc == 0 and run.returncode == 0, run.stderr[-3000:]
+    assert tree_digest(tmp_path / "one_b") == tree_digest(tmp_path / "two_b") != tree_digest(one)
 
 
 def test_command_detection(monkeypatch):

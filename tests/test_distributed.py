@@ -84,6 +84,18 @@ def _worker(rank, world, init_file, queue):
                     expect = want[name][lo:lo + m.shape[0]]
                     assert torch.equal(m, expect), f"{method} {s} {name} rank {rank}"
                     assert frac[name] == want_frac[name], (method, s, name)
+        # density bounds on whole layers (row shards summed): the same clamped selection as one process
+        for method in ("lamp", "global"):
+            for s, lo, hi in ((0.5, 0.3, 0.7), (0.8, 0.1, 0.3), (0.3, 0.6, None)):
+                kw = dict(min_density=lo, max_density=hi)
+                want = lk.prune_masks(full, s, method, **kw)
+                got = lk.prune_masks(mine, s, method, group=dist.group.WORLD, **kw)
+                frac = lk.layer_sparsities(mine, s, method, group=dist.group.WORLD, **kw)
+                for name, m in got.items():
+                    n = full[name].shape[0]
+                    lo_row = rank * n // world if name.startswith("shared") else 0
+                    assert torch.equal(m, want[name][lo_row:lo_row + m.shape[0]]), f"bounded {method} {s} {name}"
+                    assert frac[name] == float((~want[name]).sum()) / want[name].numel(), (method, s, name)
         # ColumnScaled importance: each rank computes its shards' keys in the kernels; same masks as one process
         g = torch.Generator().manual_seed(7)
         scales = {name: torch.rand(w.shape[-1], generator=g) for name, w in full.items()}
