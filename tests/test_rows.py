@@ -269,6 +269,26 @@ def test_bounds_on_the_cut_solver_match_reference(seed):
                 assert frac == [float((~m).sum()) / m.numel() for m in want]
 
 
+def test_bounds_report_bad_values_first():
+    """With bounds on the cut solver the values are checked in the summary pass, before the bounds: a bad
+    importance is named as on every other path, even where the bounds are infeasible too."""
+    w = [torch.randn(8, 4), torch.randn(8, 4)]
+    nan = [torch.rand(8, 4), torch.rand(8, 4)]
+    nan[1][0, 0] = float("nan")
+    negative = [torch.rand(8, 4), -torch.rand(8, 4)]
+    overflow = [lk.ColumnScaled(torch.full((4,), 3e38)), lk.ColumnScaled(torch.ones(4))]
+    for keys, ws, s, lo in ((nan, w, 0.5, 0.3), (negative, w, 0.9, 0.5), (overflow, [x * 1e3 for x in w], 0.9, 0.5)):
+        messages = []
+        for backend in ("cpu", "reference"):
+            with pytest.raises(ValueError) as got:
+                lk.prune_masks(ws, s, importance=keys, min_density=lo, backend=backend)
+            messages.append(str(got.value))
+        assert messages[0] == messages[1] and "importance" in messages[0], messages
+    with pytest.raises(RuntimeError, match="or neither"):
+        ops.solver([0], [torch.tensor([1])], [torch.tensor([2])], [torch.zeros(1, 0, dtype=torch.int64)],
+                   True).plan_global(1, [], [2])
+
+
 def test_bounds_hold_and_are_exact():
     g = torch.Generator().manual_seed(12)
     layers = [torch.randn(10, 10, generator=g) * 10, torch.randn(10, 10, generator=g) * 0.01,

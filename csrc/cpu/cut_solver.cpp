@@ -221,9 +221,9 @@ void CutSolver::fix_count(Layer& L, int64_t pruned) {
 
 std::vector<CutSolver::Region> CutSolver::plan_global(int64_t k, const std::vector<int64_t>& least,
                                                       const std::vector<int64_t>& most) {
-  const bool bounded = !least.empty();
+  const bool bounded = !least.empty() || !most.empty();
   TORCH_CHECK(!bounded || (least.size() == layers_.size() && most.size() == layers_.size()),
-              "CutSolver: one lower and one upper bound per layer");
+              "CutSolver: one lower and one upper bound per layer, or neither");
   mode_global_ = true;
   k_ = k;
   int64_t total = 0, sum_least = 0, sum_most = 0;
