@@ -129,9 +129,9 @@ def _keys_for(keys: Layers, method, options: Options, chosen: backends.Backend) 
     """ColumnScaled importances stay unmade on the plain path of the summary pipeline (the ops compute them as
     they read the weights), and importance values not yet checked are checked in its summary pass; every other
     path checks them here and ranks tensors, so the ColumnScaled ones are made here, one per layer."""
+    units = _uses_units(method, options, _bounds_on_summaries(keys, method, options, chosen))
     plain = (isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops and options.nm is None
-             and method != "owl" and not _uses_units(method, options, _bounds_on_summaries(keys, method, options,
-                                                                                           chosen)))
+             and method != "owl" and not units)
     return keys if plain else importance.checked(keys).materialized()
 
 

@@ -45,8 +45,8 @@ def _bracket(values: list[torch.Tensor], k: int, least: torch.Tensor, most: torc
     row's first value and every stride-th after it): two sample values around the k-th value, checked exactly.
     A row with c values at or below the k-th has ceil(c / stride) of them in the sample, so the k-th value's rank
     in the sample is k / stride plus between 0 and 1 per row, about half on average: a tight window around
-    that is tried first, then the whole range, then a wider one. None when sampling does not
-    pay or every window fails."""
+    that is tried first, then the whole range, then a wider one. None when sampling does not pay or every
+    window fails."""
     n = sum(v.numel() for v in values)
     rows = sum(v.shape[0] for v in values)
     if n < _SAMPLED_MIN:

@@ -17,6 +17,10 @@
 // j = 1..c from its last element to its first; s is non-increasing in j, so the number of them at or below
 // t is found by binary search on j.
 //
+// Density bounds (plan_global's least/most): every layer's count above is clamped to its bounds, and a layer
+// whose bounds decide its count for any threshold in [t_min, t_max] is cut at that count (the bin holding its
+// last pruned element is its region).
+//
 // A cut is (cut_key, ties): keep alive elements with key > cut_key, and those with key == cut_key after the
 // first `ties` of them in flat order.
 #include "cut_solver.h"
