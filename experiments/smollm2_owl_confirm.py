@@ -16,7 +16,6 @@ Writes docs/results/smollm2-owl-confirm.json after every run and resumes from it
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -27,10 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(Path(__file__).parent))
 import handbook  # noqa: E402
-import smollm2  # noqa: E402
-from smollm2_calibration import OUT as CALIBRATION_OUT  # noqa: E402
 from smollm2_calibration import perplexity  # noqa: E402
 from smollm2_owl_tuning import OUT as TUNING_OUT  # noqa: E402
+from smollm2_owl_tuning import wanda_setup  # noqa: E402
 
 import lamp_kernels as lk  # noqa: E402
 
@@ -48,13 +46,8 @@ def main() -> None:
     def save():
         OUT.write_text(json.dumps(result, indent=1) + "\n")
 
-    model, tokenizer = smollm2.load(smollm2.checkpoint_dir())
-    params = dict(model.named_parameters())
-    names = [n for n in params if re.match(smollm2.BLOCK_WEIGHT, n)]
-    dense = {n: params[n].detach().clone() for n in names}
+    model, tokenizer, params, names, dense, importance = wanda_setup(result["calibration_tokens"])
     tokens = handbook.evaluation_tokens(tokenizer, FIRST + TOKENS)[FIRST:]
-    norms = torch.load(CALIBRATION_OUT.with_suffix(".norms.pt"))  # made by smollm2_calibration.py
-    importance = {n: lk.ColumnScaled(norms[n[: -len(".weight")]]) for n in names}
 
     def score(key: str, s: float | None, kwargs: dict) -> None:
         if key in result["perplexity"]:

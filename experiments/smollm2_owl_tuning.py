@@ -44,6 +44,26 @@ LAMBDAS = [0.02, 0.05, 0.08, 0.12, 0.2, 0.25, 0.3, 0.4]
 SLICE = 2048
 
 
+def wanda_setup(calibration_tokens: int = 8192):
+    """SmolLM2-135M, its block Linear weights (their names, parameters and dense copies) and Wanda importance
+    (lamp_kernels.ColumnScaled) from the input norms over the calibration tokens, cached beside
+    smollm2_calibration.py's JSON (not committed) and computed when missing."""
+    model, tokenizer = smollm2.load(smollm2.checkpoint_dir())
+    params = dict(model.named_parameters())
+    names = [n for n in params if re.match(smollm2.BLOCK_WEIGHT, n)]
+    dense = {n: params[n].detach().clone() for n in names}
+    cache = CALIBRATION_OUT.with_suffix(".norms.pt")
+    if cache.exists():
+        norms = torch.load(cache)
+    else:
+        batches = handbook.calibration_tokens(tokenizer, calibration_tokens).view(-1, 1, 512)
+        modules = {n[: -len(".weight")]: model.get_submodule(n[: -len(".weight")]) for n in names}
+        norms = input_norms(model, list(batches), modules, progress=False)
+        torch.save(norms, cache)
+    importance = {n: lk.ColumnScaled(norms[n[: -len(".weight")]]) for n in names}
+    return model, tokenizer, params, names, dense, importance
+
+
 def main() -> None:
     result = json.loads(OUT.read_text()) if OUT.exists() else {
         "model": "SmolLM2-135M-Instruct (Q4_1 GGUF de-quantised to float32)", "importance": "wanda",
@@ -54,21 +74,9 @@ def main() -> None:
     def save():
         OUT.write_text(json.dumps(result, indent=1) + "\n")
 
-    model, tokenizer = smollm2.load(smollm2.checkpoint_dir())
-    params = dict(model.named_parameters())
-    names = [n for n in params if re.match(smollm2.BLOCK_WEIGHT, n)]
-    dense = {n: params[n].detach().clone() for n in names}
+    model, tokenizer, params, names, dense, importance = wanda_setup(result["calibration_tokens"])
     tokens = handbook.evaluation_tokens(tokenizer, 2 * SLICE)
     slices = {"report": tokens[:SLICE], "tuning": tokens[SLICE:]}
-    cache = CALIBRATION_OUT.with_suffix(".norms.pt")  # shared with smollm2_calibration.py (not committed)
-    if cache.exists():
-        norms = torch.load(cache)
-    else:
-        batches = handbook.calibration_tokens(tokenizer, result["calibration_tokens"]).view(-1, 1, 512)
-        modules = {n[: -len(".weight")]: model.get_submodule(n[: -len(".weight")]) for n in names}
-        norms = input_norms(model, list(batches), modules, progress=False)
-        torch.save(norms, cache)
-    importance = {n: lk.ColumnScaled(norms[n[: -len(".weight")]]) for n in names}
 
     def score(where: str, key: str, s: float, kwargs: dict) -> float:
         if key not in result[where]:

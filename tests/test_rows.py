@@ -21,6 +21,18 @@ def _same(got, want, label):
         assert torch.equal(g, w), f"{label}: layer {i} differs in {int((g != w).sum())} of {w.numel()} entries"
 
 
+def _cpu_as_reference(layers, s, method, label, **kw):
+    """prune_masks and layer_sparsities on the cpu backend equal the reference's masks, or raise its error."""
+    try:
+        want = lk.prune_masks(layers, s, method, backend="reference", **kw)
+    except ValueError as exc:
+        with pytest.raises(ValueError, match=str(exc).split(":")[0]):
+            lk.prune_masks(layers, s, method, backend="cpu", **kw)
+        return
+    _same(lk.prune_masks(layers, s, method, backend="cpu", **kw), want, label)
+    assert lk.layer_sparsities(layers, s, method, backend="cpu", **kw) == [float((~m).sum()) / m.numel() for m in want]
+
+
 def _layers(case, dtype):
     """The shared adversarial cases (their one large layer cut to 40 x 50, to keep the reference quick) plus 2-D
     layers with real rows (the cases are mostly vectors)."""
@@ -42,17 +54,8 @@ def test_rows_and_bounds_match_reference(dtype, case):
         for gran in ("layer", "row"):
             for lo, hi in BOUNDS if method in ("lamp", "global") else BOUNDS[:1]:
                 for s in (0.2, 0.9) if method in ("lamp", "global") else (0.55,):
-                    kw = dict(masks=masks, importance=imp, granularity=gran, min_density=lo, max_density=hi)
-                    try:
-                        want = lk.prune_masks(layers, s, method, backend="reference", **kw)
-                    except ValueError as exc:
-                        with pytest.raises(ValueError, match=str(exc).split(":")[0]):
-                            lk.prune_masks(layers, s, method, backend="cpu", **kw)
-                        continue
-                    got = lk.prune_masks(layers, s, method, backend="cpu", **kw)
-                    _same(got, want, f"{method} {gran} s={s} bounds=({lo}, {hi})")
-                    frac = lk.layer_sparsities(layers, s, method, backend="cpu", **kw)
-                    assert frac == [float((~m).sum()) / m.numel() for m in want]
+                    _cpu_as_reference(layers, s, method, f"{method} {gran} s={s} bounds=({lo}, {hi})", masks=masks,
+                                      importance=imp, granularity=gran, min_density=lo, max_density=hi)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -257,16 +260,8 @@ def test_bounds_on_the_cut_solver_match_reference(seed):
     for method in ("lamp", "global"):
         for s in (0.1, 0.5, 0.9):
             for lo, hi in ((0.2, None), (None, 0.4), (0.3, 0.7), (0.05, 0.95), (0.5, 0.5)):
-                kw = dict(masks=masks, min_density=lo, max_density=hi)
-                try:
-                    want = lk.prune_masks(layers, s, method, backend="reference", **kw)
-                except ValueError as exc:
-                    with pytest.raises(ValueError, match=str(exc).split(":")[0]):
-                        lk.prune_masks(layers, s, method, backend="cpu", **kw)
-                    continue
-                _same(lk.prune_masks(layers, s, method, backend="cpu", **kw), want, f"{method} s={s} ({lo}, {hi})")
-                frac = lk.layer_sparsities(layers, s, method, backend="cpu", **kw)
-                assert frac == [float((~m).sum()) / m.numel() for m in want]
+                _cpu_as_reference(layers, s, method, f"{method} s={s} ({lo}, {hi})", masks=masks, min_density=lo,
+                                  max_density=hi)
 
 
 def test_bounds_report_bad_values_first():

@@ -132,6 +132,30 @@ int64_t sort_unit(const scalar_t* x, const bool* m, int64_t n, std::vector<typen
   }
 }
 
+// A unit's order: its alive keys sorted by (key, column), their columns, and its masked-out count, in scratch
+// vectors kept by the thread for row-sized units (UnitBuffer).
+template <typename scalar_t>
+struct UnitOrder {
+  using key_t = typename Keys<scalar_t>::key_t;
+  UnitBuffer<key_t> fresh_keys;
+  UnitBuffer<uint32_t> fresh_cols;
+  std::vector<key_t>& keys;
+  std::vector<uint32_t>& cols;
+  int64_t masked;
+
+  UnitOrder(const scalar_t* x, const bool* m, int64_t n)
+      : keys(fresh_keys.pick(kept_keys(), n)), cols(fresh_cols.pick(kept_cols(), n)),
+        masked(sort_unit(x, m, n, keys, cols)) {}
+  static std::vector<key_t>& kept_keys() {
+    thread_local std::vector<key_t> v;
+    return v;
+  }
+  static std::vector<uint32_t>& kept_cols() {
+    thread_local std::vector<uint32_t> v;
+    return v;
+  }
+};
+
 inline int64_t order_value(double v) {
   int64_t bits;
   std::memcpy(&bits, &v, 8);
@@ -291,13 +315,9 @@ std::vector<at::Tensor> row_order_values(const std::vector<at::Tensor>& keys,
   for (const auto& w : ws) outs.push_back(at::empty({w.numel()}, w.options().dtype(at::kLong)));
   for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    thread_local std::vector<typename Keys<scalar_t>::key_t> kept_sorted;
-    thread_local std::vector<uint32_t> kept_cols;
-    UnitBuffer<typename Keys<scalar_t>::key_t> own_sorted;
-    UnitBuffer<uint32_t> own_cols;
-    auto& sorted = own_sorted.pick(kept_sorted, U.size);
-    auto& cols = own_cols.pick(kept_cols, U.size);
-    const int64_t masked = sort_unit(x, m, U.size, sorted, cols);
+    const UnitOrder<scalar_t> order(x, m, U.size);
+    const auto& sorted = order.keys;
+    const int64_t masked = order.masked;
     int64_t* out = outs[U.layer].data_ptr<int64_t>() + U.begin;
     std::fill(out, out + masked, int64_t{0});
     int64_t* alive = out + masked;
@@ -323,13 +343,9 @@ std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
   for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(float64 ? at::kDouble : at::kFloat)));
   for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    thread_local std::vector<typename Keys<scalar_t>::key_t> kept_sorted;
-    thread_local std::vector<uint32_t> kept_cols;
-    UnitBuffer<typename Keys<scalar_t>::key_t> own_sorted;
-    UnitBuffer<uint32_t> own_cols;
-    auto& sorted = own_sorted.pick(kept_sorted, U.size);
-    auto& cols = own_cols.pick(kept_cols, U.size);
-    sort_unit(x, m, U.size, sorted, cols);
+    const UnitOrder<scalar_t> order(x, m, U.size);
+    const auto& sorted = order.keys;
+    const auto& cols = order.cols;
     if (float64) {
       double* out = outs[U.layer].data_ptr<double>() + U.begin;
       std::fill(out, out + U.size, 0.0);
