@@ -7,7 +7,7 @@ The keys (importance, or the weights) are what every step ranks; the masks it re
     3. then one of
        plain       granularity="layer" without bounds: the backend's own pipeline on the keys (summaries,
                    or the sort path for backend="cuda"); with bounds on CPU tensors, the summary pipeline
-                   with the cut solver clamping each layer's count (selection.solve's bounds)
+                   with the cut solver clamping each layer's count (selection.solve's densities)
        units       granularity="row", or density bounds elsewhere: the row ops (ops.row_order_values, one unit
                    per row, or per layer when bounded) and sorted_selection.select_counts for lamp / global;
                    budget methods at row granularity prune round(layer sparsity * row length) per row;
@@ -62,13 +62,6 @@ def _uses_units(method, options: Options, on_summaries: bool = False) -> bool:
     return options.granularity == "row" and method != "global"
 
 
-def _checked_bounds(keys: Layers, sparsity: float, options: Options) -> tuple[list[int], list[int]]:
-    sizes = keys.numels()
-    least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
-    allocation.check_bounds(keys.names, sizes, keys.masked_counts(), pruned_count(sparsity, sum(sizes)), least, most)
-    return least, most
-
-
 def _unit_rows(keys: Layers, options: Options) -> list[int]:
     return [rows_of(tuple(w.shape)) if options.granularity == "row" else 1 for w in keys.tensors]
 
@@ -102,7 +95,8 @@ def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_se
         return Units(rows, counts)
     sizes = keys.numels()
     k = pruned_count(sparsity, sum(sizes))
-    least, most = _checked_bounds(keys, sparsity, options)
+    least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
+    allocation.check_bounds(keys.names, sizes, keys.masked_counts(), k, least, most)
     nonempty = [i for i, n in enumerate(sizes) if n]
     values = _per_group(keys, lambda ws, ms, rs: ops_set.row_order_values(ws, ms, rs, method == "lamp"), rows)
     chosen = sorted_selection.select_counts([values[i].reshape(rows[i], -1) for i in nonempty], k,

@@ -85,11 +85,11 @@ def _kth_between(values: list[torch.Tensor], a: int, b: int, r: int) -> int:
 
 
 def _threshold(values: list[torch.Tensor], k: int, least: torch.Tensor, most: torch.Tensor) -> int:
+    if int(least.sum()) >= k:  # f(-1) = sum(least) already reaches k (e.g. k is the forced minimum)
+        return 0
     # at the largest value the clamped count is sum(most) >= k: the caller's promise
     top = int(torch.stack([v[:, -1].max() for v in values if v.numel()]).max()) if any(
         v.numel() for v in values) else 0
-    if int(least.sum()) >= k:  # f(-1) = sum(least) already reaches k (e.g. k is the forced minimum)
-        return 0
     lo, hi = 0, top
     found = _bracket(values, k, least, most, top)
     if found is not None:

@@ -11,8 +11,8 @@
 #include "owl_stats.h"
 
 #include <algorithm>
-#include <vector>
 #include <mutex>
+#include <vector>
 
 #include "float_keys.h"
 #include "layer_chunks.h"
@@ -124,7 +124,7 @@ at::Tensor count_above(const std::vector<at::Tensor>& weights, const std::vector
       parallel_tasks(in.tasks(), max_workers(), [&](int64_t task, int) {
         const size_t i = in.layer_of(task);
         int64_t b, e;
-      in.range(task, i, b, e);
+        in.range(task, i, b, e);
         per_task[task] = count_over(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e, thresholds[i]);
       });
     });

@@ -159,6 +159,7 @@ inline bool negative_seen(uint64_t top_raw) {
   return top_raw > (uint64_t{1} << (8 * sizeof(bits_of<scalar_t>) - 1));
 }
 
+// One wrapper per key width: GCC's target_clones does not apply to templates.
 LAMP_VECTOR_CLONES void widen_bins(const uint16_t* x, const bool* m, int64_t n, int shift, BinRange& touched) {
   widen_bins_impl<false>(x, m, n, shift, touched);
 }
