@@ -20,6 +20,8 @@ every device (kernels_torch.py, or the reference for scores); compiled kernels r
     row_order_values    C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
     row_lamp_scores     C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
     row_cut_masks       C++ per-unit selection        the pure-torch default (a stable sort per row)
+    row_value_window    C++ per-unit sort + scan,     the pure-torch default (streamed_selection.py runs
+                          values not kept               on CPU tensors only)
 
 The row ops view each layer as [rows, numel / rows] units (rows.py): granularity="row", and the bounded
 selections with one unit per layer.
@@ -79,6 +81,8 @@ _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Ten
 _lib.define("row_order_values(Tensor[] keys, Tensor?[] masks, int[] rows, bool lamp) -> Tensor[]")
 _lib.define("row_lamp_scores(Tensor[] keys, Tensor?[] masks, int[] rows, bool float64) -> Tensor[]")
 _lib.define("row_cut_masks(Tensor[] keys, Tensor?[] masks, int[] rows, Tensor[] counts) -> Tensor[]")
+_lib.define("row_value_window(Tensor[] keys, Tensor?[] masks, int[] rows, bool lamp, int lo, int hi, int limit, "
+            "int buckets) -> (Tensor[], Tensor[], Tensor[], Tensor)")
 
 
 def reference_lamp_scores(weights: list[Tensor], masks: list[Tensor | None], float64: bool) -> list[Tensor]:
@@ -113,6 +117,7 @@ _lib.impl("lamp_scores", reference_lamp_scores, "CompositeExplicitAutograd")
 _lib.impl("row_order_values", rows.row_order_values_ref, "CompositeExplicitAutograd")
 _lib.impl("row_lamp_scores", rows.row_lamp_scores_ref, "CompositeExplicitAutograd")
 _lib.impl("row_cut_masks", rows.row_cut_masks_ref, "CompositeExplicitAutograd")
+_lib.impl("row_value_window", rows.row_value_window_ref, "CompositeExplicitAutograd")
 
 
 @torch.library.register_fake("lamp_kernels::bin_summaries", lib=_lib)
@@ -191,6 +196,15 @@ def _(keys, masks, rows, counts):
     return [torch.empty_like(k, dtype=torch.bool) for k in keys]
 
 
+@torch.library.register_fake("lamp_kernels::row_value_window", lib=_lib)
+def _(keys, masks, rows, lamp, lo, hi, limit, buckets):
+    ctx = torch.library.get_ctx()
+    counts = [k.new_empty((r,), dtype=torch.int64) for k, r in zip(keys, rows)]
+    return (counts, [c.new_empty(c.shape) for c in counts],
+            [k.new_empty((ctx.new_dynamic_size(),), dtype=torch.int64) for k in keys],
+            torch.empty((len(keys), buckets), dtype=torch.int64))
+
+
 # CPU: the C++ kernels.
 def _gather_cpu(weights, masks, bin_lo, bin_hi, sizes):
     out = _C.gather_bin_keys_many(weights, masks, bin_lo, bin_hi)
@@ -233,6 +247,7 @@ if _C is not None:
     _lib.impl("row_order_values", _C.row_order_values, "CPU")
     _lib.impl("row_lamp_scores", _C.row_lamp_scores, "CPU")
     _lib.impl("row_cut_masks", _C.row_cut_masks, "CPU")
+    _lib.impl("row_value_window", lambda *a: tuple(_C.row_value_window(*a)), "CPU")
 
 
 # CUDA: Triton kernels and the CUDA library, imported on first use (import lamp_kernels needs neither).
@@ -293,6 +308,7 @@ fix_cuts_ = torch.ops.lamp_kernels.fix_cuts_  # then each candidate decided by i
 row_order_values = torch.ops.lamp_kernels.row_order_values  # per-unit sorted order values (int64)
 row_lamp_scores = torch.ops.lamp_kernels.row_lamp_scores  # per-unit LAMP scores
 row_cut_masks = torch.ops.lamp_kernels.row_cut_masks  # keep-masks from per-unit pruned counts
+row_value_window = torch.ops.lamp_kernels.row_value_window  # per-unit counts around a window, and its values
 
 
 def solver(codes: list[int], bins: list[Tensor], counts: list[Tensor], sums: list[Tensor], lamp: bool):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import allocation, backends, importance, nm, ops, owl, reference, selection, sorted_selection
+from . import allocation, backends, importance, nm, ops, owl, reference, selection, sorted_selection, streamed_selection
 from .layers import Layers, pruned_count
 from .options import GLOBAL_METHODS, Options, rows_of
 
@@ -98,10 +98,15 @@ def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_se
     least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
     allocation.check_bounds(keys.names, sizes, keys.masked_counts(), k, least, most)
     nonempty = [i for i, n in enumerate(sizes) if n]
-    values = _per_group(keys, lambda ws, ms, rs: ops_set.row_order_values(ws, ms, rs, method == "lamp"), rows)
-    chosen = sorted_selection.select_counts([values[i].reshape(rows[i], -1) for i in nonempty], k,
-                                            [least[i] for i in nonempty], [most[i] for i in nonempty])
-    del values
+    if streamed_selection.runs_on(keys.tensors, ops_set):  # the order values recomputed, never all kept
+        chosen = streamed_selection.select_counts(
+            [keys.tensors[i] for i in nonempty], [keys.masks[i] for i in nonempty], [rows[i] for i in nonempty],
+            method == "lamp", k, [least[i] for i in nonempty], [most[i] for i in nonempty])
+    else:
+        values = _per_group(keys, lambda ws, ms, rs: ops_set.row_order_values(ws, ms, rs, method == "lamp"), rows)
+        chosen = sorted_selection.select_counts([values[i].reshape(rows[i], -1) for i in nonempty], k,
+                                                [least[i] for i in nonempty], [most[i] for i in nonempty])
+        del values
     counts = [torch.zeros(r, dtype=torch.int64, device=w.device) for r, w in zip(rows, keys.tensors)]
     for i, c in zip(nonempty, chosen):
         counts[i] = c

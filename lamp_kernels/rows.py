@@ -7,6 +7,10 @@ C++ kernels (csrc/cpu/row_kernels.cpp) and the CUDA path (cuda_rows.py) must ret
         0 masked out, else 1 + float64 bits of the LAMP score (lamp) or of the key's value; ascending per unit
     row_lamp_scores_ref(keys, masks, rows, float64) -> per-unit LAMP scores, flat order
     row_cut_masks_ref(keys, masks, rows, counts) -> keep masks: unit r prunes the first counts[r] of its order
+    row_value_window_ref(keys, masks, rows, lamp, lo, hi, limit, buckets) -> (le_lo, le_hi, inside, hist): per
+        unit #{order values <= lo} and <= hi (int64 [rows] per layer), the values in (lo, hi] unit by unit
+        along each order (all empty if more than `limit`), and per layer their histogram over `buckets`
+        buckets of width 2^window_shift(lo, hi, buckets) from lo + 1 (int64 [layers, buckets])
 """
 
 from __future__ import annotations
@@ -71,3 +75,32 @@ def row_cut_masks_ref(keys: list[torch.Tensor], masks: list[torch.Tensor | None]
             keep &= mask.reshape(r, cols)
         out.append(keep.reshape(key.shape))
     return out
+
+
+def window_shift(lo: int, hi: int, buckets: int) -> int:
+    """The least shift with (hi - lo - 1) >> shift < buckets (0 without buckets): row_value_window's buckets."""
+    shift = 0
+    while buckets and shift < 63 and (hi - lo - 1) >> shift >= buckets:
+        shift += 1
+    return shift
+
+
+def row_value_window_ref(keys: list[torch.Tensor], masks: list[torch.Tensor | None], rows: list[int], lamp: bool,
+                         lo: int, hi: int, limit: int, buckets: int):
+    if not 0 <= lo < hi or limit < 0 or buckets < 0:
+        raise RuntimeError("row_value_window: needs 0 <= lo < hi, limit and buckets >= 0")
+    shift = window_shift(lo, hi, buckets)
+    le_lo, le_hi, inside, hist = [], [], [], []
+    for values, r in zip(row_order_values_ref(keys, masks, rows, lamp), rows):
+        units = values.cpu().reshape(r, values.numel() // r if r else 0)
+        le_lo.append((units <= lo).sum(1))
+        le_hi.append((units <= hi).sum(1))
+        found = units[(units > lo) & (units <= hi)]  # row-major: unit by unit, ascending in each
+        inside.append(found)
+        h = torch.zeros(buckets, dtype=torch.int64)
+        if buckets:
+            h.index_add_(0, (found - lo - 1) >> shift, torch.ones_like(found))
+        hist.append(h)
+    if sum(f.numel() for f in inside) > limit:
+        inside = [torch.empty(0, dtype=torch.int64) for _ in inside]
+    return le_lo, le_hi, inside, torch.stack(hist) if hist else torch.empty(0, buckets, dtype=torch.int64)

@@ -38,6 +38,8 @@ def test_opcheck(dtype):
     torch.library.opcheck(ops.cut_and_gather, (ws, ms, [], lo, hi, sizes), test_utils=dynamic)
     masks, _, flat, positions = ops.cut_and_gather(ws, ms, [], lo, hi, sizes)
     torch.library.opcheck(ops.fix_cuts_, (masks, flat, positions, sizes, [key, -1], [1, 0]))
+    window = ([w.reshape(20, 15), w[:30].reshape(3, 10)], [m.reshape(20, 15), None], [20, 3], True, 0, 1 << 62)
+    torch.library.opcheck(ops.row_value_window, (*window, 1 << 20, 16), test_utils=dynamic)
 
 
 def _layers(dtype):

@@ -7,7 +7,7 @@ from cases import CASES, DTYPES, random_masks
 from test_importance import importance_for
 
 import lamp_kernels as lk
-from lamp_kernels import allocation, ops, reference, rows, sorted_selection
+from lamp_kernels import allocation, ops, plan, reference, rows, sorted_selection, streamed_selection
 from lamp_kernels.layers import Layers
 from lamp_kernels.options import check_options
 
@@ -93,6 +93,114 @@ def test_row_kernels_match_twins(dtype, per_row):
     counts = [torch.randint(0, w.numel() // r + 1, (r,), generator=g) for w, r in zip(layers, n_rows)]
     _same(ops._C.row_cut_masks(layers, masks, n_rows, counts), rows.row_cut_masks_ref(layers, masks, n_rows, counts),
           "cut masks")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("per_row", [False, True])
+def test_row_value_window_matches_twin(dtype, per_row):
+    """Per-unit counts at both ends, the values inside (or none past the limit) and the histogram, on windows
+    from the whole range to one value, with masks, zeros and ties."""
+    layers = _layers("zeros_and_tiny", dtype) + _layers("heavy_ties", dtype)
+    masks = random_masks(layers, seed=9)
+    n_rows = [w.shape[0] if (per_row and w.dim() >= 2) else 1 for w in layers]
+    for lamp in (True, False):
+        values = torch.cat(rows.row_order_values_ref(layers, masks, n_rows, lamp))
+        alive = torch.unique(values[values > 0])
+        mid = int(alive[alive.numel() // 2])
+        inner = int((values > 0).sum())
+        for lo, hi in [(0, (1 << 63) - 1), (0, mid), (mid, (1 << 63) - 1), (mid - 1, mid), (mid, mid + 1),
+                       (int(alive[1]), int(alive[-2]))]:
+            for limit, buckets in [(inner, 4096), (inner // 3, 7), (0, 0), (10**9, 1)]:
+                got = ops._C.row_value_window(layers, masks, n_rows, lamp, lo, hi, limit, buckets)
+                want = rows.row_value_window_ref(layers, masks, n_rows, lamp, lo, hi, limit, buckets)
+                label = f"lamp={lamp} window ({lo}, {hi}] limit {limit} buckets {buckets}"
+                for part, g, w in zip(("le_lo", "le_hi", "inside"), got[:3], want[:3]):
+                    _same(g, w, f"{label}: {part}")
+                assert torch.equal(got[3], want[3]), f"{label}: histogram"
+    with pytest.raises(RuntimeError, match="lo < hi"):
+        ops._C.row_value_window(layers, masks, n_rows, True, 5, 5, 10, 0)
+
+
+def _random_units(g, dtypes=(torch.float32, torch.bfloat16, torch.float16)):
+    """Layers of random shapes as units (rows), some with few distinct values, some masked."""
+    keys, masks, n_rows = [], [], []
+    for _ in range(int(torch.randint(1, 6, (1,), generator=g))):
+        r, c = (int(x) for x in torch.randint(1, 30, (2,), generator=g))
+        dtype = dtypes[int(torch.randint(len(dtypes), (1,), generator=g))]
+        w = torch.randn(r, c, generator=g) * 10.0 ** float(torch.randint(-3, 4, (1,), generator=g))
+        if torch.rand(1, generator=g) < 0.3:
+            w = torch.randint(-2, 3, (r, c), generator=g).float()  # heavy ties and zeros
+        keys.append(w.to(dtype))
+        masks.append(torch.rand(r, c, generator=g) < 0.8 if torch.rand(1, generator=g) < 0.4 else None)
+        n_rows.append(r)
+    return keys, masks, n_rows
+
+
+def _random_request(g, keys, masks):
+    """k, and feasible bounds half of the time."""
+    sizes = [w.numel() for w in keys]
+    masked = [0 if m is None else int((~m).sum()) for m in masks]
+    if torch.rand(1, generator=g) < 0.5:
+        return int(torch.randint(0, sum(sizes) + 1, (1,), generator=g)), None, None
+    least = [int(torch.randint(0, s // 2 + 1, (1,), generator=g)) for s in sizes]
+    most = [int(torch.randint(max(s // 2, lo, m), s + 1, (1,), generator=g)) for s, lo, m in zip(sizes, least, masked)]
+    lowest = sum(max(lo, m) for lo, m in zip(least, masked))
+    return int(torch.randint(lowest, sum(most) + 1, (1,), generator=g)), least, most
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_streamed_selection_equals_sorted_selection(seed, monkeypatch):
+    """The streamed selection (values recomputed pass by pass, never all kept) gives sorted_selection's counts
+    on the kept values: with the sample on tiny inputs, windows that miss the threshold (margins from far too
+    narrow to everything), limits that force the histogram to narrow the window (down to one value among many
+    equal ones), few buckets, bounds that move a layer's count, masks and ties."""
+    g = torch.Generator().manual_seed(seed)
+    window = streamed_selection._Request.window
+    passes = []
+
+    def counted(self, lo, hi):
+        passes.append((lo, hi))
+        return window(self, lo, hi)
+
+    monkeypatch.setattr(streamed_selection._Request, "window", counted)
+    for trial in range(40):
+        settings = [(1, 8, 2, 1), (64, 64, 64, 5), (1, 512, 10**6, 50), (1 << 20, 64, 64, 10**9)][trial % 4]
+        sampled_min, sample, margin, limit = settings
+        monkeypatch.setattr(streamed_selection, "_SAMPLED_MIN", sampled_min)
+        monkeypatch.setattr(streamed_selection, "_SAMPLE", sample)
+        monkeypatch.setattr(streamed_selection, "_MARGIN", margin)
+        monkeypatch.setattr(streamed_selection, "_limit", lambda n, limit=limit: limit)
+        monkeypatch.setattr(streamed_selection, "_BUCKETS", [2, 3, 16, 4096][trial // 4 % 4])
+        keys, masks, n_rows = _random_units(g)
+        k, least, most = _random_request(g, keys, masks)
+        for lamp in (True, False):
+            values = [v.reshape(r, -1) for v, r in zip(ops._C.row_order_values(keys, masks, n_rows, lamp), n_rows)]
+            want = sorted_selection.select_counts(values, k, least, most)
+            got = streamed_selection.select_counts(keys, masks, n_rows, lamp, k, least, most)
+            _same(got, want, f"trial {trial} lamp={lamp} k={k} bounds {least} {most}")
+    assert len(passes) > 3 * 80, "the settings should force narrowing passes"
+
+
+def test_streamed_selection_on_one_value_repeated(monkeypatch):
+    """More equal values than the limit holds: the window narrows to that one value, which is the threshold."""
+    monkeypatch.setattr(streamed_selection, "_limit", lambda n: 3)
+    keys = [torch.full((6, 10), 0.5), torch.full((4, 5), 0.25)]
+    values = [v.reshape(r, -1) for v, r in zip(ops._C.row_order_values(keys, [None, None], [6, 4], False), [6, 4])]
+    for k in (0, 1, 7, 25, 31, 59, 60, 61, 80):
+        _same(streamed_selection.select_counts(keys, [None, None], [6, 4], False, k),
+              sorted_selection.select_counts(values, k), f"k={k}")
+
+
+def test_cpu_row_selection_is_streamed(monkeypatch):
+    """LAMP per row on CPU tensors takes the streamed selection, and the values path is not called."""
+    calls = []
+    streamed = streamed_selection.select_counts
+    monkeypatch.setattr(streamed_selection, "select_counts", lambda *a: calls.append(1) or streamed(*a))
+    monkeypatch.setattr(sorted_selection, "select_counts", None)
+    w = torch.randn(8, 16, generator=torch.Generator().manual_seed(4))
+    got = lk.prune_masks([w], 0.5, granularity="row", backend="cpu")
+    assert calls and int((~got[0]).sum()) == 64
+    assert plan.streamed_selection is streamed_selection
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -10,6 +10,12 @@
 //   row_lamp_scores(keys, masks, rows, float64) -> per-unit LAMP scores in flat order (masked-out: 0)
 //   row_cut_masks(keys, masks, rows, counts) -> bool keep masks: unit r of layer i prunes the first counts[i][r]
 //        elements of its order (masked-out ones are always pruned); by selection, without sorting the unit
+//   row_value_window(keys, masks, rows, lamp, lo, hi, limit, buckets) -> (le_lo, le_hi, inside, hist), the order
+//        values of row_order_values without keeping them (streamed_selection.py): per unit, how many are <= lo
+//        and <= hi (int64 [rows] per layer); the values in (lo, hi], unit by unit along each order (int64 per
+//        layer), unless more than `limit` lie there in all (then every `inside` is empty); and per layer a
+//        histogram of them (int64 [layers, buckets]): bucket (v - lo - 1) >> shift, shift the least with
+//        (hi - lo - 1) >> shift < buckets
 //
 // Keys are the |x| bit patterns of float_keys.h; the callers pass finite values (checked in Python). Units run
 // in parallel, each sorted on its own (std::sort when small, the radix sort otherwise) where the kernel needs the
@@ -18,6 +24,7 @@
 
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <utility>
 #include <vector>
@@ -303,6 +310,17 @@ void cut_unit(const scalar_t* x, const bool* m, int64_t n, int64_t count, bool* 
   }
 }
 
+// The order values of a unit's alive elements along its order (ascending) into `out`.
+template <typename scalar_t>
+void unit_order_values(const std::vector<typename Keys<scalar_t>::key_t>& sorted, bool lamp, int64_t* out) {
+  if (lamp) {
+    unit_scores<scalar_t>(sorted, [out](size_t j, double s) { out[j] = order_value(s); });
+  } else {
+    for (size_t j = 0; j < sorted.size(); ++j)
+      out[j] = order_value(key_value(Keys<scalar_t>::code, static_cast<int64_t>(sorted[j])));
+  }
+}
+
 }  // namespace
 
 std::vector<at::Tensor> row_order_values(const std::vector<at::Tensor>& keys,
@@ -320,15 +338,71 @@ std::vector<at::Tensor> row_order_values(const std::vector<at::Tensor>& keys,
     const int64_t masked = order.masked;
     int64_t* out = outs[U.layer].data_ptr<int64_t>() + U.begin;
     std::fill(out, out + masked, int64_t{0});
-    int64_t* alive = out + masked;
-    if (lamp) {
-      unit_scores<scalar_t>(sorted, [alive](size_t j, double s) { alive[j] = order_value(s); });
-    } else {
-      for (size_t j = 0; j < sorted.size(); ++j)
-        alive[j] = order_value(key_value(Keys<scalar_t>::code, static_cast<int64_t>(sorted[j])));
-    }
+    unit_order_values<scalar_t>(sorted, lamp, out + masked);
   });
   return outs;
+}
+
+std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor> row_value_window(
+    const std::vector<at::Tensor>& keys, const std::vector<std::optional<at::Tensor>>& masks,
+    const std::vector<int64_t>& rows, bool lamp, int64_t lo, int64_t hi, int64_t limit, int64_t buckets) {
+  TORCH_CHECK(0 <= lo && lo < hi, "row_value_window: needs 0 <= lo < hi");
+  TORCH_CHECK(limit >= 0 && buckets >= 0, "row_value_window: limit and buckets must be >= 0");
+  const auto ws = contiguous_all(keys);
+  const auto ms = contiguous_masks(masks, ws.size());
+  const auto units = make_units(ws, rows);
+  const size_t L = ws.size();
+  std::vector<at::Tensor> le_lo, le_hi;
+  std::vector<int64_t> first_row(L + 1, 0);  // layer i's units are rows [first_row[i], first_row[i + 1]) of all
+  for (size_t i = 0; i < L; ++i) {
+    le_lo.push_back(at::zeros({rows[i]}, at::kLong));
+    le_hi.push_back(at::zeros({rows[i]}, at::kLong));
+    first_row[i + 1] = first_row[i] + rows[i];
+  }
+  at::Tensor hist = at::zeros({static_cast<int64_t>(L), buckets}, at::kLong);
+  int shift = 0;
+  const uint64_t span = static_cast<uint64_t>(hi - lo - 1);  // values lo + 1 .. hi, less one
+  while (buckets && shift < 63 && (span >> shift) >= static_cast<uint64_t>(buckets)) ++shift;
+  // Each unit's run of values in (lo, hi], kept until every unit is done (the runs then fill the outputs in unit
+  // order), while the total stays within the limit; past it, runs are dropped and only counted.
+  std::vector<std::vector<int64_t>> runs(static_cast<size_t>(first_row[L]));
+  std::atomic<int64_t> collected{0};
+  for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
+    using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+    if (!U.size) return;
+    const UnitOrder<scalar_t> order(x, m, U.size);
+    thread_local std::vector<int64_t> kept_values;
+    UnitBuffer<int64_t> own_values;
+    std::vector<int64_t>& values = own_values.pick(kept_values, U.size);
+    values.resize(order.keys.size());
+    unit_order_values<scalar_t>(order.keys, lamp, values.data());
+    // ascending: the values <= lo, then those in (lo, hi], then the rest
+    const int64_t a = std::upper_bound(values.begin(), values.end(), lo) - values.begin();
+    const int64_t b = std::upper_bound(values.begin() + a, values.end(), hi) - values.begin();
+    const int64_t row = U.begin / U.size;
+    le_lo[U.layer].data_ptr<int64_t>()[row] = order.masked + a;
+    le_hi[U.layer].data_ptr<int64_t>()[row] = order.masked + b;
+    if (buckets) {
+      int64_t* h = hist.data_ptr<int64_t>() + U.layer * buckets;
+      for (int64_t j = a; j < b; ++j)
+        __atomic_fetch_add(h + (static_cast<uint64_t>(values[j] - lo - 1) >> shift), 1, __ATOMIC_RELAXED);
+    }
+    if (b > a && collected.fetch_add(b - a) + (b - a) <= limit)
+      runs[first_row[U.layer] + row].assign(values.begin() + a, values.begin() + b);
+  });
+  const bool kept = collected.load() <= limit;
+  std::vector<at::Tensor> inside;
+  for (size_t i = 0; i < L; ++i) {
+    int64_t total = 0;
+    for (int64_t r = first_row[i]; kept && r < first_row[i + 1]; ++r) total += static_cast<int64_t>(runs[r].size());
+    inside.push_back(at::empty({total}, at::kLong));
+    int64_t* out = inside.back().data_ptr<int64_t>();
+    for (int64_t r = first_row[i]; kept && r < first_row[i + 1]; ++r) {
+      out = std::copy(runs[r].begin(), runs[r].end(), out);
+      std::vector<int64_t>().swap(runs[r]);
+    }
+  }
+  return {le_lo, le_hi, inside, hist};
 }
 
 std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
