@@ -212,39 +212,68 @@ inline double u128_times_pow2(u128 v, int exp2) {
   return out;
 }
 
-// unit_scores for a unit whose squares span few binades, with one 128-bit integer instead of an ExactSum:
-// every square M^2 2^(2e) is (M^2 << 2(e - e0)) 2^(2 e0), e0 the lowest exponent of a nonzero key, and the sum
-// of n of them has at most bits(M^2) + 2(e1 - e0) + bits(n) bits (e1 the highest exponent). Returns false,
-// having emitted nothing, when that could exceed 127 bits (in a row of 2048: more than 33 binades between the
-// smallest and the largest nonzero fp32 key, 49 for bf16) or for fp64 keys.
-template <typename scalar_t, typename Emit>
-bool unit_scores_narrow(const std::vector<typename Keys<scalar_t>::key_t>& keys, Emit emit) {
-  constexpr int code = Keys<scalar_t>::code;
-  if constexpr (code == kF64) {
-    return false;
-  } else {
-    constexpr int kSquareBits = code == kF32 ? 48 : code == kF16 ? 22 : 16;
-    const size_t n = keys.size();
-    const size_t first = std::upper_bound(keys.begin(), keys.end(), 0) - keys.begin();  // zero keys come first
-    if (first < n) {
-      const int e0 = lsb_exponent(code, keys[first]), e1 = lsb_exponent(code, keys[n - 1]);
-      if (kSquareBits + 2 * (e1 - e0) + (64 - __builtin_clzll(n)) > 127) return false;
-      u128 acc = 0;
-      for (size_t j = n; j-- > first;) {
-        const uint64_t M = significand(code, keys[j]);
-        acc += static_cast<u128>(M * M) << (2 * (lsb_exponent(code, keys[j]) - e0));
-        emit(j, lamp_score(key_value(code, static_cast<int64_t>(keys[j])), u128_times_pow2(acc, 2 * e0)));
+// A unit whose squares span few binades sums them in one 128-bit integer instead of an ExactSum: every square
+// M^2 2^(2e) is (M^2 << 2(e - e0)) 2^(2 e0), e0 the lowest exponent of a nonzero key, and the sum of n of them
+// has at most bits(M^2) + 2(e1 - e0) + bits(n) bits (e1 the highest exponent). ok is false when that could
+// exceed 127 bits (in a row of 2048: more than 33 binades between the smallest and the largest nonzero fp32 key,
+// 49 for bf16) or for fp64 keys. Zero keys come first in the order and score 0. each(emit) gives every
+// position's score from the top down; with a table, the suffix sums are kept (16 bytes per position) and
+// score(j) gives any position's score alone.
+template <typename scalar_t>
+struct NarrowSums {
+  using key_t = typename Keys<scalar_t>::key_t;
+  static constexpr int code = Keys<scalar_t>::code;
+  const std::vector<key_t>& keys;
+  std::vector<u128>* table;  // (*table)[j - first]: the suffix sum from position j, its own square included
+  size_t first = 0;          // the first nonzero key
+  int e0 = 0;
+  bool ok = false;
+
+  NarrowSums(const std::vector<key_t>& sorted, std::vector<u128>* suffix_table) : keys(sorted), table(suffix_table) {
+    if constexpr (code != kF64) {
+      constexpr int kSquareBits = code == kF32 ? 48 : code == kF16 ? 22 : 16;
+      const size_t n = keys.size();
+      first = std::upper_bound(keys.begin(), keys.end(), 0) - keys.begin();
+      if (first < n) {
+        e0 = lsb_exponent(code, keys[first]);
+        const int e1 = lsb_exponent(code, keys[n - 1]);
+        if (kSquareBits + 2 * (e1 - e0) + (64 - __builtin_clzll(n)) > 127) return;
+      }
+      ok = true;
+      if (table) {
+        table->resize(n - first);
+        each_sum([this](size_t j, u128 sum) { (*table)[j - first] = sum; });
       }
     }
-    for (size_t j = 0; j < std::min(first, n); ++j) emit(j, 0.0);  // a zero weight scores 0
-    return true;
   }
-}
+  template <typename Fn>
+  void each_sum(Fn fn) const {  // fn(j, suffix sum) for every nonzero position, from the top
+    u128 acc = 0;
+    for (size_t j = keys.size(); j-- > first;) {
+      const uint64_t M = significand(code, keys[j]);
+      acc += static_cast<u128>(M * M) << (2 * (lsb_exponent(code, keys[j]) - e0));
+      fn(j, acc);
+    }
+  }
+  double score_from(size_t j, u128 sum) const {
+    return lamp_score(key_value(code, static_cast<int64_t>(keys[j])), u128_times_pow2(sum, 2 * e0));
+  }
+  template <typename Emit>
+  void each(Emit emit) const {
+    each_sum([&](size_t j, u128 sum) { emit(j, score_from(j, sum)); });
+    for (size_t j = 0; j < std::min(first, keys.size()); ++j) emit(j, 0.0);  // a zero weight scores 0
+  }
+  double score(size_t j) const { return j < first ? 0.0 : score_from(j, (*table)[j - first]); }
+};
 
-// Along a unit's sorted alive keys, from the top: emit(j, score) with the exact suffix sum of squares.
+// Along a unit's sorted alive keys: emit(j, score) with the exact suffix sum of squares.
 template <typename scalar_t, typename Emit>
 void unit_scores(const std::vector<typename Keys<scalar_t>::key_t>& keys, Emit emit) {
-  if (unit_scores_narrow<scalar_t>(keys, emit)) return;
+  const NarrowSums<scalar_t> narrow(keys, nullptr);
+  if (narrow.ok) {
+    narrow.each(emit);
+    return;
+  }
   ExactSum acc;
   for (size_t j = keys.size(); j-- > 0;) {
     const double v = key_value(Keys<scalar_t>::code, static_cast<int64_t>(keys[j]));
@@ -371,24 +400,49 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Ten
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
     if (!U.size) return;
     const UnitOrder<scalar_t> order(x, m, U.size);
+    // The unit's values by position, ascending: computed where needed when each costs O(1) (the key's value;
+    // a LAMP score from the narrow suffix sums), so that only the two ends and the window's values are
+    // computed; all of them first for LAMP with the general exact sum.
+    const auto& sorted = order.keys;
+    const int64_t n = static_cast<int64_t>(sorted.size());
+    thread_local std::vector<u128> kept_suffix;
     thread_local std::vector<int64_t> kept_values;
+    UnitBuffer<u128> own_suffix;
     UnitBuffer<int64_t> own_values;
-    std::vector<int64_t>& values = own_values.pick(kept_values, U.size);
-    values.resize(order.keys.size());
-    unit_order_values<scalar_t>(order.keys, lamp, values.data());
-    // ascending: the values <= lo, then those in (lo, hi], then the rest
-    const int64_t a = std::upper_bound(values.begin(), values.end(), lo) - values.begin();
-    const int64_t b = std::upper_bound(values.begin() + a, values.end(), hi) - values.begin();
+    const NarrowSums<scalar_t> narrow(sorted, lamp ? &own_suffix.pick(kept_suffix, n) : nullptr);
+    std::vector<int64_t>& values = own_values.pick(kept_values, n);
+    const bool all = lamp && !narrow.ok;
+    if (all) {
+      values.resize(n);
+      unit_order_values<scalar_t>(sorted, true, values.data());
+    }
+    auto value = [&](int64_t j) {
+      if (all) return values[j];
+      return order_value(lamp ? narrow.score(j) : key_value(Keys<scalar_t>::code, static_cast<int64_t>(sorted[j])));
+    };
+    auto first_above = [&](int64_t from, int64_t t) {  // the first position from `from` whose value exceeds t
+      int64_t lo_j = from, hi_j = n;
+      while (lo_j < hi_j) {
+        const int64_t mid = lo_j + (hi_j - lo_j) / 2;
+        if (value(mid) <= t)
+          lo_j = mid + 1;
+        else
+          hi_j = mid;
+      }
+      return lo_j;
+    };
+    const int64_t a = first_above(0, lo), b = first_above(a, hi);
     const int64_t row = U.begin / U.size;
     le_lo[U.layer].data_ptr<int64_t>()[row] = order.masked + a;
     le_hi[U.layer].data_ptr<int64_t>()[row] = order.masked + b;
-    if (buckets) {
-      int64_t* h = hist.data_ptr<int64_t>() + U.layer * buckets;
-      for (int64_t j = a; j < b; ++j)
-        __atomic_fetch_add(h + (static_cast<uint64_t>(values[j] - lo - 1) >> shift), 1, __ATOMIC_RELAXED);
+    const bool keep = b > a && collected.fetch_add(b - a) + (b - a) <= limit;
+    if (keep) runs[first_row[U.layer] + row].resize(b - a);
+    int64_t* h = buckets ? hist.data_ptr<int64_t>() + U.layer * buckets : nullptr;
+    for (int64_t j = a; (keep || h) && j < b; ++j) {
+      const int64_t v = value(j);
+      if (h) __atomic_fetch_add(h + (static_cast<uint64_t>(v - lo - 1) >> shift), 1, __ATOMIC_RELAXED);
+      if (keep) runs[first_row[U.layer] + row][j - a] = v;
     }
-    if (b > a && collected.fetch_add(b - a) + (b - a) <= limit)
-      runs[first_row[U.layer] + row].assign(values.begin() + a, values.begin() + b);
   });
   const bool kept = collected.load() <= limit;
   std::vector<at::Tensor> inside;
