@@ -491,3 +491,12 @@ def test_row_scores_with_narrow_and_wide_sums(dtype):
     for f64 in (True, False):
         _same(ops._C.row_lamp_scores(layers, masks, rows_per, f64),
               rows.row_lamp_scores_ref(layers, masks, rows_per, f64), "scores")
+    # the window reads the narrow units' scores from their kept suffix sums, the wide units' computed in full
+    values = torch.cat(rows.row_order_values_ref(layers, masks, rows_per, True))
+    middle = int(values.median())
+    for lo, hi in [(0, (1 << 63) - 1), (middle // 2, middle), (middle, middle + (1 << 52))]:
+        got = ops._C.row_value_window(layers, masks, rows_per, True, lo, hi, 1 << 20, 64)
+        want = rows.row_value_window_ref(layers, masks, rows_per, True, lo, hi, 1 << 20, 64)
+        for part, g_, w_ in zip(("le_lo", "le_hi", "inside"), got[:3], want[:3]):
+            _same(g_, w_, f"window ({lo}, {hi}]: {part}")
+        assert torch.equal(got[3], want[3])
