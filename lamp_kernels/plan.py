@@ -8,8 +8,10 @@ The keys (importance, or the weights) are what every step ranks; the masks it re
        plain       granularity="layer" without bounds: the backend's own pipeline on the keys (summaries,
                    or the sort path for backend="cuda"); with bounds on CPU tensors, the summary pipeline
                    with the cut solver clamping each layer's count (selection.solve's densities)
-       units       granularity="row", or density bounds elsewhere: the row ops (ops.row_order_values, one unit
-                   per row, or per layer when bounded) and sorted_selection.select_counts for lamp / global;
+       units       granularity="row", or density bounds elsewhere: for lamp / global, the exact selection over
+                   the units' order values (one unit per row, or per layer when bounded): on CPU tensors
+                   streamed_selection (ops.row_value_window, values recomputed pass by pass, never all kept),
+                   elsewhere ops.row_order_values and sorted_selection;
                    budget methods at row granularity prune round(layer sparsity * row length) per row;
                    masks from per-unit counts (ops.row_cut_masks)
 

@@ -1,4 +1,5 @@
-"""Exact global selection over units whose order values are sorted (the row and bounded selections).
+"""Exact global selection over units whose order values are sorted (the row and bounded selections on CUDA;
+on CPU tensors streamed_selection makes the same selection without keeping the values).
 
 Input: per layer an int64 tensor [rows, cols] whose rows are ascending (ops.row_order_values: 0 = masked
 out, else 1 + the float64 bits of the score), the number k of weights to prune, and optionally per-layer
