@@ -104,6 +104,30 @@ def _entries(layers: Layers, importance: Any) -> list[Any]:
 
 def check_importance_values(t: torch.Tensor, name: str) -> None:
     """Finite and >= 0 everywhere; fp64 values within the range layers.py allows for fp64 weights."""
+    check_importance_values_many([t], [name])
+
+
+def check_importance_values_many(tensors: list[torch.Tensor], names: list[str]) -> None:
+    """check_importance_values of each tensor, in order. CPU tensors are scanned by the C++ kernels in one
+    pass (ops._C.value_scan: the largest magnitude and whether a value is negative), and only a tensor the
+    scan doubts is read again, by torch, for the error message."""
+    from . import ops  # here, not at the top: ops imports modules that import this one
+
+    on_cpu = [i for i, t in enumerate(tensors) if t.device.type == "cpu" and t.numel()] if ops._C is not None else []
+    clean = set()
+    if on_cpu:
+        tops, negative = ops._C.value_scan([tensors[i].detach() for i in on_cpu])
+        for i, top, neg in zip(on_cpu, tops, negative):
+            fp64_doubt = tensors[i].dtype == torch.float64 and (top >= MAGNITUDE_LIMIT or
+                                                                0.0 < top < 1.0 / MAGNITUDE_LIMIT)
+            if not neg and math.isfinite(top) and not fp64_doubt:
+                clean.add(i)
+    for i, (t, name) in enumerate(zip(tensors, names)):
+        if i not in clean:
+            _check_values_by_torch(t, name)
+
+
+def _check_values_by_torch(t: torch.Tensor, name: str) -> None:
     if t.numel() == 0:
         return
     lo, hi = (float(v) for v in torch.aminmax(t.detach()))
@@ -159,14 +183,16 @@ def key_layers(layers: Layers, importance: Any, defer_values: bool = False) -> L
             tensors.append(_check_tensor(t, w, name, values=not defer_values))
             scales.append(None)
             unchecked += [i] if defer_values else []
+    checked_now = [i for i, s in enumerate(scales) if s is None and i not in unchecked]
     return Layers(tensors, layers.masks, layers.names, layers.kind, layers.keys,
-                  scales if any(s is not None for s in scales) else None, frozenset(unchecked))
+                  scales if any(s is not None for s in scales) else None, frozenset(unchecked), frozenset(checked_now))
 
 
 def checked(keys: Layers) -> Layers:
     """The keys with the value checks key_layers deferred done (ValueError naming the first bad layer)."""
     if not keys.unchecked:
         return keys
-    for i in sorted(keys.unchecked):
-        check_importance_values(keys.tensors[i], keys.names[i])
-    return Layers(keys.tensors, keys.masks, keys.names, keys.kind, keys.keys, keys.scales)
+    order = sorted(keys.unchecked)
+    check_importance_values_many([keys.tensors[i] for i in order], [keys.names[i] for i in order])
+    return Layers(keys.tensors, keys.masks, keys.names, keys.kind, keys.keys, keys.scales,
+                  values_ok=keys.values_ok | keys.unchecked)

@@ -72,6 +72,9 @@ class Layers:
     # defer_values=True leaves them to the summary pass of the plain CPU selection (selection.summarize_layers),
     # and importance.checked() checks them for every other path.
     unchecked: frozenset[int] = frozenset()
+    # Layers whose values are known to pass check_values (importance tensors checked everywhere, masked entries
+    # included, and column-scaled importances checked as they were made): check_values does not read them again.
+    values_ok: frozenset[int] = frozenset()
     _detached: list[torch.Tensor] | None = None
 
     @classmethod
@@ -141,7 +144,9 @@ class Layers:
     def check_values(self, skip_cuda: bool = False) -> None:
         """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise.
         skip_cuda: leave CUDA layers to kernels that check inside a pass they make anyway (no host sync)."""
-        skip = {i for i, w in enumerate(self.tensors) if skip_cuda and w.device.type == "cuda"}
+        skip = {i for i, w in enumerate(self.tensors) if skip_cuda and w.device.type == "cuda"} | self.values_ok
+        if len(skip) == len(self.tensors):
+            return
         for i, max_abs in enumerate(self.alive_max_abs(skip)):
             if i in skip:
                 continue
@@ -152,7 +157,7 @@ class Layers:
 
     def alive_max_abs(self, skip: set[int] = frozenset()) -> list[float]:
         """The largest |w| over each layer's alive weights (0 if none), inf where one of them is NaN or Inf.
-        Layers in ``skip`` that are not on the CPU are not read (0).
+        Layers in ``skip`` are not read (0).
 
         CPU layers go through the C++ kernels in one pass on their own thread pool: torch's reductions would
         run on its OpenMP threads, which then spin for milliseconds and take a core from the kernels that
@@ -160,7 +165,8 @@ class Layers:
         from . import ops  # here, not at the top: ops imports modules that import this one
 
         out = [0.0] * len(self.tensors)
-        on_cpu = [i for i, w in enumerate(self.tensors) if w.device.type == "cpu"] if ops._C is not None else []
+        on_cpu = ([i for i, w in enumerate(self.tensors) if w.device.type == "cpu" and i not in skip]
+                  if ops._C is not None else [])
         if on_cpu:
             found = ops._C.alive_max_abs([self.tensors[i].detach() for i in on_cpu], [self.masks[i] for i in on_cpu])
             for i, v in zip(on_cpu, found):
@@ -182,7 +188,8 @@ class Layers:
 
     def with_masks(self, masks: list[torch.Tensor | None]) -> Layers:
         """The same layers with other masks (already validated by the caller)."""
-        return Layers(self.tensors, list(masks), self.names, self.kind, self.keys, self.scales, self.unchecked)
+        return Layers(self.tensors, list(masks), self.names, self.kind, self.keys, self.scales, self.unchecked,
+                      self.values_ok)
 
     def scaled(self) -> bool:
         return self.scales is not None and any(s is not None for s in self.scales)
@@ -195,9 +202,11 @@ class Layers:
         from .importance import check_scaled_products, scaled_importance
 
         tensors = [w if s is None else scaled_importance(w, s) for w, s in zip(self.tensors, self.scales)]
-        keys = Layers(tensors, self.masks, self.names, self.kind, self.keys, None, self.unchecked)
-        check_scaled_products(keys, [i for i, s in enumerate(self.scales) if s is not None])
-        return keys
+        made = [i for i, s in enumerate(self.scales) if s is not None]
+        keys = Layers(tensors, self.masks, self.names, self.kind, self.keys, None, self.unchecked, self.values_ok)
+        check_scaled_products(keys, made)
+        return Layers(tensors, self.masks, self.names, self.kind, self.keys, None, self.unchecked,
+                      self.values_ok | frozenset(made))
 
     def detached(self) -> list[torch.Tensor]:
         """The tensors without autograd history (views of the same memory), made once per Layers."""

@@ -208,3 +208,46 @@ def test_deferred_value_checks_name_the_first_bad_layer_and_come_before_backend_
         if backend not in lk.available_backends():
             with pytest.raises(ValueError, match="the tensor: importance has negative"):
                 lk.prune_masks(w[0], 0.5, importance=-w[0].abs() - 1, backend=backend)
+
+
+@pytest.mark.skipif("cpu" not in FAST, reason="C++ extension not built")
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_value_scan_finds_every_bad_value(dtype):
+    """The C++ scan of the importance check: the largest magnitude (inf for NaN/Inf) and a negative value, with
+    -0.0 not negative, against torch on every element."""
+    from lamp_kernels import ops
+
+    tiny = torch.finfo(dtype).smallest_normal / 4 if dtype != torch.bfloat16 else 1e-40
+    base = torch.rand(5000, generator=torch.Generator().manual_seed(7)).to(dtype)
+    cases = {"clean": base, "minus zero": base.clone().index_fill_(0, torch.tensor([17, 4999]), -0.0),
+             "tiny negative": base.clone().index_fill_(0, torch.tensor([4998]), -tiny),
+             "negative": base.clone().index_fill_(0, torch.tensor([0]), -1.0),
+             "nan": base.clone().index_fill_(0, torch.tensor([2500]), float("nan")),
+             "negative nan": base.clone().index_fill_(0, torch.tensor([2500]), -float("nan")),
+             "-inf": base.clone().index_fill_(0, torch.tensor([3]), -float("inf")),
+             "empty": base[:0], "one": base[:1]}
+    tops, negative = ops._C.value_scan(list(cases.values()))
+    for (label, t), top, neg in zip(cases.items(), tops, negative):
+        want_top = 0.0 if not t.numel() else float(t.double().abs().max()) if bool(torch.isfinite(t).all()) \
+            else float("inf")
+        assert top == want_top, label
+        signed = torch.signbit(t) & (t != 0)  # a NaN with its sign bit set counts as negative too
+        assert neg == bool(signed.any()), label
+
+
+@pytest.mark.skipif("cpu" not in FAST, reason="C++ extension not built")
+def test_checked_importance_is_not_read_again(monkeypatch):
+    """Importance tensors checked everywhere are not scanned a second time by Layers.check_values (the row,
+    bound, N:M and OWL paths): only magnitude keys are."""
+    from lamp_kernels import ops
+
+    scans = []
+    real = ops._C.alive_max_abs
+    monkeypatch.setattr(ops._C, "alive_max_abs", lambda ws, ms: scans.append(len(ws)) or real(ws, ms))
+    w = [torch.randn(16, 32), torch.randn(8, 8)]
+    imp = [x.abs() * 2 for x in w]
+    for kw in ({"granularity": "row"}, {"min_density": 0.2, "granularity": "row"}, {"nm": (2, 4)}):
+        lk.prune_masks(w, 0.5, importance=imp, backend="cpu", **kw)
+    assert scans == []
+    lk.prune_masks(w, 0.5, granularity="row", backend="cpu")  # magnitude keys: the weights are checked
+    assert scans == [2]

@@ -41,6 +41,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("row_value_window", &lamp::row_value_window, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores_by", &lamp::lamp_scores_by, py::call_guard<py::gil_scoped_release>());  // tests: one path
   m.def("alive_max_abs", &lamp::alive_max_abs, py::call_guard<py::gil_scoped_release>());
+  m.def("value_scan", &lamp::value_scan, py::call_guard<py::gil_scoped_release>());
   m.def("cuda_scan_emulation", &lamp::cuda_scan_emulation, py::call_guard<py::gil_scoped_release>());
   py::class_<CutSolver>(m, "CutSolver")
       .def(py::init<const std::vector<int64_t>&, const std::vector<at::Tensor>&, const std::vector<at::Tensor>&,

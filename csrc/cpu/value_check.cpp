@@ -1,5 +1,6 @@
 // The largest alive magnitude of every layer, in one read pass on the library's task pool: the NaN/Inf (and
-// fp64 range) check that lamp_scores runs before scoring CPU tensors. The same check as torch reductions
+// fp64 range) check that lamp_scores runs before scoring CPU tensors; and, in the same pass over every element,
+// whether one is negative (value_scan: the check of importance tensors). The same check as torch reductions
 // would make, without running torch's OpenMP threads, which spin for milliseconds after every parallel region
 // and take a core from the kernels that follow.
 //
@@ -9,26 +10,50 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include "float_keys.h"
 #include "layer_chunks.h"
 #include "task_pool.h"
+#include "vector_clones.h"
 
 namespace lamp {
 
 namespace {
 
-template <typename scalar_t>
-uint64_t max_key(const scalar_t* x, const bool* m, int64_t b, int64_t e) {
-  using K = Keys<scalar_t>;
-  typename K::key_t best = 0;
-  if (m) {
-    for (int64_t i = b; i < e; ++i) best = std::max(best, m[i] ? K::key(x[i]) : typename K::key_t{0});
-  } else {
-    for (int64_t i = b; i < e; ++i) best = std::max(best, K::key(x[i]));
+// One pass over x[0, n): the largest magnitude key of the alive elements (masked-out ones count as 0), and whether
+// some element, alive or not, has its sign bit set and a nonzero magnitude (a negative value, or a NaN with its
+// sign bit). Branch-free, so that it vectorises (compiled for AVX2 and the baseline, vector_clones.h); keys
+// compare as signed integers (they are below 2^(bits - 1)), which both have for 16- and 32-bit lanes.
+template <typename bits_t>
+inline void scan_bits_impl(const bits_t* x, const bool* m, int64_t n, uint64_t& top, bool& negative) {
+  using cmp_t = std::make_signed_t<bits_t>;
+  constexpr bits_t kMagnitude = static_cast<bits_t>(std::numeric_limits<bits_t>::max() >> 1);
+  constexpr int kSignBit = 8 * static_cast<int>(sizeof(bits_t)) - 1;
+  cmp_t best = 0;
+  bits_t signed_nonzero = 0;
+  const uint8_t* alive = reinterpret_cast<const uint8_t*>(m);
+  for (int64_t i = 0; i < n; ++i) {
+    const bits_t k = x[i] & kMagnitude;
+    const bits_t keep = m ? static_cast<bits_t>(0 - static_cast<bits_t>(alive[i] != 0)) : static_cast<bits_t>(~bits_t{0});
+    best = std::max(best, static_cast<cmp_t>(k & keep));
+    signed_nonzero |= static_cast<bits_t>((x[i] >> kSignBit) & static_cast<bits_t>(k != 0));
   }
-  return best;
+  top = std::max<uint64_t>(top, static_cast<uint64_t>(best));
+  negative = negative || signed_nonzero;
+}
+
+// One wrapper per key width: GCC's target_clones does not apply to templates.
+LAMP_VECTOR_CLONES void scan_bits(const uint16_t* x, const bool* m, int64_t n, uint64_t& top, bool& negative) {
+  scan_bits_impl(x, m, n, top, negative);
+}
+LAMP_VECTOR_CLONES void scan_bits(const uint32_t* x, const bool* m, int64_t n, uint64_t& top, bool& negative) {
+  scan_bits_impl(x, m, n, top, negative);
+}
+LAMP_VECTOR_CLONES void scan_bits(const uint64_t* x, const bool* m, int64_t n, uint64_t& top, bool& negative) {
+  scan_bits_impl(x, m, n, top, negative);
 }
 
 // Key of +Inf for each dtype.
@@ -41,29 +66,53 @@ uint64_t inf_key(at::ScalarType t) {
   }
 }
 
-}  // namespace
-
-std::vector<double> alive_max_abs(const std::vector<at::Tensor>& weights,
-                                  const std::vector<std::optional<at::Tensor>>& masks) {
+// Per layer, the largest alive magnitude (+inf for NaN/Inf; 0 if none) and, with `negative`, whether some element
+// is negative and nonzero.
+std::vector<double> scan_layers(const std::vector<at::Tensor>& weights,
+                                const std::vector<std::optional<at::Tensor>>& masks, std::vector<bool>* negative) {
   const size_t L = weights.size();
   const LayerChunks in(weights, masks);
   std::vector<uint64_t> task_max(in.tasks(), 0);
+  std::vector<char> task_negative(in.tasks(), 0);
   parallel_tasks(in.tasks(), max_workers(), [&](int64_t t, int) {
     const size_t i = in.layer_of(t);
     int64_t b, e;
     in.range(t, i, b, e);
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[i].scalar_type(), "alive_max_abs",
-                                    [&] { task_max[t] = max_key(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e); });
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[i].scalar_type(), "alive_max_abs", [&] {
+      using bits_t = typename Keys<scalar_t>::key_t;
+      const bits_t* x = reinterpret_cast<const bits_t*>(in.ws[i].data_ptr<scalar_t>());
+      const bool* m = in.mask(i);
+      bool neg = false;
+      scan_bits(x + b, m ? m + b : nullptr, e - b, task_max[t], neg);
+      task_negative[t] = neg;
+    });
   });
   std::vector<double> out(L, 0.0);  // an empty layer: 0
+  if (negative) negative->assign(L, false);
   for (size_t i = 0; i < L; ++i) {
     if (in.first[i] == in.first[i + 1]) continue;
     const uint64_t key = *std::max_element(task_max.begin() + in.first[i], task_max.begin() + in.first[i + 1]);
     const at::ScalarType t = in.ws[i].scalar_type();
     const int code = t == at::kBFloat16 ? kBF16 : t == at::kHalf ? kF16 : t == at::kFloat ? kF32 : kF64;
     out[i] = key >= inf_key(t) ? std::numeric_limits<double>::infinity() : key_value(code, static_cast<int64_t>(key));
+    if (negative)
+      (*negative)[i] = std::any_of(task_negative.begin() + in.first[i], task_negative.begin() + in.first[i + 1],
+                                   [](char c) { return c != 0; });
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<double> alive_max_abs(const std::vector<at::Tensor>& weights,
+                                  const std::vector<std::optional<at::Tensor>>& masks) {
+  return scan_layers(weights, masks, nullptr);
+}
+
+std::tuple<std::vector<double>, std::vector<bool>> value_scan(const std::vector<at::Tensor>& tensors) {
+  std::vector<bool> negative;
+  std::vector<double> top = scan_layers(tensors, std::vector<std::optional<at::Tensor>>(tensors.size()), &negative);
+  return {top, negative};
 }
 
 }  // namespace lamp
