@@ -5,8 +5,10 @@ Each entry is either
 
 - a tensor of its weight's shape, on its device, in a floating dtype: checked once (a wrong container,
   shape, device or dtype, or a NaN, Inf or negative value anywhere, masked entries included, raises; -0.0
-  counts as zero). The values take one min/max pass per layer, or, where prune_masks and layer_sparsities
-  run the plain selection on CPU tensors, no pass of their own: the summary pass reads them anyway and scans
+  counts as zero). The values take one read pass (on CPU tensors the C++ kernels' vectorised scan, which
+  also spares the selection its own check of the keys; a min/max per layer elsewhere), or, where
+  prune_masks and layer_sparsities run the plain selection on CPU tensors, no pass of their own: the
+  summary pass reads them anyway and scans
   them as it goes (``key_layers(defer_values=True)``, selection.summarize_layers), so a bad value raises
   before anything is returned, with the same message, naming the first bad layer. Deferred, the values of
   every layer are checked after the structure (container, shape, device, dtype, ColumnScaled scales) of
