@@ -27,7 +27,6 @@ import torch
 
 from . import ops
 from .rows import window_shift
-from .sorted_selection import _count_le
 
 _SAMPLED_MIN = 1 << 20  # fewer values: one pass with the whole range as the window collects them all
 _SAMPLE = 1 << 24  # order values computed for the sample, about
@@ -83,13 +82,23 @@ def _sampled_window(req: _Request) -> tuple[int, int] | None:
         pick_masks.append(None if m is None else m.reshape(r, cols)[::stride].contiguous())
         pick_rows.append(picks[-1].shape[0])
         scale.append(r / pick_rows[-1])
-    values = [v.reshape(r, v.numel() // r) for v, r in
-              zip(ops.row_order_values(picks, pick_masks, pick_rows, req.lamp), pick_rows)]
+    # The sampled rows of all layers of one width stacked into one tensor, with each row's layer: a count is
+    # one searchsorted per width, however many layers there are.
+    widths: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for i, (v, r) in enumerate(zip(ops.row_order_values(picks, pick_masks, pick_rows, req.lamp), pick_rows)):
+        rows_of_layer, layer_of_row = widths.setdefault(v.numel() // r, ([], []))
+        rows_of_layer.append(v.reshape(r, v.numel() // r))
+        layer_of_row.append(torch.full((r,), i, dtype=torch.int64))
     del picks, pick_masks
+    stacked = [(torch.cat(v), torch.cat(layer)) for v, layer in widths.values()]
     scale_t = torch.tensor(scale, dtype=torch.float64)
 
     def estimate(t: int) -> float:
-        return float(torch.clamp(_count_le(values, t) * scale_t, req.least, req.most).sum())
+        counts = torch.zeros(len(req.keys), dtype=torch.int64)
+        for v, layer in stacked:
+            probe = torch.full((v.shape[0], 1), t, dtype=torch.int64)
+            counts.index_add_(0, layer, torch.searchsorted(v, probe, right=True).reshape(-1))
+        return float(torch.clamp(counts * scale_t, req.least, req.most).sum())
 
     def first_reaching(target: float) -> int:  # the smallest t with estimate(t) >= target (_TOP if none)
         lo, hi = 0, _TOP
