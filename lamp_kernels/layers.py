@@ -181,6 +181,23 @@ class Layers:
             out[i] = float(a.max()) if bool(torch.isfinite(a).all()) else math.inf
         return out
 
+    def check_fp64_rows(self, rows: list[int]) -> None:
+        """LAMP within each of a layer's rows squares that row's values: a float64 row whose largest alive |value|
+        is nonzero but below 2^-496 would sum squares that underflow to 0 -> ValueError naming the layer and
+        the row (check_values looks at each layer's largest value only)."""
+        for i, (w, m, r) in enumerate(zip(self.tensors, self.masks, rows)):
+            if w.dtype != torch.float64 or r <= 1 or not w.numel():
+                continue
+            a = w.detach().abs().reshape(r, -1)
+            if m is not None:
+                a = torch.where(m.reshape(r, -1), a, torch.zeros((), dtype=a.dtype, device=a.device))
+            top = a.amax(1)
+            bad = torch.nonzero((top > 0) & (top < 1.0 / MAGNITUDE_LIMIT)).reshape(-1)
+            if bad.numel():
+                row = int(bad[0])
+                raise ValueError(f"{self.names[i]}: the largest value of row {row}, {float(top[row]):g}, is below "
+                                 "2^-496; its square leaves float64's normal range (LAMP per row sums them)")
+
     def check_fp64_range(self, i: int, max_abs: float) -> None:
         if max_abs >= MAGNITUDE_LIMIT or 0.0 < max_abs < 1.0 / MAGNITUDE_LIMIT:
             raise ValueError(f"{self.names[i]}: largest |w| = {max_abs:g} is outside [2^-496, 2^496); "

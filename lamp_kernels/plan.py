@@ -29,6 +29,7 @@ import torch
 from . import allocation, backends, importance, nm, ops, owl, reference, selection, sorted_selection, streamed_selection
 from .layers import Layers, pruned_count
 from .options import GLOBAL_METHODS, Options, rows_of
+from .rows import masked_per_row
 
 
 @dataclass
@@ -78,14 +79,15 @@ def _per_group(keys: Layers, fn, *extra) -> list:
     return out
 
 
-def _masked_per_row(mask: torch.Tensor | None, rows: int, cols: int, device) -> torch.Tensor:
-    if mask is None:
-        return torch.zeros(rows, dtype=torch.int64, device=device)
-    return (~mask.reshape(rows, cols)).sum(1)
+def _check_rows(keys: Layers, method, options: Options) -> None:
+    """LAMP per row squares each row's values: float64 rows within range (Layers.check_fp64_rows)."""
+    if options.granularity == "row" and method == "lamp":
+        keys.check_fp64_rows(_unit_rows(keys, options))
 
 
 def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_set) -> Units:
     keys.check_values()
+    _check_rows(keys, method, options)
     rows = _unit_rows(keys, options)
     shapes = [tuple(w.shape) for w in keys.tensors]
     if method not in GLOBAL_METHODS:  # a budget at row granularity: Wanda's per-row rule with layer sparsities
@@ -93,14 +95,16 @@ def _unit_counts(keys: Layers, sparsity: float, method, options: Options, ops_se
         counts = []
         for w, m, r, ratio in zip(keys.tensors, keys.masks, rows, ratios):
             cols = w.numel() // r if r else 0
-            counts.append(torch.clamp(_masked_per_row(m, r, cols, w.device), min=pruned_count(ratio, cols)))
+            counts.append(torch.clamp(masked_per_row(m, r, w.numel(), w.device), min=pruned_count(ratio, cols)))
         return Units(rows, counts)
     sizes = keys.numels()
     k = pruned_count(sparsity, sum(sizes))
     least, most = allocation.prune_bounds(sizes, options.min_density, options.max_density)
     allocation.check_bounds(keys.names, sizes, keys.masked_counts(), k, least, most)
     nonempty = [i for i, n in enumerate(sizes) if n]
-    if streamed_selection.runs_on(keys.tensors, ops_set):  # the order values recomputed, never all kept
+    if not nonempty:
+        chosen = []
+    elif streamed_selection.runs_on(keys.tensors, ops_set):  # the order values recomputed, never all kept
         chosen = streamed_selection.select_counts(
             [keys.tensors[i] for i in nonempty], [keys.masks[i] for i in nonempty], [rows[i] for i in nonempty],
             method == "lamp", k, [least[i] for i in nonempty], [most[i] for i in nonempty])
@@ -142,6 +146,7 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
     if isinstance(chosen, backends.ReferenceBackend):
         _check_group(method, options, group)
         keys.check_values()
+        _check_rows(keys, method, options)
         return reference.prune_masks_with(keys, sparsity, method, options)
     on_summaries = _bounds_on_summaries(keys, method, options, chosen)
     keys, method = _prepared(keys, sparsity, method, options, group, on_summaries)
@@ -161,6 +166,7 @@ def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, 
     if isinstance(chosen, backends.ReferenceBackend):
         _check_group(method, options, group)
         keys.check_values()
+        _check_rows(keys, method, options)
         _, counts = reference.select_with(keys, sparsity, method, options)
         return [sum(c) for c in counts], keys.numels()
     on_summaries = _bounds_on_summaries(keys, method, options, chosen)
@@ -180,6 +186,7 @@ def scores(keys: Layers, options: Options, chosen: backends.Backend, float64: bo
     if options.granularity == "layer":
         return chosen.scores(keys, float64)
     keys.check_values()
+    _check_rows(keys, "lamp", options)
     rows = _unit_rows(keys, options)
     if isinstance(chosen, backends.ReferenceBackend):
         dtype = torch.float64 if float64 else torch.float32

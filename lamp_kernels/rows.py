@@ -23,6 +23,13 @@ from .kernels_torch import magnitude_keys
 _CHUNK = 1 << 22
 
 
+def masked_per_row(mask: torch.Tensor | None, rows: int, numel: int, device=None) -> torch.Tensor:
+    """Masked-out elements in each of a layer's rows (int64 [rows]; zeros without a mask)."""
+    if mask is None:
+        return torch.zeros(rows, dtype=torch.int64, device=device)
+    return (~mask.reshape(rows, numel // rows if rows else 0)).sum(1)
+
+
 def _unit_ranges(numel: int, rows: int) -> list[range]:
     cols = numel // rows if rows else 0
     return [range(r * cols, (r + 1) * cols) for r in range(rows)]
@@ -92,15 +99,15 @@ def row_value_window_ref(keys: list[torch.Tensor], masks: list[torch.Tensor | No
     shift = window_shift(lo, hi, buckets)
     le_lo, le_hi, inside, hist = [], [], [], []
     for values, r in zip(row_order_values_ref(keys, masks, rows, lamp), rows):
-        units = values.cpu().reshape(r, values.numel() // r if r else 0)
+        units = values.reshape(r, values.numel() // r if r else 0)
         le_lo.append((units <= lo).sum(1))
         le_hi.append((units <= hi).sum(1))
         found = units[(units > lo) & (units <= hi)]  # row-major: unit by unit, ascending in each
         inside.append(found)
-        h = torch.zeros(buckets, dtype=torch.int64)
+        h = torch.zeros(buckets, dtype=torch.int64, device=values.device)
         if buckets:
             h.index_add_(0, (found - lo - 1) >> shift, torch.ones_like(found))
         hist.append(h)
     if sum(f.numel() for f in inside) > limit:
-        inside = [torch.empty(0, dtype=torch.int64) for _ in inside]
+        inside = [f[:0] for f in inside]
     return le_lo, le_hi, inside, torch.stack(hist) if hist else torch.empty(0, buckets, dtype=torch.int64)

@@ -26,12 +26,12 @@ from __future__ import annotations
 import torch
 
 from . import ops
-from .rows import window_shift
+from .rows import masked_per_row, window_shift
 
 _SAMPLED_MIN = 1 << 20  # fewer values: one pass with the whole range as the window collects them all
 _SAMPLE = 1 << 24  # order values computed for the sample, about
 _MARGIN = 256  # the estimated window spans the threshold's estimated rank -+ n / _MARGIN
-_BUCKETS = 4096
+_BUCKETS = 4096  # at least 2, so that each narrowing pass shrinks the window
 _TOP = (1 << 63) - 1  # above every order value
 
 
@@ -43,12 +43,6 @@ def runs_on(tensors: list[torch.Tensor], kernels) -> bool:
 
 def _limit(n: int) -> int:
     return max(1 << 20, n // 64)
-
-
-def _masked_rows(mask: torch.Tensor | None, rows: int, numel: int) -> torch.Tensor:
-    if mask is None:
-        return torch.zeros(rows, dtype=torch.int64)
-    return (~mask.reshape(rows, numel // rows if rows else 0)).sum(1)
 
 
 class _Request:
@@ -170,9 +164,13 @@ def select_counts(keys: list[torch.Tensor], masks: list[torch.Tensor | None], ro
     values of ops.row_order_values(keys, masks, rows, lamp), which are never all kept. Every layer must hold at
     least one row; bounds must be feasible (allocation.check_bounds)."""
     req = _Request(keys, masks, rows, lamp, k, least, most)
-    masked_rows = [_masked_rows(m, r, w.numel()) for w, m, r in zip(keys, masks, rows)]
+    masked_rows = [masked_per_row(m, r, w.numel()) for w, m, r in zip(keys, masks, rows)]
     masked = torch.stack([c.sum() for c in masked_rows])
     req.k = max(k, int(torch.maximum(masked, req.least).sum()))
+    most_pruned = req.f(torch.tensor([w.numel() for w in keys], dtype=torch.int64))
+    if most_pruned < req.k:  # the callers check the bounds first (allocation.check_bounds)
+        raise ValueError(f"streamed_selection: {req.k} elements cannot be pruned within the bounds (at most "
+                         f"{most_pruned})")
     if int(req.least.sum()) >= req.k or req.f(masked) >= req.k:  # T = 0: only masked-out elements are at or below
         return _split(req, [torch.zeros_like(c) for c in masked_rows], masked_rows)
     lo, hi = 0, _TOP  # f(lo) < k <= f(hi), narrowed pass by pass

@@ -121,7 +121,7 @@ def test_row_value_window_matches_twin(dtype, per_row):
         ops._C.row_value_window(layers, masks, n_rows, True, 5, 5, 10, 0)
 
 
-def _random_units(g, dtypes=(torch.float32, torch.bfloat16, torch.float16)):
+def _random_units(g, dtypes=(torch.float32, torch.bfloat16, torch.float16, torch.float64)):
     """Layers of random shapes as units (rows), some with few distinct values, some masked."""
     keys, masks, n_rows = [], [], []
     for _ in range(int(torch.randint(1, 6, (1,), generator=g))):
@@ -189,6 +189,46 @@ def test_streamed_selection_on_one_value_repeated(monkeypatch):
     for k in (0, 1, 7, 25, 31, 59, 60, 61, 80):
         _same(streamed_selection.select_counts(keys, [None, None], [6, 4], False, k),
               sorted_selection.select_counts(values, k), f"k={k}")
+
+
+def test_streamed_selection_edges():
+    """More to prune than the bounds allow: a clear error (the callers check bounds first); no elements at all:
+    empty masks, as on the reference."""
+    w = torch.randn(3, 4, generator=torch.Generator().manual_seed(2))
+    with pytest.raises(ValueError, match="cannot be pruned within the bounds"):
+        streamed_selection.select_counts([w], [None], [3], True, 13)
+    with pytest.raises(ValueError, match="at most 2"):
+        streamed_selection.select_counts([w], [None], [3], True, 5, [0], [2])
+    empty = torch.empty(0, 4)
+    for backend in ("cpu", "reference"):
+        assert lk.prune_masks([empty], 0.5, granularity="row", backend=backend)[0].shape == (0, 4)
+
+
+def test_row_kernels_check_mask_sizes():
+    w = torch.randn(4, 1000)
+    for bad in (torch.ones(4, dtype=torch.bool), torch.ones(4, 1000, dtype=torch.uint8)):
+        with pytest.raises(RuntimeError, match="mask must be bool with its layer's number of elements"):
+            ops._C.row_value_window([w], [bad], [4], True, 0, 1 << 62, 10, 4)
+        with pytest.raises(RuntimeError, match="mask must be bool"):
+            ops._C.row_order_values([w], [bad], [4], True)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_fp64_rows_whose_squares_underflow_raise(backend):
+    """LAMP per row squares each row's values: a float64 row of values below 2^-496 (whose layer's largest value
+    is in range) raises naming the layer and row, for masks, counts and scores alike; magnitude per row and
+    LAMP per layer do not square within the row and accept it."""
+    w = torch.tensor([[1.0, 2.0, 3.0], [1e-320, 2e-320, 3e-320]], dtype=torch.float64)
+    calls = [lambda: lk.prune_masks([w], 0.3, granularity="row", backend=backend),
+             lambda: lk.layer_sparsities([w], 0.3, granularity="row", backend=backend),
+             lambda: lk.lamp_scores([w], granularity="row", backend=backend)]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"layer 0: the largest value of row 1, .* is below 2\^-496"):
+            call()
+    masked = torch.tensor([[True] * 3, [False] * 3])  # the tiny row masked out: fine
+    assert int((~lk.prune_masks([w], 0.5, granularity="row", masks=[masked], backend=backend)[0]).sum()) == 3
+    lk.prune_masks([w], 0.5, "global", granularity="row", backend=backend)
+    lk.prune_masks([w], 0.5, backend=backend)
 
 
 def test_cpu_row_selection_is_streamed(monkeypatch):

@@ -66,10 +66,16 @@ std::vector<at::Tensor> contiguous_all(const std::vector<at::Tensor>& ts) {
   return out;
 }
 
-std::vector<at::Tensor> contiguous_masks(const std::vector<std::optional<at::Tensor>>& masks, size_t n) {
-  TORCH_CHECK(masks.size() == n, "row kernels: one mask (or None) per layer");
+std::vector<at::Tensor> contiguous_masks(const std::vector<std::optional<at::Tensor>>& masks,
+                                         const std::vector<at::Tensor>& ws) {
+  TORCH_CHECK(masks.size() == ws.size(), "row kernels: one mask (or None) per layer");
   std::vector<at::Tensor> out;
-  for (const auto& m : masks) out.push_back(m.has_value() && m->defined() ? m->contiguous() : at::Tensor());
+  for (size_t i = 0; i < masks.size(); ++i) {
+    const auto& m = masks[i];
+    out.push_back(m.has_value() && m->defined() ? m->contiguous() : at::Tensor());
+    TORCH_CHECK(!out.back().defined() || (out.back().scalar_type() == at::kBool && out.back().numel() == ws[i].numel()),
+                "row kernels: a mask must be bool with its layer's number of elements");
+  }
   return out;
 }
 
@@ -216,7 +222,7 @@ inline double u128_times_pow2(u128 v, int exp2) {
 // M^2 2^(2e) is (M^2 << 2(e - e0)) 2^(2 e0), e0 the lowest exponent of a nonzero key, and the sum of n of them
 // has at most bits(M^2) + 2(e1 - e0) + bits(n) bits (e1 the highest exponent). ok is false when that could
 // exceed 127 bits (in a row of 2048: more than 33 binades between the smallest and the largest nonzero fp32 key,
-// 49 for bf16) or for fp64 keys. Zero keys come first in the order and score 0. each(emit) gives every
+// 49 for bf16), for fp64 keys, or when not wanted. Zero keys come first in the order and score 0. each(emit) gives every
 // position's score from the top down; with a table, the suffix sums are kept (16 bytes per position) and
 // score(j) gives any position's score alone.
 template <typename scalar_t>
@@ -229,8 +235,10 @@ struct NarrowSums {
   int e0 = 0;
   bool ok = false;
 
-  NarrowSums(const std::vector<key_t>& sorted, std::vector<u128>* suffix_table) : keys(sorted), table(suffix_table) {
+  NarrowSums(const std::vector<key_t>& sorted, std::vector<u128>* suffix_table, bool wanted = true)
+      : keys(sorted), table(suffix_table) {
     if constexpr (code != kF64) {
+      if (!wanted) return;
       constexpr int kSquareBits = code == kF32 ? 48 : code == kF16 ? 22 : 16;
       const size_t n = keys.size();
       first = std::upper_bound(keys.begin(), keys.end(), 0) - keys.begin();
@@ -356,7 +364,7 @@ std::vector<at::Tensor> row_order_values(const std::vector<at::Tensor>& keys,
                                          const std::vector<std::optional<at::Tensor>>& masks,
                                          const std::vector<int64_t>& rows, bool lamp) {
   const auto ws = contiguous_all(keys);
-  const auto ms = contiguous_masks(masks, ws.size());
+  const auto ms = contiguous_masks(masks, ws);
   const auto units = make_units(ws, rows);
   std::vector<at::Tensor> outs;
   for (const auto& w : ws) outs.push_back(at::empty({w.numel()}, w.options().dtype(at::kLong)));
@@ -378,7 +386,7 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Ten
   TORCH_CHECK(0 <= lo && lo < hi, "row_value_window: needs 0 <= lo < hi");
   TORCH_CHECK(limit >= 0 && buckets >= 0, "row_value_window: limit and buckets must be >= 0");
   const auto ws = contiguous_all(keys);
-  const auto ms = contiguous_masks(masks, ws.size());
+  const auto ms = contiguous_masks(masks, ws);
   const auto units = make_units(ws, rows);
   const size_t L = ws.size();
   std::vector<at::Tensor> le_lo, le_hi;
@@ -409,15 +417,15 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Ten
     thread_local std::vector<int64_t> kept_values;
     UnitBuffer<u128> own_suffix;
     UnitBuffer<int64_t> own_values;
-    const NarrowSums<scalar_t> narrow(sorted, lamp ? &own_suffix.pick(kept_suffix, n) : nullptr);
+    const NarrowSums<scalar_t> narrow(sorted, &own_suffix.pick(kept_suffix, n), lamp);
     std::vector<int64_t>& values = own_values.pick(kept_values, n);
-    const bool all = lamp && !narrow.ok;
-    if (all) {
+    const bool all_values = lamp && !narrow.ok;
+    if (all_values) {
       values.resize(n);
       unit_order_values<scalar_t>(sorted, true, values.data());
     }
     auto value = [&](int64_t j) {
-      if (all) return values[j];
+      if (all_values) return values[j];
       return order_value(lamp ? narrow.score(j) : key_value(Keys<scalar_t>::code, static_cast<int64_t>(sorted[j])));
     };
     auto first_above = [&](int64_t from, int64_t t) {  // the first position from `from` whose value exceeds t
@@ -435,23 +443,23 @@ std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Ten
     const int64_t row = U.begin / U.size;
     le_lo[U.layer].data_ptr<int64_t>()[row] = order.masked + a;
     le_hi[U.layer].data_ptr<int64_t>()[row] = order.masked + b;
-    const bool keep = b > a && collected.fetch_add(b - a) + (b - a) <= limit;
-    if (keep) runs[first_row[U.layer] + row].resize(b - a);
+    const bool keep_run = b > a && collected.fetch_add(b - a) + (b - a) <= limit;
+    if (keep_run) runs[first_row[U.layer] + row].resize(b - a);
     int64_t* h = buckets ? hist.data_ptr<int64_t>() + U.layer * buckets : nullptr;
-    for (int64_t j = a; (keep || h) && j < b; ++j) {
+    for (int64_t j = a; (keep_run || h) && j < b; ++j) {
       const int64_t v = value(j);
       if (h) __atomic_fetch_add(h + (static_cast<uint64_t>(v - lo - 1) >> shift), 1, __ATOMIC_RELAXED);
-      if (keep) runs[first_row[U.layer] + row][j - a] = v;
+      if (keep_run) runs[first_row[U.layer] + row][j - a] = v;
     }
   });
-  const bool kept = collected.load() <= limit;
+  const bool all_kept = collected.load() <= limit;
   std::vector<at::Tensor> inside;
   for (size_t i = 0; i < L; ++i) {
     int64_t total = 0;
-    for (int64_t r = first_row[i]; kept && r < first_row[i + 1]; ++r) total += static_cast<int64_t>(runs[r].size());
+    for (int64_t r = first_row[i]; all_kept && r < first_row[i + 1]; ++r) total += static_cast<int64_t>(runs[r].size());
     inside.push_back(at::empty({total}, at::kLong));
     int64_t* out = inside.back().data_ptr<int64_t>();
-    for (int64_t r = first_row[i]; kept && r < first_row[i + 1]; ++r) {
+    for (int64_t r = first_row[i]; all_kept && r < first_row[i + 1]; ++r) {
       out = std::copy(runs[r].begin(), runs[r].end(), out);
       std::vector<int64_t>().swap(runs[r]);
     }
@@ -463,7 +471,7 @@ std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
                                         const std::vector<std::optional<at::Tensor>>& masks,
                                         const std::vector<int64_t>& rows, bool float64) {
   const auto ws = contiguous_all(keys);
-  const auto ms = contiguous_masks(masks, ws.size());
+  const auto ms = contiguous_masks(masks, ws);
   const auto units = make_units(ws, rows);
   std::vector<at::Tensor> outs;
   // at::empty, each unit zeroed by its own task (masked-out and zero weights score 0): at::zeros would run on
@@ -491,7 +499,7 @@ std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
                                       const std::vector<std::optional<at::Tensor>>& masks,
                                       const std::vector<int64_t>& rows, const std::vector<at::Tensor>& counts) {
   const auto ws = contiguous_all(keys);
-  const auto ms = contiguous_masks(masks, ws.size());
+  const auto ms = contiguous_masks(masks, ws);
   const auto units = make_units(ws, rows);
   TORCH_CHECK(counts.size() == ws.size(), "row_cut_masks: one count tensor per layer");
   std::vector<at::Tensor> cs;
