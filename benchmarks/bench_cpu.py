@@ -7,7 +7,8 @@ read and write at least, copied in chunks of at most 512 MiB between buffers all
 is put next to the machine's copy speed measured in the same run. Extra memory is the peak resident memory of a
 first call in a fresh process, beyond what was resident before and the outputs it returns.
 
-Prints a table and writes the rows to benchmarks/results/cpu-<date>.json, with the machine's load average
+Prints a table and writes the rows to benchmarks/results/cpu-<date>.json (cpu-<date>-<commit>.json when another
+commit's run of that day is there), with the machine's load average
 before and after the run (figures are only comparable on a quiet machine).
 Usage: python benchmarks/bench_cpu.py [--quick] [--skip-llama] [--only NAME ...]
 """
@@ -248,6 +249,8 @@ def main():
               "load_average_before": load_before, "load_average_after": load_average(), "cases": rows}
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"cpu-{record['date']}.json"
+    if path.exists() and json.loads(path.read_text()).get("commit") != record["commit"]:
+        path = RESULTS / f"cpu-{record['date']}-{record['commit']}.json"  # another commit's run of the day stays
     path.write_text(json.dumps(record, indent=1) + "\n")
     print(f"{record['device']}, torch {record['torch']}, commit {record['commit']}, "
           f"1-minute load {load_before} before, {record['load_average_after']} after")
