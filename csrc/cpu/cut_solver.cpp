@@ -322,11 +322,12 @@ void CutSolver::build_groups(Layer& L, const at::Tensor& gathered) {
       G.exact = static_cast<int>(L.sums_above.size());
       L.sums_above.push_back(above);
     }
-    ExactSum t = above;
-    add_square(t, G.value);
-    G.smax = lamp_score(G.value, t.to_double());
-    add_square_multiple(above, G.value, static_cast<uint64_t>(G.count));
-    G.smin = lamp_score(G.value, above.to_double());
+    // The group's first element scores against above + v^2, its last against above + count v^2 (exact sums:
+    // added in any order, the same value); `above` grows in place, no copy of it per group.
+    add_square(above, G.value);
+    G.smax = lamp_score(G.value, above.to_double());
+    if (G.count > 1) add_square_multiple(above, G.value, static_cast<uint64_t>(G.count - 1));
+    G.smin = G.count > 1 ? lamp_score(G.value, above.to_double()) : G.smax;
   }
   L.group_cum.assign(L.groups.size() + 1, 0);
   for (size_t i = 0; i < L.groups.size(); ++i) L.group_cum[i + 1] = L.group_cum[i] + L.groups[i].count;
