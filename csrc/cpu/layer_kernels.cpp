@@ -18,6 +18,7 @@
 
 #include "float_keys.h"
 #include "huge_pages.h"
+#include "radix_sort.h"
 #include "scaled_keys.h"
 #include "summaries.h"
 #include "task_pool.h"
@@ -114,10 +115,24 @@ at::Tensor concat_finds(std::vector<std::vector<int64_t>>& found, int64_t total)
   return out;
 }
 
+// Keys of up to 31 bits (every dtype but fp64) in parts of more than kRadixKeys take the packed radix sort
+// (radix_sort.h: the high digits that candidate keys share are skipped); others std::sort.
+constexpr int64_t kRadixKeys = 256;
+
 void sort_layers(at::Tensor& t, const std::vector<int64_t>& offset) {
   int64_t* o = t.data_ptr<int64_t>();
-  parallel_tasks(static_cast<int64_t>(offset.size()) - 1, max_workers(),
-                 [&](int64_t i, int) { std::sort(o + offset[i], o + offset[i + 1]); });
+  parallel_tasks(static_cast<int64_t>(offset.size()) - 1, max_workers(), [&](int64_t i, int) {
+    int64_t* b = o + offset[i];
+    const int64_t n = offset[i + 1] - offset[i];
+    if (n <= kRadixKeys || *std::max_element(b, b + n) >= (int64_t{1} << 31)) {
+      std::sort(b, b + n);
+      return;
+    }
+    std::vector<uint64_t> packed(n), scratch(n);
+    for (int64_t j = 0; j < n; ++j) packed[j] = static_cast<uint64_t>(b[j]) << 32;
+    const uint64_t* sorted = radix_sort_packed(packed.data(), scratch.data(), static_cast<size_t>(n), 31);
+    for (int64_t j = 0; j < n; ++j) b[j] = static_cast<int64_t>(sorted[j] >> 32);
+  });
 }
 
 // The cut pass: keep/prune for every element of many layers, in at most two parallel regions (one more
