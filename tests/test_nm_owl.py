@@ -137,7 +137,9 @@ def test_cpu_owl_statistics_equal_the_torch_ones(dtype):
         for j, a in enumerate(alive):
             assert owl._combine(sums[j], dtype) == owl.exact_sum(a)
             assert owl._layer_sum(ws[j], ms[j]) == owl.exact_sum(a)
-            for threshold in (0.0, float(a.double().median()), float(a.double().max()), 1e-3):
+            top, mid = float(a.double().max()), float(a.double().median())
+            for threshold in (0.0, mid, top, 1e-3, math.nextafter(mid, 0.0), math.nextafter(mid, math.inf),
+                              math.nextafter(top, math.inf), 1e300, -1.0, math.nan):
                 want = owl.count_above(a, threshold)
                 assert int(ops._C.count_above([ws[j]], [ms[j]], [threshold])[0]) == want
                 assert owl._layer_count_above(ws[j], ms[j], threshold) == want
