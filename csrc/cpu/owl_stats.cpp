@@ -6,8 +6,9 @@
 // Exact sum: every float is M 2^(max(e, 1) - bias - mantissa bits), M its integer significand and e its
 // exponent field, so per exponent field the significands add up as integers; the caller combines the fields
 // exactly. M < 2^53 is split into halves below 2^27 and 2^26, so the int64 sums of up to 2^31 elements cannot
-// overflow. Each task adds into kCopies interleaved tables: consecutive elements usually share an exponent,
-// and one table would make every add wait for the previous one's store.
+// overflow (below 2^26, every dtype but fp64, one add of the whole significand; see add_significands). Each
+// task adds into kCopies interleaved tables: consecutive elements usually share an exponent, and one table
+// would make every add wait for the previous one's store.
 #include "owl_stats.h"
 
 #include <algorithm>
@@ -63,26 +64,56 @@ LayerChunks checked_chunks(const std::vector<at::Tensor>& weights,
   return LayerChunks(weights, masks);
 }
 
+// Adds the significands of x[b, e) (alive ones) into out = [high halves][low halves] per exponent field.
+// Significands below 2^26 (every dtype but fp64) go whole into the low half, and a task keeps per exponent
+// field one int64 slot packing the count (from bit kCountShift) with the sum of the stored mantissa bits: one add
+// per element, the implicit leading bit added as count << man_bits when the task is done. kCopies tables, each
+// element going to the next one in turn (unrolled), so that consecutive elements of one exponent do not wait
+// on each other's stores (measured on fp32 keys: 1.35 -> 0.52 ns per element).
 template <typename scalar_t>
 void add_significands(const scalar_t* x, const bool* m, int64_t b, int64_t e, int64_t* out) {
   using F = FloatFormat<scalar_t>;
   constexpr int E = 1 << F::exp_bits;
   constexpr uint64_t kMan = (uint64_t{1} << F::man_bits) - 1;
-  std::vector<int64_t> t(2 * E * kCopies, 0);  // [copy][half][e]; on the heap: 128 KiB for fp64
-  for (int64_t i = b; i < e; ++i) {
-    if (m && !m[i]) continue;
-    const uint64_t k = Keys<scalar_t>::key(x[i]);
-    const uint64_t ex = k >> F::man_bits, mm = (k & kMan) | (ex ? kMan + 1 : 0);
-    int64_t* c = t.data() + (i % kCopies) * 2 * E;
-    if constexpr (F::man_bits < kLowHalf) {  // M < 2^26: all of it in the low half, one add
-      c[E + ex] += static_cast<int64_t>(mm);
-    } else {
+  if constexpr (F::man_bits < kLowHalf) {
+    constexpr int kCountShift = F::man_bits + 18;  // mantissa sums of a task's <= 2^18 elements stay below it
+    static_assert(LayerChunks::kChunk <= (int64_t{1} << 18) && kCountShift + 19 < 63);
+    std::vector<uint64_t> t(E * kCopies, 0);  // [copy][e]
+    auto add = [&](uint64_t* c, int64_t i) {
+      const uint64_t k = Keys<scalar_t>::key(x[i]), alive = m ? static_cast<uint64_t>(m[i]) : 1;
+      c[k >> F::man_bits] += ((k & kMan) + (uint64_t{1} << kCountShift)) * alive;
+    };
+    uint64_t *c0 = t.data(), *c1 = c0 + E, *c2 = c1 + E, *c3 = c2 + E;
+    static_assert(kCopies == 4);
+    int64_t i = b;
+    for (; i + 4 <= e; i += 4) {
+      add(c0, i);
+      add(c1, i + 1);
+      add(c2, i + 2);
+      add(c3, i + 3);
+    }
+    for (; i < e; ++i) add(c0, i);
+    for (int ex = 0; ex < E; ++ex) {
+      uint64_t count = 0, mantissas = 0;
+      for (int c = 0; c < kCopies; ++c) {
+        count += t[c * E + ex] >> kCountShift;
+        mantissas += t[c * E + ex] & ((uint64_t{1} << kCountShift) - 1);
+      }
+      out[E + ex] += static_cast<int64_t>(mantissas + (ex ? count << F::man_bits : 0));
+    }
+  } else {
+    std::vector<int64_t> t(2 * E * kCopies, 0);  // [copy][half][e]; on the heap: 128 KiB for fp64
+    for (int64_t i = b; i < e; ++i) {
+      if (m && !m[i]) continue;
+      const uint64_t k = Keys<scalar_t>::key(x[i]);
+      const uint64_t ex = k >> F::man_bits, mm = (k & kMan) | (ex ? kMan + 1 : 0);
+      int64_t* c = t.data() + (i % kCopies) * 2 * E;
       c[ex] += static_cast<int64_t>(mm >> kLowHalf);
       c[E + ex] += static_cast<int64_t>(mm & ((uint64_t{1} << kLowHalf) - 1));
     }
+    for (int c = 0; c < kCopies; ++c)
+      for (int j = 0; j < 2 * E; ++j) out[j] += t[c * 2 * E + j];
   }
-  for (int c = 0; c < kCopies; ++c)
-    for (int j = 0; j < 2 * E; ++j) out[j] += t[c * 2 * E + j];
 }
 
 // |x| > t compared as keys: with f1 the largest value of the dtype at or below t (t >= 0, finite x), |x| > t
