@@ -156,7 +156,23 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
     if _uses_units(method, options):
         units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
         return _per_group(keys, chosen.unit_ops().row_cut_masks, units.rows, units.counts)
-    return chosen.masks(keys, sparsity, method, group)
+    met = _budget_already_met(keys, sparsity, method, group)
+    return met if met is not None else chosen.masks(keys, sparsity, method, group)
+
+
+def _budget_already_met(keys: Layers, sparsity: float, method, group) -> list[torch.Tensor] | None:
+    """A budget method each of whose layers has at least its count masked out already (2:4 at 50%, say):
+    the keep masks are the alive masks, and no selection runs; the values are checked as the selection would.
+    None otherwise."""
+    if method in GLOBAL_METHODS or group is not None:
+        return None
+    targets = allocation.layer_counts(method, [tuple(w.shape) for w in keys.tensors], sparsity)
+    if any(t > m for t, m in zip(targets, keys.masked_counts())):
+        return None
+    keys = importance.checked(keys)
+    keys.check_values()
+    return [torch.ones(w.shape, dtype=torch.bool, device=w.device) if m is None else m.clone()
+            for w, m in zip(keys.tensors, keys.masks)]
 
 
 def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,

@@ -94,6 +94,28 @@ def test_nm_through_prune_masks(backend):
                 assert sum(int((~m).sum()) for m in got) >= round(s * 160) - 2
 
 
+def test_budget_already_met_by_the_pattern_runs_no_selection(monkeypatch):
+    """2:4 at 50% with a budget method: every layer already prunes its share, so the masks are the pattern's and
+    no selection runs (the backend's masks are not called); the same masks as the reference, and bad values
+    still raise."""
+    from lamp_kernels import backends
+
+    g = torch.Generator().manual_seed(9)
+    w = [torch.randn(8, 16, generator=g), torch.randn(4, 8, generator=g)]
+    imp = [x.abs() * torch.rand(x.shape[1], generator=g) for x in w]
+    want = lk.prune_masks(w, 0.5, "uniform", importance=imp, nm=(2, 4), backend="reference")
+    monkeypatch.setattr(backends.SummaryBackend, "masks", None)
+    got = lk.prune_masks(w, 0.5, "uniform", importance=imp, nm=(2, 4), backend="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+    assert all(a is not b for a, b in zip(got, lk.prune_masks(w, 0.5, "uniform", nm=(2, 4), backend="cpu")))
+    bad = [w[0].clone(), w[1]]
+    bad[0][3, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        lk.prune_masks(bad, 0.5, "uniform", nm=(2, 4), backend="cpu")
+    with pytest.raises(TypeError):  # more than the pattern's share: the selection runs (and is patched out)
+        lk.prune_masks(w, 0.6, "uniform", nm=(2, 4), backend="cpu")
+
+
 def test_nm_errors():
     with pytest.raises(ValueError, match="rows of 6 weights do not split into groups of 4"):
         lk.prune_masks([torch.randn(3, 6)], 0.5, nm=(2, 4))
