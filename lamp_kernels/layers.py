@@ -235,7 +235,8 @@ class Layers:
         return [w.numel() for w in self.tensors]
 
     def masked_counts(self) -> list[int]:
-        return [0 if m is None else int(m.numel() - m.sum()) for m in self.masks]
+        # count_nonzero, not sum: torch sums a bool tensor through an int64 copy of it (8 bytes per element)
+        return [0 if m is None else m.numel() - int(torch.count_nonzero(m)) for m in self.masks]
 
     def pack(self, values: Sequence[Any]) -> Any:
         """Per-layer results back in the caller's container."""

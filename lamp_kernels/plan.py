@@ -149,6 +149,7 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
         _check_rows(keys, method, options)
         return reference.prune_masks_with(keys, sparsity, method, options)
     on_summaries = _bounds_on_summaries(keys, method, options, chosen)
+    given = [m for m in keys.masks if m is not None]
     keys, method = _prepared(keys, sparsity, method, options, group, on_summaries)
     if on_summaries:
         return selection.layer_masks(keys, sparsity, method, group, densities=(options.min_density,
@@ -156,14 +157,14 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
     if _uses_units(method, options):
         units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
         return _per_group(keys, chosen.unit_ops().row_cut_masks, units.rows, units.counts)
-    met = _budget_already_met(keys, sparsity, method, group)
+    met = _budget_already_met(keys, sparsity, method, group, given)
     return met if met is not None else chosen.masks(keys, sparsity, method, group)
 
 
-def _budget_already_met(keys: Layers, sparsity: float, method, group) -> list[torch.Tensor] | None:
+def _budget_already_met(keys: Layers, sparsity: float, method, group, given: list[torch.Tensor]):
     """A budget method each of whose layers has at least its count masked out already (2:4 at 50%, say):
-    the keep masks are the alive masks, and no selection runs; the values are checked as the selection would.
-    None otherwise."""
+    the keep masks are the alive masks (those the call made itself, such as N:M's, returned as they are; the
+    caller's copied), and no selection runs; the values are checked as the selection would. None otherwise."""
     if method in GLOBAL_METHODS or group is not None:
         return None
     targets = allocation.layer_counts(method, [tuple(w.shape) for w in keys.tensors], sparsity)
@@ -171,8 +172,9 @@ def _budget_already_met(keys: Layers, sparsity: float, method, group) -> list[to
         return None
     keys = importance.checked(keys)
     keys.check_values()
-    return [torch.ones(w.shape, dtype=torch.bool, device=w.device) if m is None else m.clone()
-            for w, m in zip(keys.tensors, keys.masks)]
+    callers = {id(m) for m in given}
+    return [torch.ones(w.shape, dtype=torch.bool, device=w.device) if m is None else
+            m.clone() if id(m) in callers else m for w, m in zip(keys.tensors, keys.masks)]
 
 
 def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,

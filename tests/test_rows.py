@@ -204,6 +204,18 @@ def test_streamed_selection_edges():
         assert lk.prune_masks([empty], 0.5, granularity="row", backend=backend)[0].shape == (0, 4)
 
 
+def test_masked_per_row_counts():
+    """The C++ per-row count of masked-out entries against torch: rows longer and shorter than a vector, a
+    64-row block boundary, one row, no rows, no columns."""
+    g = torch.Generator().manual_seed(12)
+    for r, c in [(130, 37), (1, 5000), (64, 1), (3, 0), (0, 0), (200, 64)]:
+        m = torch.rand(r, c, generator=g) < 0.6
+        assert torch.equal(rows.masked_per_row(m, r, r * c), (~m).sum(1)), (r, c)
+        assert torch.equal(ops._C.masked_per_row([m.reshape(-1)], [r])[0], (~m).sum(1)), (r, c)
+    with pytest.raises(RuntimeError, match="bool masks whose rows divide their size"):
+        ops._C.masked_per_row([torch.ones(7, dtype=torch.bool)], [2])
+
+
 def test_row_kernels_check_mask_sizes():
     w = torch.randn(4, 1000)
     for bad in (torch.ones(4, dtype=torch.bool), torch.ones(4, 1000, dtype=torch.uint8)):

@@ -39,6 +39,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("row_lamp_scores", &lamp::row_lamp_scores, py::call_guard<py::gil_scoped_release>());
   m.def("row_cut_masks", &lamp::row_cut_masks, py::call_guard<py::gil_scoped_release>());
   m.def("row_value_window", &lamp::row_value_window, py::call_guard<py::gil_scoped_release>());
+  m.def("masked_per_row", &lamp::masked_per_row, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores_by", &lamp::lamp_scores_by, py::call_guard<py::gil_scoped_release>());  // tests: one path
   m.def("alive_max_abs", &lamp::alive_max_abs, py::call_guard<py::gil_scoped_release>());
   m.def("value_scan", &lamp::value_scan, py::call_guard<py::gil_scoped_release>());

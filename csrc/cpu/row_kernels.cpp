@@ -520,4 +520,31 @@ std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
   return outs;
 }
 
+std::vector<at::Tensor> masked_per_row(const std::vector<at::Tensor>& masks, const std::vector<int64_t>& rows) {
+  TORCH_CHECK(rows.size() == masks.size(), "masked_per_row: one row count per mask");
+  std::vector<at::Tensor> ms, outs;
+  for (size_t i = 0; i < masks.size(); ++i) {
+    ms.push_back(masks[i].contiguous());
+    TORCH_CHECK(ms[i].scalar_type() == at::kBool && rows[i] >= 0 && (rows[i] ? ms[i].numel() % rows[i] == 0
+                                                                              : ms[i].numel() == 0),
+                "masked_per_row: bool masks whose rows divide their size");
+    outs.push_back(at::empty({rows[i]}, at::kLong));
+  }
+  std::vector<std::pair<size_t, int64_t>> blocks;  // (mask, first row) of every 64 rows
+  for (size_t i = 0; i < ms.size(); ++i)
+    for (int64_t r = 0; r < rows[i]; r += 64) blocks.emplace_back(i, r);
+  parallel_tasks(static_cast<int64_t>(blocks.size()), max_workers(), [&](int64_t t, int) {
+    const auto [i, r0] = blocks[t];
+    const int64_t cols = rows[i] ? ms[i].numel() / rows[i] : 0;
+    const uint8_t* m = reinterpret_cast<const uint8_t*>(ms[i].data_ptr<bool>());
+    int64_t* out = outs[i].data_ptr<int64_t>();
+    for (int64_t r = r0; r < std::min(rows[i], r0 + 64); ++r) {
+      uint32_t alive = 0;  // bools are 0 or 1: a byte sum the compiler vectorises (a row has < 2^31 elements)
+      for (int64_t j = 0; j < cols; ++j) alive += m[r * cols + j];
+      out[r] = cols - alive;
+    }
+  });
+  return outs;
+}
+
 }  // namespace lamp

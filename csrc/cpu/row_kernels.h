@@ -18,6 +18,8 @@ std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
 std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
                                       const std::vector<std::optional<at::Tensor>>& masks,
                                       const std::vector<int64_t>& rows, const std::vector<at::Tensor>& counts);
+// Per mask, its masked-out (false) entries in each of its `rows` rows: int64 [rows].
+std::vector<at::Tensor> masked_per_row(const std::vector<at::Tensor>& masks, const std::vector<int64_t>& rows);
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor> row_value_window(
     const std::vector<at::Tensor>& keys, const std::vector<std::optional<at::Tensor>>& masks,
     const std::vector<int64_t>& rows, bool lamp, int64_t lo, int64_t hi, int64_t limit, int64_t buckets);
