@@ -72,8 +72,9 @@ class Layers:
     # defer_values=True leaves them to the summary pass of the plain CPU selection (selection.summarize_layers),
     # and importance.checked() checks them for every other path.
     unchecked: frozenset[int] = frozenset()
-    # Layers whose values are known to pass check_values (importance tensors checked everywhere, masked entries
-    # included, and column-scaled importances checked as they were made): check_values does not read them again.
+    # Layers whose values are known to be finite and >= 0 (importance tensors checked everywhere, masked entries
+    # included, and column-scaled importances checked as they were made): check_values does not read them again,
+    # except float64 ones (their range check is on the alive values).
     values_ok: frozenset[int] = frozenset()
     _detached: list[torch.Tensor] | None = None
 
@@ -144,7 +145,10 @@ class Layers:
     def check_values(self, skip_cuda: bool = False) -> None:
         """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise.
         skip_cuda: leave CUDA layers to kernels that check inside a pass they make anyway (no host sync)."""
-        skip = {i for i, w in enumerate(self.tensors) if skip_cuda and w.device.type == "cuda"} | self.values_ok
+        # values_ok layers are not read again, but float64 ones are: the range check is on the alive values,
+        # which the importance check (over every entry) does not bound from below
+        known = {i for i in self.values_ok if self.tensors[i].dtype != torch.float64}
+        skip = {i for i, w in enumerate(self.tensors) if skip_cuda and w.device.type == "cuda"} | known
         if len(skip) == len(self.tensors):
             return
         for i, max_abs in enumerate(self.alive_max_abs(skip)):

@@ -44,6 +44,8 @@ class Units:
 
 
 def _prepare(keys: Layers, sparsity: float, method, options: Options):
+    if method == "owl":  # OWL's statistics sum the keys: NaN/Inf ones raise here, as in the selection
+        keys.check_values()
     if options.nm is not None:
         keys = keys.with_masks(nm.nm_masks(keys.tensors, keys.masks, keys.names, *options.nm))
     if method == "owl":
@@ -165,16 +167,23 @@ def _budget_already_met(keys: Layers, sparsity: float, method, group, given: lis
     """A budget method each of whose layers has at least its count masked out already (2:4 at 50%, say):
     the keep masks are the alive masks (those the call made itself, such as N:M's, returned as they are; the
     caller's copied), and no selection runs; the values are checked as the selection would. None otherwise."""
-    if method in GLOBAL_METHODS or group is not None:
+    # Not for column-scaled keys (unmade here: the selection checks their products) nor float64 ones (the
+    # selection's range check has its own message): the selection runs, so errors stay the same.
+    if method in GLOBAL_METHODS or group is not None or keys.scaled() or any(
+            w.dtype == torch.float64 for w in keys.tensors):
         return None
-    targets = allocation.layer_counts(method, [tuple(w.shape) for w in keys.tensors], sparsity)
+    try:
+        targets = allocation.layer_counts(method, [tuple(w.shape) for w in keys.tensors], sparsity)
+    except ValueError:  # an infeasible budget: the selection reports it, after the values
+        return None
     if any(t > m for t, m in zip(targets, keys.masked_counts())):
         return None
     keys = importance.checked(keys)
     keys.check_values()
     callers = {id(m) for m in given}
     return [torch.ones(w.shape, dtype=torch.bool, device=w.device) if m is None else
-            m.clone() if id(m) in callers else m for w, m in zip(keys.tensors, keys.masks)]
+            m.clone(memory_format=torch.contiguous_format) if id(m) in callers else m
+            for w, m in zip(keys.tensors, keys.masks)]
 
 
 def pruned_counts(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,

@@ -251,3 +251,37 @@ def test_checked_importance_is_not_read_again(monkeypatch):
     assert scans == []
     lk.prune_masks(w, 0.5, granularity="row", backend="cpu")  # magnitude keys: the weights are checked
     assert scans == [2]
+
+
+@pytest.mark.skipif("cpu" not in FAST, reason="C++ extension not built")
+def test_float64_importance_range_is_checked_on_the_alive_values():
+    """A float64 importance whose alive values all lie below 2^-496 raises even when a masked-out entry is large
+    (the importance check, over every entry, does not bound the alive ones from below)."""
+    w = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    imp = torch.full((4, 4), 1e-200, dtype=torch.float64)
+    imp[0, 0] = 1.0
+    m = torch.ones(4, 4, dtype=torch.bool)
+    m[0, 0] = False
+    with pytest.raises(ValueError, match="outside"):
+        lk.lamp_scores([w], [m], importance=[imp], backend="cpu")
+    with pytest.raises(ValueError, match="outside"):
+        lk.prune_masks([w], 0.5, masks=[m], importance=[imp], granularity="row", backend="cpu")
+
+
+@pytest.mark.skipif("cpu" not in FAST, reason="C++ extension not built")
+def test_budget_shortcut_keeps_the_selections_errors():
+    """Where the masks already meet a budget, the values are still checked as the selection checks them:
+    column-scaled products past float32, NaN weights before an infeasible uniform_plus, and OWL's NaN weights."""
+    big = lk.ColumnScaled(torch.full((4,), 3e38))
+    with pytest.raises(ValueError, match="ColumnScaled importance"):
+        lk.prune_masks([torch.full((4, 4), 10.0)], 0.0, "uniform", importance=[big], backend="cpu")
+    nan = torch.randn(4, 4)
+    nan[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="layer 1 has NaN or Inf weights"):
+        lk.prune_masks([torch.randn(4, 1, 2, 2), nan], 1.0, "uniform_plus", backend="cpu")
+    with pytest.raises(ValueError, match="layer 1 has NaN or Inf weights"):
+        lk.prune_masks([torch.randn(4, 4), nan], 0.5, "owl", backend="cpu")
+    caller = torch.rand(8, 4) > 0.5  # already prunes more than 20%: returned as a contiguous copy
+    caller[:, 0] = False
+    got = lk.prune_masks([torch.randn(4, 8)], 0.2, "uniform", masks=[caller.t()], backend="cpu")[0]
+    assert got.is_contiguous() and torch.equal(got, caller.t()) and got.data_ptr() != caller.data_ptr()

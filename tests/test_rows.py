@@ -214,6 +214,8 @@ def test_masked_per_row_counts():
         assert torch.equal(ops._C.masked_per_row([m.reshape(-1)], [r])[0], (~m).sum(1)), (r, c)
     with pytest.raises(RuntimeError, match="bool masks whose rows divide their size"):
         ops._C.masked_per_row([torch.ones(7, dtype=torch.bool)], [2])
+    odd = torch.tensor([[2, 0, 1, 255]], dtype=torch.uint8).view(torch.bool)  # any nonzero byte is true
+    assert ops._C.masked_per_row([odd.reshape(-1)], [1])[0].tolist() == [1]
 
 
 def test_row_kernels_check_mask_sizes():

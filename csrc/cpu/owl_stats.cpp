@@ -79,8 +79,9 @@ void add_significands(const scalar_t* x, const bool* m, int64_t b, int64_t e, in
     constexpr int kCountShift = F::man_bits + 18;  // mantissa sums of a task's <= 2^18 elements stay below it
     static_assert(LayerChunks::kChunk <= (int64_t{1} << 18) && kCountShift + 19 < 63);
     std::vector<uint64_t> t(E * kCopies, 0);  // [copy][e]
+    const uint8_t* alive_bytes = reinterpret_cast<const uint8_t*>(m);
     auto add = [&](uint64_t* c, int64_t i) {
-      const uint64_t k = Keys<scalar_t>::key(x[i]), alive = m ? static_cast<uint64_t>(m[i]) : 1;
+      const uint64_t k = Keys<scalar_t>::key(x[i]), alive = m ? static_cast<uint64_t>(alive_bytes[i] != 0) : 1;
       c[k >> F::man_bits] += ((k & kMan) + (uint64_t{1} << kCountShift)) * alive;
     };
     uint64_t *c0 = t.data(), *c1 = c0 + E, *c2 = c1 + E, *c3 = c2 + E;
@@ -147,7 +148,7 @@ inline int64_t count_keys_over_impl(const bits_t* x, const bool* m, int64_t n, u
   int64_t count = 0;
   if (m) {
     const uint8_t* alive = reinterpret_cast<const uint8_t*>(m);
-    for (int64_t i = 0; i < n; ++i) count += alive[i] & (static_cast<cmp_t>(x[i] & kMagnitude) > c);
+    for (int64_t i = 0; i < n; ++i) count += (alive[i] != 0) & (static_cast<cmp_t>(x[i] & kMagnitude) > c);
   } else {
     for (int64_t i = 0; i < n; ++i) count += static_cast<cmp_t>(x[i] & kMagnitude) > c;
   }

@@ -539,8 +539,8 @@ std::vector<at::Tensor> masked_per_row(const std::vector<at::Tensor>& masks, con
     const uint8_t* m = reinterpret_cast<const uint8_t*>(ms[i].data_ptr<bool>());
     int64_t* out = outs[i].data_ptr<int64_t>();
     for (int64_t r = r0; r < std::min(rows[i], r0 + 64); ++r) {
-      uint32_t alive = 0;  // bools are 0 or 1: a byte sum the compiler vectorises (a row has < 2^31 elements)
-      for (int64_t j = 0; j < cols; ++j) alive += m[r * cols + j];
+      uint32_t alive = 0;  // a row has < 2^31 elements; any nonzero byte is true, as torch reads it
+      for (int64_t j = 0; j < cols; ++j) alive += m[r * cols + j] != 0;
       out[r] = cols - alive;
     }
   });
