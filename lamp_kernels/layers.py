@@ -6,6 +6,7 @@ results in the caller's container. Inputs are never modified.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
@@ -72,9 +73,9 @@ class Layers:
     # defer_values=True leaves them to the summary pass of the plain CPU selection (selection.summarize_layers),
     # and importance.checked() checks them for every other path.
     unchecked: frozenset[int] = frozenset()
-    # Layers whose values are known to be finite and >= 0 (importance tensors checked everywhere, masked entries
-    # included, and column-scaled importances checked as they were made): check_values does not read them again,
-    # except float64 ones (their range check is on the alive values).
+    # Layers whose alive values are known to be finite (importance tensors checked everywhere, masked entries
+    # included; column-scaled importances checked as they were made; layers through values_checked):
+    # check_values does not read them again, except float64 ones (their range check is on the alive values).
     values_ok: frozenset[int] = frozenset()
     _detached: list[torch.Tensor] | None = None
 
@@ -141,6 +142,11 @@ class Layers:
                 raise ValueError(f"{name}: mask shape {tuple(m.shape)} != weight shape {tuple(w.shape)}")
             if m.device != w.device:
                 raise ValueError(f"{name}: mask is on {m.device}, weight on {w.device}")
+
+    def values_checked(self) -> Layers:
+        """check_values, and the same layers marked so that later checks do not read them again."""
+        self.check_values()
+        return dataclasses.replace(self, values_ok=frozenset(range(len(self.tensors))))
 
     def check_values(self, skip_cuda: bool = False) -> None:
         """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise.

@@ -44,8 +44,8 @@ class Units:
 
 
 def _prepare(keys: Layers, sparsity: float, method, options: Options):
-    if method == "owl":  # OWL's statistics sum the keys: NaN/Inf ones raise here, as in the selection
-        keys.check_values()
+    if method == "owl":  # OWL's statistics sum the keys: NaN/Inf ones raise here, not again in the selection
+        keys = keys.values_checked()
     if options.nm is not None:
         keys = keys.with_masks(nm.nm_masks(keys.tensors, keys.masks, keys.names, *options.nm))
     if method == "owl":

@@ -13,7 +13,7 @@ bounds least_i <= pruned_i <= most_i. Output: per layer the number of weights pr
     2. layer i prunes clamp(#{< T}) plus, in layer order, its share of the remaining k at value T;
     3. inside a layer, a count between #{< T} and #{<= T} is split over rows by taking the elements equal
        to T row by row; a count clamped outside that range is split by the same selection run on that
-       layer alone (its own T).
+       layer alone (its own T) (split_at_threshold, which streamed_selection shares).
 
 Pure torch on the values' device: CPU and CUDA alike, and testable without a GPU.
 """
@@ -108,15 +108,29 @@ def _threshold(values: list[torch.Tensor], k: int, least: torch.Tensor, most: to
     return lo
 
 
-def _split_rows(v: torch.Tensor, t: int, pruned: int) -> torch.Tensor:
-    """Row counts of a layer pruning `pruned` elements, everything below t and then elements equal to t in
-    row order (requires #{< t} <= pruned <= #{<= t})."""
-    probe = torch.full((v.shape[0], 1), t, dtype=torch.int64, device=v.device)
-    lt = torch.searchsorted(v, probe).reshape(-1)
-    eq = torch.searchsorted(v, probe, right=True).reshape(-1) - lt
-    extra = pruned - int(lt.sum())
-    before = torch.cumsum(eq, 0) - eq
-    return lt + torch.clamp(extra - before, min=0).minimum(eq)
+def split_at_threshold(lt_rows: list[torch.Tensor], eq_rows: list[torch.Tensor], k: int, least: torch.Tensor,
+                       most: torch.Tensor, alone) -> list[torch.Tensor]:
+    """Per layer, pruned per row at the threshold T, given each row's #{< T} and #{== T}: layer i prunes
+    clamp(#{< T}) plus, in layer order, its share of the rest of k at T, taking the elements equal to T row by
+    row; a layer whose count a bound moved outside [#{< T}, #{<= T}] takes alone(i, count), its own selection.
+    Shared with streamed_selection."""
+    lt = torch.stack([c.sum().to(least.device) for c in lt_rows])
+    le = lt + torch.stack([c.sum().to(least.device) for c in eq_rows])
+    below = torch.clamp(lt, least, most).tolist()
+    upto = torch.clamp(le, least, most).tolist()
+    lt, le = lt.tolist(), le.tolist()
+    need = k - sum(below)
+    out = []
+    for i, (lt_i, eq_i) in enumerate(zip(lt_rows, eq_rows)):
+        take = min(need, upto[i] - below[i])
+        need -= take
+        pruned = below[i] + take
+        if lt[i] <= pruned <= le[i]:  # everything below T, then the elements equal to T row by row
+            before = torch.cumsum(eq_i, 0) - eq_i
+            out.append(lt_i + torch.clamp(pruned - lt[i] - before, min=0).minimum(eq_i))
+        else:  # a bound moved this layer's count: its own selection decides which elements
+            out.append(alone(i, pruned))
+    return out
 
 
 def select_counts(values: list[torch.Tensor], k: int, least: list[int] | None = None,
@@ -131,18 +145,10 @@ def select_counts(values: list[torch.Tensor], k: int, least: list[int] | None = 
     masked = _count_le(values, 0)
     k = max(k, int(torch.maximum(masked, least_t).sum()))
     t = _threshold(values, k, least_t, most_t)
-    lt, le = _count_le(values, t - 1), _count_le(values, t)
-    below = torch.clamp(lt, least_t, most_t).tolist()
-    upto = torch.clamp(le, least_t, most_t).tolist()
-    lt, le = lt.tolist(), le.tolist()
-    need = k - sum(below)
-    rows = []
-    for i, v in enumerate(values):
-        take = min(need, upto[i] - below[i])
-        need -= take
-        pruned = below[i] + take
-        if lt[i] <= pruned <= le[i]:
-            rows.append(_split_rows(v, t, pruned))
-        else:  # a bound moved this layer's count: its own selection decides which elements
-            rows.append(select_counts([v], pruned)[0])
-    return rows
+    lt_rows, eq_rows = [], []
+    for v in values:
+        probe = torch.full((v.shape[0], 1), t, dtype=torch.int64, device=v.device)
+        lt_rows.append(torch.searchsorted(v, probe).reshape(-1))
+        eq_rows.append(torch.searchsorted(v, probe, right=True).reshape(-1) - lt_rows[-1])
+    return split_at_threshold(lt_rows, eq_rows, k, least_t, most_t,
+                              lambda i, pruned: select_counts([values[i]], pruned)[0])

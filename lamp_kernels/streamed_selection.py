@@ -27,6 +27,7 @@ import torch
 
 from . import ops
 from .rows import masked_per_row, window_shift
+from .sorted_selection import split_at_threshold
 
 _SAMPLED_MIN = 1 << 20  # fewer values: one pass with the whole range as the window collects them all
 _SAMPLE = 1 << 24  # order values computed for the sample, about
@@ -110,24 +111,9 @@ def _sampled_window(req: _Request) -> tuple[int, int] | None:
 
 
 def _split(req: _Request, lt_rows: list[torch.Tensor], eq_rows: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per layer, pruned per row at the threshold whose #{< T} and #{== T} per row are given (select_counts)."""
-    lt = torch.stack([c.sum() for c in lt_rows])
-    le = lt + torch.stack([c.sum() for c in eq_rows])
-    below = torch.clamp(lt, req.least, req.most).tolist()
-    upto = torch.clamp(le, req.least, req.most).tolist()
-    lt, le = lt.tolist(), le.tolist()
-    need = req.k - sum(below)
-    out = []
-    for i in range(len(req.keys)):
-        take = min(need, upto[i] - below[i])
-        need -= take
-        pruned = below[i] + take
-        if lt[i] <= pruned <= le[i]:  # everything below T, then the elements equal to T row by row
-            before = torch.cumsum(eq_rows[i], 0) - eq_rows[i]
-            out.append(lt_rows[i] + torch.clamp(pruned - lt[i] - before, min=0).minimum(eq_rows[i]))
-        else:  # a bound moved this layer's count: its own selection decides which elements
-            out.append(select_counts([req.keys[i]], [req.masks[i]], [req.rows[i]], req.lamp, pruned)[0])
-    return out
+    """Per layer, pruned per row at the threshold whose #{< T} and #{== T} per row are given."""
+    return split_at_threshold(lt_rows, eq_rows, req.k, req.least, req.most, lambda i, pruned: select_counts(
+        [req.keys[i]], [req.masks[i]], [req.rows[i]], req.lamp, pruned)[0])
 
 
 def _narrowed(req: _Request, lo: int, hi: int, le_lo: list[torch.Tensor], hist: torch.Tensor) -> tuple[int, int]:
