@@ -98,6 +98,29 @@ def test_parallel_chunks_agree_with_serial():
     assert torch.equal(ops.apply_cuts([w], [None], [key], [30000])[0], kernels_torch.apply_cut_ref(w, None, key, 30000))
 
 
+def test_fp32_histogram_edges():
+    """The fp32 histogram's vector loop (eight elements at a time) and its scalar tail against the twin: every
+    length mod 8, keys at the ends of the packed fields (low bits 0 and 0x7FFF, zeros, -0.0, subnormals, the
+    largest finite), masks, and one bin taking more than a flush window (2^22 elements) of the largest low
+    bits."""
+    g = torch.Generator().manual_seed(11)
+    edges = torch.tensor([0x00000000, 0x80000000, 0x00000001, 0x007FFFFF, 0x3F800000, 0x3F807FFF, 0xBF807FFF,
+                          0x7F7FFFFF, 0xFF7F8000], dtype=torch.int64).to(torch.int32).view(torch.float32)
+    for n in range(4097, 4097 + 9):
+        w = torch.randn(n, generator=g) * torch.logspace(-30, 30, n)
+        w[torch.randint(0, n, (n // 3,), generator=g)] = edges[torch.randint(0, len(edges), (n // 3,), generator=g)]
+        for mask in (None, torch.rand(n, generator=g) > 0.3):
+            got = ops._C.bin_summaries([w, w.flip(0)], [mask, mask])
+            want = kernels_torch.bin_summaries_ref([w, w.flip(0)], [mask, mask])
+            assert all(torch.equal(a, b) for a, b in zip(got, want)), n
+            assert all(torch.equal(a, b) for a, b in zip(ops._C.bin_summaries_scanned([w], [mask])[:4],
+                                                         kernels_torch.bin_summaries_ref([w], [mask])))
+    one_bin = torch.full(((1 << 22) + 13,), 0x3F807FFF, dtype=torch.int32).view(torch.float32)
+    one_bin[::5] = torch.tensor(0x3F800000, dtype=torch.int32).view(torch.float32)
+    assert all(torch.equal(a, b) for a, b in zip(ops._C.bin_summaries([one_bin], [None]),
+                                                 kernels_torch.bin_summaries_ref([one_bin], [None])))
+
+
 def test_many_tiny_layers_cost_their_size():
     """10,000 layers of 9 weights: sparse summaries (at most 9 entries each, never the dtype's 2^16 bins), one
     exact selection, the reference's masks. (Time and memory: benchmarks/bench_many_layers.py.)"""

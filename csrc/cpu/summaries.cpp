@@ -26,6 +26,10 @@
 #include "task_pool.h"
 #include "vector_clones.h"
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
+
 namespace lamp {
 
 namespace {
@@ -179,6 +183,65 @@ LAMP_VECTOR_CLONES void scan_bins(const uint64_t* x, const bool* m, int64_t n, i
   widen_bins_impl<true>(x, m, n, shift, touched);
 }
 
+// fp32 elements x[0, n) (m: alive flags, or none) into a worker's packed two-slot bins (layout above), the
+// same additions as add_to_histogram's scalar loop, 8 elements at a time with AVX2 where the CPU has it.
+// Each element's two slots are one aligned 16-byte pair, so it costs one 128-bit load-add-store instead of
+// two scalar ones; its keys, low bits, squares and bin offsets come from 256-bit operations on all eight.
+// The pair, as 32-bit words (little-endian): (l, 2^8, l^2, 0) -- slot 0 gets 2^40 + l, slot 1 l^2 < 2^30;
+// a masked-out element's words are all zero. Measured on a Llama MLP layer of Wanda-like fp32 importance:
+// 1.3 -> 0.87 ns per element (one thread); the histogram is the same to the bit (tested against the scalar
+// loop and kernels_torch).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define LAMP_AVX2_HISTOGRAM 1
+__attribute__((target("avx2"))) void add_f32_pairs_avx2(const float* x, const bool* m, int64_t n, int64_t* h) {
+  const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), low = _mm256_set1_epi32(0x7FFF),
+                count = _mm256_set1_epi32(1 << 8), pair = _mm256_set1_epi32(~15), zero = _mm256_setzero_si256();
+  alignas(32) uint32_t offset[8];  // byte offsets of the eight elements' slot pairs: bin * 16
+  char* base = reinterpret_cast<char*>(h);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256i k = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), magnitude);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_and_si256(_mm256_srli_epi32(k, 11), pair));
+    __m256i l = _mm256_and_si256(k, low), c = count;
+    if (m) {  // eight flags -> eight 32-bit lanes, all ones where dead
+      const __m256i flags = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m + i)));
+      const __m256i dead = _mm256_cmpeq_epi32(flags, zero);
+      l = _mm256_andnot_si256(dead, l);
+      c = _mm256_andnot_si256(dead, c);
+    }
+    const __m256i l2 = _mm256_mullo_epi32(l, l);
+    // words of elements (0, 1 | 4, 5) and (2, 3 | 6, 7) interleaved, then one pair per element and 128-bit lane
+    const __m256i a = _mm256_unpacklo_epi32(l, c), b = _mm256_unpacklo_epi32(l2, zero);
+    const __m256i d = _mm256_unpackhi_epi32(l, c), e = _mm256_unpackhi_epi32(l2, zero);
+    const __m256i p04 = _mm256_unpacklo_epi64(a, b), p15 = _mm256_unpackhi_epi64(a, b);
+    const __m256i p26 = _mm256_unpacklo_epi64(d, e), p37 = _mm256_unpackhi_epi64(d, e);
+    auto add = [&](int j, __m128i v) {
+      __m128i* slot = reinterpret_cast<__m128i*>(base + offset[j]);
+      _mm_storeu_si128(slot, _mm_add_epi64(_mm_loadu_si128(slot), v));
+    };
+    add(0, _mm256_castsi256_si128(p04));
+    add(1, _mm256_castsi256_si128(p15));
+    add(2, _mm256_castsi256_si128(p26));
+    add(3, _mm256_castsi256_si128(p37));
+    add(4, _mm256_extracti128_si256(p04, 1));
+    add(5, _mm256_extracti128_si256(p15, 1));
+    add(6, _mm256_extracti128_si256(p26, 1));
+    add(7, _mm256_extracti128_si256(p37, 1));
+  }
+  for (; i < n; ++i) {  // the last few, as the scalar loop adds them
+    const uint64_t k = Keys<float>::key(x[i]), l = k & 0x7FFF, alive = !m || m[i] ? 1 : 0;
+    int64_t* slot = h + static_cast<size_t>(k >> 15) * 2;
+    slot[0] += static_cast<int64_t>((kPackedCount | l) * alive);
+    slot[1] += static_cast<int64_t>(l * l * alive);
+  }
+}
+
+inline bool avx2_histogram() {
+  static const bool has = __builtin_cpu_supports("avx2");
+  return has;
+}
+#endif
+
 // Adds elements [b, e) of one layer into a worker's histogram h (layout above), a block at a time. Sums are
 // exact integers, so any split of a layer into ranges, added in any order, gives the same totals. Widens
 // `touched` to (a superset of) the bins it added to; kScan: and keeps the largest raw bit pattern (scan_bins).
@@ -206,7 +269,14 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
   };
   for (int64_t i0 = b; i0 < e; i0 += kBlock) {
     const int64_t i1 = std::min(e, i0 + kBlock);
-    if (m) {  // two loops, so the unmasked one reads no mask
+    bool added = false;
+#ifdef LAMP_AVX2_HISTOGRAM
+    if constexpr (code == kF32) {
+      if ((added = avx2_histogram())) add_f32_pairs_avx2(x + i0, m ? m + i0 : nullptr, i1 - i0, h);
+    }
+#endif
+    if (added) {
+    } else if (m) {  // two loops, so the unmasked one reads no mask
       if constexpr (code == kF64) {  // four limb adds per element: skipping the masked-out ones pays
         for (int64_t i = i0; i < i1; ++i)
           if (m[i]) add(i, 1);
