@@ -160,6 +160,35 @@ struct KeyCut {
   }
 };
 
+// Masks written from keys: out[i] = alive and key >= lo, for the blocks of cut_range wholly before or after its
+// tie-crossing block. A loop of its own per key width, compiled for AVX2 and the baseline (vector_clones.h):
+// the fp32 cut pass was compute-bound in the baseline's emulated unsigned comparisons (measured on a Llama
+// MLP layer of fp32 importance, one thread: see keep_from's caller).
+template <typename bits_t>
+inline void keep_at_least_impl(const bits_t* x, const bool* m, int64_t n, bits_t lo, bool* out) {
+  constexpr bits_t kMagnitude = static_cast<bits_t>(std::numeric_limits<bits_t>::max() >> 1);
+  if (m) {
+    for (int64_t i = 0; i < n; ++i) out[i] = m[i] & (static_cast<bits_t>(x[i] & kMagnitude) >= lo);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<bits_t>(x[i] & kMagnitude) >= lo;
+  }
+}
+LAMP_VECTOR_CLONES void keep_at_least(const uint16_t* x, const bool* m, int64_t n, uint16_t lo, bool* out) {
+  keep_at_least_impl(x, m, n, lo, out);
+}
+LAMP_VECTOR_CLONES void keep_at_least(const uint32_t* x, const bool* m, int64_t n, uint32_t lo, bool* out) {
+  keep_at_least_impl(x, m, n, lo, out);
+}
+LAMP_VECTOR_CLONES void keep_at_least(const uint64_t* x, const bool* m, int64_t n, uint64_t lo, bool* out) {
+  keep_at_least_impl(x, m, n, lo, out);
+}
+
+// cut_range's sink when it writes a mask (out[i] = keep): its whole blocks go through keep_at_least.
+struct MaskSink {
+  bool* out;
+  void operator()(int64_t i, bool keep) const { out[i] = keep; }
+};
+
 template <typename scalar_t>
 int64_t count_equal(const scalar_t* x, const bool* m, int64_t b, int64_t e, typename Keys<scalar_t>::key_t tie) {
   using K = Keys<scalar_t>;
@@ -180,7 +209,9 @@ int64_t cut_range(const scalar_t* x, const bool* m, int64_t b, int64_t e, const 
   using K = Keys<scalar_t>;
   using key_t = typename K::key_t;
   auto keep_from = [&](int64_t i0, int64_t i1, key_t lo) {  // branch-free
-    if (m) {
+    if constexpr (std::is_same_v<Sink, MaskSink>) {
+      keep_at_least(reinterpret_cast<const key_t*>(x) + i0, m ? m + i0 : nullptr, i1 - i0, lo, sink.out + i0);
+    } else if (m) {
       for (int64_t i = i0; i < i1; ++i) sink(i, m[i] & (K::key(x[i]) >= lo));
     } else {
       for (int64_t i = i0; i < i1; ++i) sink(i, K::key(x[i]) >= lo);
@@ -315,15 +346,15 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
           static_assert(sizeof(bits_t) == sizeof(scalar_t));
           uint32_t lo, width;
           if (bool* o = out[i]; o && candidate_bins(i, lo, width)) {
-            constexpr int64_t kBlock = 8192;  // cut, then scanned for candidates while in L1
+            constexpr int64_t kBlock = 2048;  // cut, then scanned for candidates while in L1
             int64_t r = rank[t];
             for (int64_t s0 = b; s0 < e; s0 += kBlock) {
               const int64_t s1 = std::min(e, s0 + kBlock);
-              r = cut_range(x, m, s0, s1, c, r, [o](int64_t j, bool keep) { o[j] = keep; });
+              r = cut_range(x, m, s0, s1, c, r, MaskSink{o});
               gather_block(x + s0, m ? m + s0 : nullptr, s1 - s0, lo, width, cand->keys[t], &cand->positions[t], s0);
             }
           } else if (o) {
-            cut_range(x, m, b, e, c, rank[t], [o](int64_t j, bool keep) { o[j] = keep; });
+            cut_range(x, m, b, e, c, rank[t], MaskSink{o});
           } else {
             bits_t* bits = reinterpret_cast<bits_t*>(x);
             cut_range(x, m, b, e, c, rank[t],
@@ -337,7 +368,7 @@ void cut_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>
           for_key_blocks(layer, b, e, [&](const float* keys, int64_t i0, int64_t n) {
             bool* o = out[i] + i0;
             const bool* mb = m ? m + i0 : nullptr;
-            r = cut_range(keys, mb, 0, n, c, r, [o](int64_t j, bool keep) { o[j] = keep; });
+            r = cut_range(keys, mb, 0, n, c, r, MaskSink{o});
             if (collect) gather_block(keys, mb, n, lo, width, cand->keys[t], &cand->positions[t], i0);
           });
         });

@@ -188,9 +188,10 @@ LAMP_VECTOR_CLONES void scan_bins(const uint64_t* x, const bool* m, int64_t n, i
 // Each element's two slots are one aligned 16-byte pair, so it costs one 128-bit load-add-store instead of
 // two scalar ones; its keys, low bits, squares and bin offsets come from 256-bit operations on all eight.
 // The pair, as 32-bit words (little-endian): (l, 2^8, l^2, 0) -- slot 0 gets 2^40 + l, slot 1 l^2 < 2^30;
-// a masked-out element's words are all zero. Measured on a Llama MLP layer of Wanda-like fp32 importance:
-// 1.3 -> 0.87 ns per element (one thread); the histogram is the same to the bit (tested against the scalar
-// loop and kernels_torch).
+// a masked-out element's words are all zero. The loop waited on its stream of x more than on the bins: a
+// prefetch 2 KiB ahead keeps it fed. Measured on a Llama MLP layer of Wanda-like fp32 importance, one
+// thread: 1.3 (scalar loop) -> 0.87 (pairs) -> 0.75-0.84 ns per element (prefetched); the histogram is the
+// same to the bit (tested against kernels_torch).
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LAMP_AVX2_HISTOGRAM 1
 __attribute__((target("avx2"))) void add_f32_pairs_avx2(const float* x, const bool* m, int64_t n, int64_t* h) {
@@ -200,6 +201,7 @@ __attribute__((target("avx2"))) void add_f32_pairs_avx2(const float* x, const bo
   char* base = reinterpret_cast<char*>(h);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
+    _mm_prefetch(reinterpret_cast<const char*>(x + i + 512), _MM_HINT_T0);  // 2 KiB ahead
     const __m256i k = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), magnitude);
     _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_and_si256(_mm256_srli_epi32(k, 11), pair));
     __m256i l = _mm256_and_si256(k, low), c = count;
