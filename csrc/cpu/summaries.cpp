@@ -185,7 +185,7 @@ LAMP_VECTOR_CLONES void scan_bins(const uint64_t* x, const bool* m, int64_t n, i
 
 // fp32 elements x[0, n) (m: alive flags, or none) into a worker's packed two-slot bins (layout above), the
 // same additions as add_to_histogram's scalar loop, 8 elements at a time with AVX2 where the CPU has it.
-// Each element's two slots are one aligned 16-byte pair, so it costs one 128-bit load-add-store instead of
+// Each element's two slots are one 16-byte pair, so it costs one 128-bit load-add-store instead of
 // two scalar ones; its keys, low bits, squares and bin offsets come from 256-bit operations on all eight.
 // The pair, as 32-bit words (little-endian): (l, 2^8, l^2, 0) -- slot 0 gets 2^40 + l, slot 1 l^2 < 2^30;
 // a masked-out element's words are all zero. The loop waited on its stream of x more than on the bins: a
@@ -201,7 +201,8 @@ __attribute__((target("avx2"))) void add_f32_pairs_avx2(const float* x, const bo
   char* base = reinterpret_cast<char*>(h);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    _mm_prefetch(reinterpret_cast<const char*>(x + i + 512), _MM_HINT_T0);  // 2 KiB ahead
+    // 2 KiB ahead (as an integer: past the layer's end it is a harmless prefetch, not pointer arithmetic)
+    _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(x + i) + 2048), _MM_HINT_T0);
     const __m256i k = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), magnitude);
     _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_and_si256(_mm256_srli_epi32(k, 11), pair));
     __m256i l = _mm256_and_si256(k, low), c = count;
