@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -50,15 +51,26 @@ def main() -> None:
     tokens = handbook.evaluation_tokens(tokenizer, SLICES["confirmation"][1])
     slices = {k: tokens[a:b] for k, (a, b) in SLICES.items()}
 
+    def allocation(s: float, alpha: float) -> dict[str, float]:
+        lamp = lk.layer_sparsities(dense, s, "lamp")
+        return {n: min(max(s + alpha * (lamp[n] - s), 0.0), 1.0) for n in names}
+
+    def kept_by_type(s: float, alpha: float) -> dict[str, float]:
+        """The kept fraction of each matrix type (q_proj, ..., down_proj) over all blocks."""
+        kept, total = defaultdict(float), defaultdict(int)
+        for n, s_n in allocation(s, alpha).items():
+            kind = n.split(".")[-2]
+            kept[kind] += (1 - s_n) * dense[n].numel()
+            total[kind] += dense[n].numel()
+        return {kind: round(kept[kind] / total[kind], 4) for kind in total}
+
     def score(where: str, s: float, alpha: float) -> float:
         key = f"alpha={alpha} | {s}"
         if key not in result[where]:
             t = time.perf_counter()
-            lamp = lk.layer_sparsities(dense, s, "lamp")
             pruned = 0
             with torch.no_grad():
-                for n in names:
-                    s_n = min(max(s + alpha * (lamp[n] - s), 0.0), 1.0)
+                for n, s_n in allocation(s, alpha).items():
                     mask = lk.prune_masks({n: dense[n]}, s_n, "uniform", importance={n: importance[n]},
                                           granularity="row")[n]
                     params[n].copy_(dense[n] * mask)
@@ -77,6 +89,8 @@ def main() -> None:
         for where in ("report", "confirmation"):
             score(where, s, 0.0)
             score(where, s, chosen)
+        result.setdefault("kept_by_type", {})[str(s)] = {f"alpha={a}": kept_by_type(s, a) for a in (1.0, chosen)}
+        save()
     with torch.no_grad():
         for n in names:
             params[n].copy_(dense[n])

@@ -1,5 +1,10 @@
 """The ops: torch.library checks, and the pure-torch twins against the compiled kernels."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from cases import DTYPES, thread_counts
@@ -98,27 +103,55 @@ def test_parallel_chunks_agree_with_serial():
     assert torch.equal(ops.apply_cuts([w], [None], [key], [30000])[0], kernels_torch.apply_cut_ref(w, None, key, 30000))
 
 
-def test_fp32_histogram_edges():
-    """The fp32 histogram's vector loop (eight elements at a time) and its scalar tail against the twin: every
-    length mod 8, keys at the ends of the packed fields (low bits 0 and 0x7FFF, zeros, -0.0, subnormals, the
-    largest finite), masks, and one bin taking more than a flush window (2^22 elements) of the largest low
-    bits."""
-    g = torch.Generator().manual_seed(11)
+def _fp32_edge_layers(g):
+    """float32 layers of every length mod 8 above the dense-histogram threshold, with keys at the ends of the
+    packed fields (low bits 0 and 0x7FFF, zeros, -0.0, subnormals, the largest finite, Inf, NaN) among spread
+    values."""
     edges = torch.tensor([0x00000000, 0x80000000, 0x00000001, 0x007FFFFF, 0x3F800000, 0x3F807FFF, 0xBF807FFF,
-                          0x7F7FFFFF, 0xFF7F8000], dtype=torch.int64).to(torch.int32).view(torch.float32)
+                          0x7F7FFFFF, 0xFF7F8000, 0x7F800000, 0x7FC00000],
+                         dtype=torch.int64).to(torch.int32).view(torch.float32)
     for n in range(4097, 4097 + 9):
         w = torch.randn(n, generator=g) * torch.logspace(-30, 30, n)
         w[torch.randint(0, n, (n // 3,), generator=g)] = edges[torch.randint(0, len(edges), (n // 3,), generator=g)]
-        for mask in (None, torch.rand(n, generator=g) > 0.3):
+        yield w
+
+
+def _assert_fp32_histograms_match(g):
+    for w in _fp32_edge_layers(g):
+        for mask in (None, torch.rand(w.numel(), generator=g) > 0.3):
             got = ops._C.bin_summaries([w, w.flip(0)], [mask, mask])
             want = kernels_torch.bin_summaries_ref([w, w.flip(0)], [mask, mask])
-            assert all(torch.equal(a, b) for a, b in zip(got, want)), n
-            assert all(torch.equal(a, b) for a, b in zip(ops._C.bin_summaries_scanned([w], [mask])[:4],
-                                                         kernels_torch.bin_summaries_ref([w], [mask])))
-    one_bin = torch.full(((1 << 22) + 13,), 0x3F807FFF, dtype=torch.int32).view(torch.float32)
+            assert all(torch.equal(a, b) for a, b in zip(got, want)), w.numel()
+            *found, top_bins, negative = ops._C.bin_summaries_scanned([w], [mask])
+            assert all(torch.equal(a, b) for a, b in zip(found, kernels_torch.bin_summaries_ref([w], [mask])))
+            # the value scan covers every element, alive or not
+            assert int(top_bins[0]) == int(kernels_torch.magnitude_keys(w).max()) >> 15
+            assert bool(negative[0]) == bool((w.view(torch.int32) < 0).logical_and(w != 0).any())
+
+
+def test_fp32_histogram_edges():
+    """The fp32 histogram's vector loop (eight elements at a time) and its scalar tail against the twin
+    (_fp32_edge_layers, with and without masks); and one bin taking more than a flush window of the largest low
+    bits on one thread: 2^24 + 13 elements, which overflow the packed count (24 bits) unless the worker
+    flushes every 2^22."""
+    _assert_fp32_histograms_match(torch.Generator().manual_seed(11))
+    one_bin = torch.full(((1 << 24) + 13,), 0x3F807FFF, dtype=torch.int32).view(torch.float32)
     one_bin[::5] = torch.tensor(0x3F800000, dtype=torch.int32).view(torch.float32)
-    assert all(torch.equal(a, b) for a, b in zip(ops._C.bin_summaries([one_bin], [None]),
-                                                 kernels_torch.bin_summaries_ref([one_bin], [None])))
+    for _ in thread_counts(1):
+        got = ops._C.bin_summaries([one_bin], [None])
+    assert all(torch.equal(a, b) for a, b in zip(got, kernels_torch.bin_summaries_ref([one_bin], [None])))
+
+
+def test_fp32_histogram_scalar_fallback():
+    """The scalar loop that CPUs without AVX2 run, forced by LAMP_KERNELS_NO_AVX2 in a fresh process (the
+    switch is read once), gives the same histograms."""
+    code = ("import sys; sys.path[:0] = sys.argv[1:]; import torch, test_ops; "
+            "test_ops._assert_fp32_histograms_match(torch.Generator().manual_seed(12)); print('ok')")
+    env = dict(os.environ, LAMP_KERNELS_NO_AVX2="1")
+    root = str(Path(lk.__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), root], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
 
 
 def test_many_tiny_layers_cost_their_size():

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -85,7 +86,7 @@ struct BinRange {
 // 15 bits l (bits 0..39), slot 1 sums l^2. Every element of a bin has M = H + l, H the bin's fixed high
 // significand bits, so the bin's sum of M^2 is c H^2 + 2 H sum(l) + sum(l^2), exactly; add_local_bin
 // turns the slots into count and limbs when a worker flushes. The packed fields hold at most kPackedWindow
-// elements between flushes (count < 2^23, sum(l) < 2^15 * 2^22 = 2^37).
+// elements between flushes (count <= 2^22 < 2^24, its field's width; sum(l) < 2^15 * 2^22 = 2^37 < 2^40).
 constexpr int64_t kPackedWindow = int64_t{1} << 22;
 constexpr uint64_t kPackedCount = uint64_t{1} << 40;
 
@@ -239,9 +240,11 @@ __attribute__((target("avx2"))) void add_f32_pairs_avx2(const float* x, const bo
   }
 }
 
+// Whether to take add_f32_pairs_avx2: the CPU has AVX2, and LAMP_KERNELS_NO_AVX2 is not set (a switch for the
+// tests of the scalar loop, read once per process).
 inline bool avx2_histogram() {
-  static const bool has = __builtin_cpu_supports("avx2");
-  return has;
+  static const bool use = __builtin_cpu_supports("avx2") && !std::getenv("LAMP_KERNELS_NO_AVX2");
+  return use;
 }
 #endif
 
