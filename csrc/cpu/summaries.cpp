@@ -273,15 +273,17 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
       if (limbs) add_square_limbs(code, k * alive, slot + 1);  // key 0: M = 0, no square
     }
   };
+#ifdef LAMP_AVX2_HISTOGRAM
+  const bool pairs = code == kF32 && avx2_histogram();  // the blocks go to add_f32_pairs_avx2
+#else
+  constexpr bool pairs = false;
+#endif
   for (int64_t i0 = b; i0 < e; i0 += kBlock) {
     const int64_t i1 = std::min(e, i0 + kBlock);
-    bool added = false;
+    if (pairs) {
 #ifdef LAMP_AVX2_HISTOGRAM
-    if constexpr (code == kF32) {
-      if ((added = avx2_histogram())) add_f32_pairs_avx2(x + i0, m ? m + i0 : nullptr, i1 - i0, h);
-    }
+      if constexpr (code == kF32) add_f32_pairs_avx2(x + i0, m ? m + i0 : nullptr, i1 - i0, h);
 #endif
-    if (added) {
     } else if (m) {  // two loops, so the unmasked one reads no mask
       if constexpr (code == kF64) {  // four limb adds per element: skipping the masked-out ones pays
         for (int64_t i = i0; i < i1; ++i)
