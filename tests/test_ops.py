@@ -117,6 +117,7 @@ def _fp32_edge_layers(g):
 
 
 def _assert_fp32_histograms_match(g):
+    """float32 keys' summaries against the twin: tensors (_fp32_edge_layers), and ColumnScaled bf16 weights."""
     for w in _fp32_edge_layers(g):
         for mask in (None, torch.rand(w.numel(), generator=g) > 0.3):
             got = ops._C.bin_summaries([w, w.flip(0)], [mask, mask])
@@ -127,11 +128,27 @@ def _assert_fp32_histograms_match(g):
             # the value scan covers every element, alive or not
             assert int(top_bins[0]) == int(kernels_torch.magnitude_keys(w).max()) >> 15
             assert bool(negative[0]) == bool((w.view(torch.int32) < 0).logical_and(w != 0).any())
+    # bf16 weights times column scales (ColumnScaled): rows of every length mod 8, shorter and longer than a
+    # vector, so segments end inside one; edge weights (zeros, subnormals, the largest finite, Inf) and scales
+    # (0, 1, large)
+    for cols in (3, 13, 64, 1029):
+        rows = 4104 // cols + 2
+        w = (torch.randn(rows, cols, generator=g) * torch.logspace(-20, 20, cols)).bfloat16()
+        w.view(-1)[torch.randint(0, w.numel(), (w.numel() // 4,), generator=g)] = torch.tensor(
+            [0.0, -0.0, 1e-40, 3.3e38, float("inf"), 1.0, -2.5]).bfloat16()[torch.randint(0, 7, (w.numel() // 4,),
+                                                                                            generator=g)]
+        scale = torch.exp(torch.randn(cols, generator=g) * 3)
+        scale[torch.randint(0, cols, (max(1, cols // 5),), generator=g)] = 0.0
+        keys = w.abs().float() * scale
+        for mask in (None, torch.rand(rows, cols, generator=g) > 0.3):
+            got = ops._C.bin_summaries_scaled([w], [mask], [scale])
+            want = kernels_torch.bin_summaries_ref([keys], [mask])
+            assert all(torch.equal(a, b) for a, b in zip(got, want)), cols
 
 
 def test_fp32_histogram_edges():
-    """The fp32 histogram's vector loop (eight elements at a time) and its scalar tail against the twin
-    (_fp32_edge_layers, with and without masks); and one bin taking more than a flush window of the largest low
+    """The fp32 histogram's vector loops (eight elements at a time; tensors, and bf16 weights times column
+    scales) and their scalar tails against the twin, with and without masks; and one bin taking more than a flush window of the largest low
     bits on one thread: 2^24 + 13 elements, which overflow the packed count (24 bits) unless the worker
     flushes every 2^22."""
     _assert_fp32_histograms_match(torch.Generator().manual_seed(11))
