@@ -148,9 +148,9 @@ def _assert_fp32_histograms_match(g):
 
 def test_fp32_histogram_edges():
     """The fp32 histogram's vector loops (eight elements at a time; tensors, and bf16 weights times column
-    scales) and their scalar tails against the twin, with and without masks; and one bin taking more than a flush window of the largest low
-    bits on one thread: 2^24 + 13 elements, which overflow the packed count (24 bits) unless the worker
-    flushes every 2^22."""
+    scales) and their scalar tails against the twin, with and without masks; and one bin taking more than a
+    flush window of the largest low bits on one thread: 2^24 + 13 elements, which overflow the packed count
+    (24 bits) unless the worker flushes every 2^22."""
     _assert_fp32_histograms_match(torch.Generator().manual_seed(11))
     one_bin = torch.full(((1 << 24) + 13,), 0x3F807FFF, dtype=torch.int32).view(torch.float32)
     one_bin[::5] = torch.tensor(0x3F800000, dtype=torch.int32).view(torch.float32)
