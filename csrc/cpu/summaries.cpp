@@ -13,10 +13,8 @@
 #include "summaries.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -186,9 +184,8 @@ LAMP_VECTOR_CLONES void scan_bins(const uint64_t* x, const bool* m, int64_t n, i
   widen_bins_impl<true>(x, m, n, shift, touched);
 }
 
-// add_f32_pairs_avx2: fp32 elements x[0, n) (m: alive flags, or none) into a worker's packed two-slot bins
-// (layout above), the same additions as add_to_histogram's scalar loop, 8 elements at a time with AVX2 where
-// the CPU has it.
+// fp32 elements x[0, n) (m: alive flags, or none) into a worker's packed two-slot bins (layout above), the
+// same additions as add_to_histogram's scalar loop, 8 elements at a time with AVX2 where the CPU has it.
 // Each element's two slots are one 16-byte pair, so it costs one 128-bit load-add-store instead of
 // two scalar ones; its keys, low bits, squares and bin offsets come from 256-bit operations on all eight.
 // The pair, as 32-bit words (little-endian): (l, 2^8, l^2, 0) -- slot 0 gets 2^40 + l, slot 1 l^2 < 2^30;
@@ -198,110 +195,49 @@ LAMP_VECTOR_CLONES void scan_bins(const uint64_t* x, const bool* m, int64_t n, i
 // same to the bit (tested against kernels_torch).
 #if defined(__x86_64__) && defined(__GNUC__)
 #define LAMP_AVX2_HISTOGRAM 1
-// Adds the pairs of eight keys k into the bins at base: the 32-bit words (l, 2^8, l^2, 0) of each. kMasked: all
-// zero in the lanes where dead is all ones (masked-out elements); else dead is not read.
-template <bool kMasked>
-__attribute__((target("avx2"), always_inline)) inline void add_eight_pairs(__m256i k, __m256i dead, char* base) {
-  const __m256i low = _mm256_set1_epi32(0x7FFF), zero = _mm256_setzero_si256();
-  alignas(32) uint32_t offset[8];  // byte offsets of the eight elements' slot pairs: bin * 16
-  _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_and_si256(_mm256_srli_epi32(k, 11),
-                                                                           _mm256_set1_epi32(~15)));
-  __m256i l = _mm256_and_si256(k, low), c = _mm256_set1_epi32(1 << 8);
-  if constexpr (kMasked) {
-    l = _mm256_andnot_si256(dead, l);
-    c = _mm256_andnot_si256(dead, c);
-  }
-  const __m256i l2 = _mm256_mullo_epi32(l, l);
-  // words of elements (0, 1 | 4, 5) and (2, 3 | 6, 7) interleaved, then one pair per element and 128-bit lane
-  const __m256i a = _mm256_unpacklo_epi32(l, c), b = _mm256_unpacklo_epi32(l2, zero);
-  const __m256i d = _mm256_unpackhi_epi32(l, c), e = _mm256_unpackhi_epi32(l2, zero);
-  const __m256i p04 = _mm256_unpacklo_epi64(a, b), p15 = _mm256_unpackhi_epi64(a, b);
-  const __m256i p26 = _mm256_unpacklo_epi64(d, e), p37 = _mm256_unpackhi_epi64(d, e);
-  auto add = [&](int j, __m128i v) {
-    __m128i* slot = reinterpret_cast<__m128i*>(base + offset[j]);
-    _mm_storeu_si128(slot, _mm_add_epi64(_mm_loadu_si128(slot), v));
-  };
-  add(0, _mm256_castsi256_si128(p04));
-  add(1, _mm256_castsi256_si128(p15));
-  add(2, _mm256_castsi256_si128(p26));
-  add(3, _mm256_castsi256_si128(p37));
-  add(4, _mm256_extracti128_si256(p04, 1));
-  add(5, _mm256_extracti128_si256(p15, 1));
-  add(6, _mm256_extracti128_si256(p26, 1));
-  add(7, _mm256_extracti128_si256(p37, 1));
-}
-
-// Lanes of eight elements' flags at m: all ones where masked out.
-__attribute__((target("avx2"), always_inline)) inline __m256i dead_lanes(const bool* m) {
-  const __m256i flags = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m)));
-  return _mm256_cmpeq_epi32(flags, _mm256_setzero_si256());
-}
-
-// One fp32 element's pair, as the scalar loop adds it (the vector loops' last few).
-inline void add_one_pair(uint64_t k, uint64_t alive, int64_t* h) {
-  const uint64_t l = k & 0x7FFF;
-  int64_t* slot = h + static_cast<size_t>(k >> 15) * 2;
-  slot[0] += static_cast<int64_t>((kPackedCount | l) * alive);
-  slot[1] += static_cast<int64_t>(l * l * alive);
-}
-
 __attribute__((target("avx2"))) void add_f32_pairs_avx2(const float* x, const bool* m, int64_t n, int64_t* h) {
-  const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF);
+  const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF), low = _mm256_set1_epi32(0x7FFF),
+                count = _mm256_set1_epi32(1 << 8), pair = _mm256_set1_epi32(~15), zero = _mm256_setzero_si256();
+  alignas(32) uint32_t offset[8];  // byte offsets of the eight elements' slot pairs: bin * 16
   char* base = reinterpret_cast<char*>(h);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
     // 2 KiB ahead (as an integer: past the layer's end it is a harmless prefetch, not pointer arithmetic)
     _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(x + i) + 2048), _MM_HINT_T0);
     const __m256i k = _mm256_and_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i)), magnitude);
-    if (m)
-      add_eight_pairs<true>(k, dead_lanes(m + i), base);
-    else
-      add_eight_pairs<false>(k, k, base);
-  }
-  for (; i < n; ++i) add_one_pair(Keys<float>::key(x[i]), !m || m[i] ? 1 : 0, h);
-}
-
-// bf16 weights x[0, n) of one row segment, times their columns' scales s[0, n): the keys of a ColumnScaled
-// importance, fl32(|x| * s) -- the products scale_row makes (no contraction) -- computed in registers and added
-// as add_f32_pairs_avx2 adds float32 keys, without the key buffer of for_key_blocks. Widens `touched` to the
-// bins of the alive keys, as widen_bins does over a buffer.
-__attribute__((target("avx2"))) void add_scaled_bf16_pairs_avx2(const uint16_t* x, const float* s, const bool* m,
-                                                                int64_t n, int64_t* h, BinRange& touched) {
-  const __m256i magnitude = _mm256_set1_epi32(0x7FFFFFFF);
-  char* base = reinterpret_cast<char*>(h);
-  __m256i lo = _mm256_set1_epi32(-1), hi = _mm256_setzero_si256();  // unsigned min and max of alive keys
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256i w = _mm256_slli_epi32(
-        _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x + i))), 16);  // float bits
-    const __m256 product = _mm256_mul_ps(_mm256_castsi256_ps(_mm256_and_si256(w, magnitude)), _mm256_loadu_ps(s + i));
-    const __m256i k = _mm256_and_si256(_mm256_castps_si256(product), magnitude);
-    const __m256i dead = m ? dead_lanes(m + i) : _mm256_setzero_si256();
-    add_eight_pairs<true>(k, dead, base);
-    lo = _mm256_min_epu32(lo, _mm256_or_si256(k, dead));
-    hi = _mm256_max_epu32(hi, _mm256_andnot_si256(dead, k));
-  }
-  alignas(32) uint32_t los[8], his[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(los), lo);
-  _mm256_store_si256(reinterpret_cast<__m256i*>(his), hi);
-  uint32_t lo_key = UINT32_MAX, hi_key = 0;
-  for (int j = 0; j < 8; ++j) {
-    lo_key = std::min(lo_key, los[j]);
-    hi_key = std::max(hi_key, his[j]);
-  }
-  for (; i < n; ++i) {
-    float wv;
-    const uint32_t wb = static_cast<uint32_t>(x[i]) << 16;
-    std::memcpy(&wv, &wb, 4);
-    const uint32_t k = Keys<float>::key(std::fabs(wv) * s[i]);
-    const bool alive = !m || m[i];
-    add_one_pair(k, alive ? 1 : 0, h);
-    if (alive) {
-      lo_key = std::min(lo_key, k);
-      hi_key = std::max(hi_key, k);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(offset), _mm256_and_si256(_mm256_srli_epi32(k, 11), pair));
+    __m256i l = _mm256_and_si256(k, low), c = count;
+    if (m) {  // eight flags -> eight 32-bit lanes, all ones where dead
+      const __m256i flags = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m + i)));
+      const __m256i dead = _mm256_cmpeq_epi32(flags, zero);
+      l = _mm256_andnot_si256(dead, l);
+      c = _mm256_andnot_si256(dead, c);
     }
+    const __m256i l2 = _mm256_mullo_epi32(l, l);
+    // words of elements (0, 1 | 4, 5) and (2, 3 | 6, 7) interleaved, then one pair per element and 128-bit lane
+    const __m256i a = _mm256_unpacklo_epi32(l, c), b = _mm256_unpacklo_epi32(l2, zero);
+    const __m256i d = _mm256_unpackhi_epi32(l, c), e = _mm256_unpackhi_epi32(l2, zero);
+    const __m256i p04 = _mm256_unpacklo_epi64(a, b), p15 = _mm256_unpackhi_epi64(a, b);
+    const __m256i p26 = _mm256_unpacklo_epi64(d, e), p37 = _mm256_unpackhi_epi64(d, e);
+    auto add = [&](int j, __m128i v) {
+      __m128i* slot = reinterpret_cast<__m128i*>(base + offset[j]);
+      _mm_storeu_si128(slot, _mm_add_epi64(_mm_loadu_si128(slot), v));
+    };
+    add(0, _mm256_castsi256_si128(p04));
+    add(1, _mm256_castsi256_si128(p15));
+    add(2, _mm256_castsi256_si128(p26));
+    add(3, _mm256_castsi256_si128(p37));
+    add(4, _mm256_extracti128_si256(p04, 1));
+    add(5, _mm256_extracti128_si256(p15, 1));
+    add(6, _mm256_extracti128_si256(p26, 1));
+    add(7, _mm256_extracti128_si256(p37, 1));
   }
-  if (lo_key <= hi_key) touched.add(lo_key >> 15, hi_key >> 15);
+  for (; i < n; ++i) {  // the last few, as the scalar loop adds them
+    const uint64_t k = Keys<float>::key(x[i]), l = k & 0x7FFF, alive = !m || m[i] ? 1 : 0;
+    int64_t* slot = h + static_cast<size_t>(k >> 15) * 2;
+    slot[0] += static_cast<int64_t>((kPackedCount | l) * alive);
+    slot[1] += static_cast<int64_t>(l * l * alive);
+  }
 }
 
 // Whether to take add_f32_pairs_avx2: the CPU has AVX2, and LAMP_KERNELS_NO_AVX2 is not set (a switch for the
@@ -337,17 +273,15 @@ inline void add_to_histogram(const scalar_t* x, const bool* m, int64_t b, int64_
       if (limbs) add_square_limbs(code, k * alive, slot + 1);  // key 0: M = 0, no square
     }
   };
-#ifdef LAMP_AVX2_HISTOGRAM
-  const bool pairs = code == kF32 && avx2_histogram();  // the blocks go to add_f32_pairs_avx2
-#else
-  constexpr bool pairs = false;
-#endif
   for (int64_t i0 = b; i0 < e; i0 += kBlock) {
     const int64_t i1 = std::min(e, i0 + kBlock);
-    if (pairs) {
+    bool added = false;
 #ifdef LAMP_AVX2_HISTOGRAM
-      if constexpr (code == kF32) add_f32_pairs_avx2(x + i0, m ? m + i0 : nullptr, i1 - i0, h);
+    if constexpr (code == kF32) {
+      if ((added = avx2_histogram())) add_f32_pairs_avx2(x + i0, m ? m + i0 : nullptr, i1 - i0, h);
+    }
 #endif
+    if (added) {
     } else if (m) {  // two loops, so the unmasked one reads no mask
       if constexpr (code == kF64) {  // four limb adds per element: skipping the masked-out ones pays
         for (int64_t i = i0; i < i1; ++i)
@@ -615,21 +549,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> bin_summaries_scaled(
         numels,
         [&](size_t i, int64_t b, int64_t e, int64_t* h, BinRange& touched) {
           const bool* m = mask_data(ms[i]);
-#ifdef LAMP_AVX2_HISTOGRAM
-          if constexpr (std::is_same_v<scalar_t, c10::BFloat16>) {
-            if (avx2_histogram()) {  // row segment by row segment, the keys in registers
-              const auto* x = reinterpret_cast<const uint16_t*>(ws[i].data_ptr<scalar_t>());
-              const float* s = scales[i].data_ptr<float>();
-              const int64_t cols = ws[i].size(-1);
-              for (int64_t i0 = b, j = b % cols; i0 < e; j = 0) {
-                const int64_t seg = std::min(e - i0, cols - j);
-                add_scaled_bf16_pairs_avx2(x + i0, s + j, m ? m + i0 : nullptr, seg, h, touched);
-                i0 += seg;
-              }
-              return;
-            }
-          }
-#endif
           for_key_blocks(layer(i), b, e, [&](const float* keys, int64_t i0, int64_t n) {
             add_to_histogram(keys, m ? m + i0 : nullptr, 0, n, h, touched);
           });
