@@ -124,8 +124,10 @@ def summarize_layers(weights: list[torch.Tensor], masks: list[torch.Tensor | Non
             found = _scaled_call(kernels.bin_summaries, ops.bin_summaries_scaled, idx, scales)(ws, ms)
         offsets, bins, counts, sums = to_host(*found)
         # per-layer totals and last bins in bulk: a model may have thousands of tiny layers
-        alive = torch.zeros(len(idx), dtype=torch.int64).index_add_(
-            0, torch.repeat_interleave(torch.arange(len(idx)), offsets.diff()), counts).tolist()
+        # (a serial cumsum and tiny ops: torch's parallel ops start its OpenMP threads, which cost ~1 ms to wake
+        # and then spin beside the next kernel's threads)
+        running = counts.cumsum(0)[(offsets - 1).clamp(min=0)] if counts.numel() else offsets * 0
+        alive = torch.where(offsets > 0, running, 0).diff().tolist()
         ends = offsets[1:]
         last = torch.where(ends > offsets[:-1], bins[(ends - 1).clamp(min=0)] if bins.numel() else ends * 0, -1)
         offsets, last = offsets.tolist(), last.tolist()
