@@ -1,11 +1,14 @@
-"""CPU benchmarks: lamp_kernels against the official algorithm on real layer shapes, on a quiet machine and with
-one core busy.
+"""CPU benchmarks: lamp_kernels against the official algorithm on real layer shapes, on a quiet machine and with one
+core busy.
 
-Every compiled-path case is timed twice in the same run: quiet, and beside a spin-loop process that this script
-starts and stops itself (one core busy). Each case also times a memcpy of the same bytes (what the case must
-read and write at least, copied in chunks of at most 512 MiB between buffers allocated beforehand), so its GB/s
-is put next to the machine's copy speed measured in the same run. Extra memory is the peak resident memory of a
-first call in a fresh process, beyond what was resident before and the outputs it returns.
+Every compiled-path case is timed quiet and beside a spin-loop process that this script starts and stops itself
+(one core busy), in alternating rounds (quiet, busy, quiet, ...) so that a drift of the machine's speed during the
+run falls on both; the medians over all rounds are compared. While busy, the CPU time this process and the spin
+loop each got is recorded (in CPUs: CPU seconds per second): the scheduler's split of the machine. Each case also
+times a memcpy of the same bytes (what the case must read and write at least, copied in chunks of at most 512 MiB
+between buffers allocated beforehand), so its GB/s is put next to the machine's copy speed measured in the same
+run. Extra memory is the peak resident memory of a first call in a fresh process, beyond what was resident before
+and the outputs it returns.
 
 Prints a table and writes the rows to benchmarks/results/cpu-<date>.json (cpu-<date>-<commit>.json when another
 commit's run of that day is there), with the machine's load average
@@ -42,14 +45,18 @@ RESULTS = Path(__file__).parent / "results"
 COPY_CHUNK = 512 * 2**20
 
 
-def median_ms(fn, repeats):
-    fn()  # warm-up
+def times_ms(fn, repeats):
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def median_ms(fn, repeats):
+    fn()  # warm-up
+    return statistics.median(times_ms(fn, repeats))
 
 
 class BusyCore:
@@ -60,9 +67,36 @@ class BusyCore:
         time.sleep(0.5)  # let it start spinning
         return self
 
+    def cpu_seconds(self):
+        """CPU time the spin loop has had so far (its schedstat: nanoseconds on a CPU)."""
+        return int(Path(f"/proc/{self.proc.pid}/schedstat").read_text().split()[0]) / 1e9
+
     def __exit__(self, *exc):
         self.proc.kill()
         self.proc.wait()
+
+
+def own_cpu_seconds():
+    """CPU time of this process so far, all threads."""
+    return time.process_time()
+
+
+def quiet_and_busy(fn, repeats, rounds=3):
+    """(quiet median ms, busy median ms, CPUs this process got while busy, CPUs the spin loop got), over
+    `rounds` alternating rounds of ceil(repeats / rounds) calls each way."""
+    per_round = -(-repeats // rounds)
+    fn()  # warm-up
+    quiet, busy, wall, own, spin = [], [], 0.0, 0.0, 0.0
+    for _ in range(rounds):
+        quiet += times_ms(fn, per_round)
+        with BusyCore() as core:
+            fn()  # the first call after the spin loop starts: the scheduler settles
+            t, c, sc = time.perf_counter(), own_cpu_seconds(), core.cpu_seconds()
+            busy += times_ms(fn, per_round)
+            wall += time.perf_counter() - t
+            own += own_cpu_seconds() - c
+            spin += core.cpu_seconds() - sc
+    return statistics.median(quiet), statistics.median(busy), own / wall, spin / wall
 
 
 def memcpy_ms(total_bytes, repeats=5):
@@ -163,9 +197,7 @@ def run_cases(quick: bool, skip_llama: bool, only: list[str] | None):
         if only and not any(o in name for o in only):
             return
         print(f"{name} ...", flush=True)
-        ours = median_ms(fn, repeats)
-        with BusyCore():
-            busy = median_ms(fn, repeats)
+        ours, busy, own_cpus, spin_cpus = quiet_and_busy(fn, repeats, 1 if quick else 3)
         base_ms = median_ms(baseline_fn, baseline_reps) if baseline_fn is not None and not quick else None
         copy = memcpy_ms(bytes_moved)
         rows.append({
@@ -175,10 +207,12 @@ def run_cases(quick: bool, skip_llama: bool, only: list[str] | None):
             "bytes": bytes_moved, "gbs": round(bytes_moved / (ours / 1e3) / 1e9, 2),
             "memcpy_ms": round(copy, 2), "memcpy_gbs": round(bytes_moved / (copy / 1e3) / 1e9, 2),
             "x_memcpy": round(ours / copy, 1), "peak_mem_mb": None if memory is None else round(memory, 1),
-            "mem_budget_mb": None if budget is None else round(budget, 1), "note": note,
+            "mem_budget_mb": None if budget is None else round(budget, 1),
+            "busy_cpus_ours": round(own_cpus, 2), "busy_cpus_spin_loop": round(spin_cpus, 2), "note": note,
         })
         r = rows[-1]
-        print(f"  {r['ours_ms']} ms quiet, {r['busy_ms']} ms busy ({r['busy_ratio']}x), baseline {r['baseline_ms']} "
+        print(f"  {r['ours_ms']} ms quiet, {r['busy_ms']} ms busy ({r['busy_ratio']}x; CPUs: ours {own_cpus:.2f}, "
+              f"spin loop {spin_cpus:.2f}), baseline {r['baseline_ms']} "
               f"ms, {r['gbs']} GB/s vs memcpy {r['memcpy_gbs']} GB/s, extra {r['peak_mem_mb']} MiB", flush=True)
 
     def scores_case(model, baseline_reps=3, repeats=reps, note=""):
