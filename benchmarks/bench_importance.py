@@ -7,7 +7,9 @@
    after round so that the load of a shared machine hits them alike (medians, and the median of the
    per-round ratios; both ways verified to give the same masks); then global, LAMP per row, LAMP within
    density bounds, Wanda's per-row rule, OWL and 2:4 once each for reference; every global selection verified
-   to prune the exact count;
+   to prune the exact count; Wanda's per-row rule and OWL also with ColumnScaled importance (the masks verified
+   equal to the float32 tensors'), with the peak memory of a first call in a fresh process beyond the inputs
+   and the masks it returns;
 2. calibration of SmolLM2-135M over 8k tokens (16 windows of 512) with calibration.input_norms (goal: within
    3 minutes on 2 cores); the norms are compared with a cached earlier run when one is given.
 
@@ -23,6 +25,7 @@ import datetime
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,12 +56,34 @@ def load() -> float:
     return os.getloadavg()[0]
 
 
+def model(blocks: int):
+    """Llama-3.2-1B-shaped bf16 weights and log-normal column scales (the same every call)."""
+    weights = S.make_weights(S.llama32_1b(blocks), torch.bfloat16)
+    g = torch.Generator().manual_seed(1)
+    return weights, [torch.exp(torch.randn(w.shape[1], generator=g)) for w in weights]
+
+
+def row_selections(weights, importance) -> dict:
+    """Wanda's per-row rule and OWL (per-row rule inside, 7 layers a block) with the given importance."""
+    blocks = [i // 7 for i in range(len(weights))]
+    return {"Wanda's per-row rule": lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance,
+                                                           granularity="row"),
+            "OWL (per-row rule)": lambda: lk.prune_masks(weights, 0.5, "owl", importance=importance,
+                                                         granularity="row", blocks=blocks)}
+
+
+def peak_memory_mib(blocks: int, label: str) -> float:
+    """Peak extra memory of a first call of a ColumnScaled row selection, in a fresh process (bench_cpu's
+    peak_extra_mb: beyond what was resident before and the masks returned)."""
+    out = subprocess.run([sys.executable, __file__, "--memory", str(blocks), label], capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def masks_rows(blocks: int, repeats: int) -> list[dict]:
     shapes = S.llama32_1b(blocks)
-    weights = S.make_weights(shapes, torch.bfloat16)
+    weights, scales = model(blocks)
     n = S.numel(shapes)
-    g = torch.Generator().manual_seed(1)
-    scales = [torch.exp(torch.randn(w.shape[1], generator=g)) for w in weights]
     importance = [w.abs().float() * s for w, s in zip(weights, scales)]
     column_scaled = [lk.ColumnScaled(s) for s in scales]
     fns = {"magnitude": lambda: lk.prune_masks(weights, 0.5),
@@ -91,26 +116,32 @@ def masks_rows(blocks: int, repeats: int) -> list[dict]:
     base = rows[0]["magnitude_s"]
     cases = [
         ("importance, global", lambda: lk.prune_masks(weights, 0.5, "global", importance=importance)),
-        ("importance, Wanda's per-row rule",
-         lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, granularity="row")),
+        ("importance, Wanda's per-row rule", row_selections(weights, importance)["Wanda's per-row rule"]),
         ("importance, LAMP per row",
          lambda: lk.prune_masks(weights, 0.5, importance=importance, granularity="row")),
         ("importance, LAMP per layer within densities 0.3-0.7",
          lambda: lk.prune_masks(weights, 0.5, importance=importance, min_density=0.3, max_density=0.7)),
-        ("importance, OWL (per-row rule)",
-         lambda: lk.prune_masks(weights, 0.5, "owl", importance=importance, granularity="row",
-                                blocks=[i // 7 for i in range(len(weights))])),
+        ("importance, OWL (per-row rule)", row_selections(weights, importance)["OWL (per-row rule)"]),
         ("importance, 2:4", lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, nm=(2, 4))),
     ]
+    for label, fn in row_selections(weights, column_scaled).items():
+        cases.append((f"ColumnScaled, {label}", fn))
     for label, fn in cases:
         before = load()
         seconds, masks = median_s(fn, 1)
         pruned = sum(int((~m).sum()) for m in masks)
-        del masks
         if label.endswith("global") or "LAMP per" in label:
             assert pruned == round(0.5 * n), (label, pruned)
+        extra = {}
+        if label.startswith("ColumnScaled"):
+            same = row_selections(weights, importance)[label.split(", ", 1)[1]]()
+            assert all(torch.equal(a, b) for a, b in zip(masks, same)), label
+            del same
+            extra = {"equals_float32_tensors": True,
+                     "peak_extra_mib": round(peak_memory_mib(blocks, label.split(", ", 1)[1]), 1)}
+        del masks
         rows.append({"case": f"llama3.2-1b x{blocks / 16:g}: {label}", "seconds": round(seconds, 3),
-                     "vs_magnitude": round(seconds / base, 2), "pruned": pruned, "weights": n,
+                     "vs_magnitude": round(seconds / base, 2), "pruned": pruned, "weights": n, **extra,
                      "load_avg_before": round(before, 2), "load_avg_after": round(load(), 2)})
         print(rows[-1], flush=True)
     return rows
@@ -146,7 +177,15 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=5, help="alternating rounds of the goal comparison")
     ap.add_argument("--skip-calibration", action="store_true")
     ap.add_argument("--cached-norms", type=Path, default=ROOT / "docs" / "results" / "smollm2-calibration.norms.pt")
+    ap.add_argument("--memory", nargs=2, metavar=("BLOCKS", "SELECTION"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.memory:
+        from bench_cpu import peak_extra_mb
+
+        weights, scales = model(int(args.memory[0]))
+        fn = row_selections(weights, [lk.ColumnScaled(s) for s in scales])[args.memory[1]]
+        print(peak_extra_mb(fn, sum(w.numel() for w in weights)))
+        return
     rows = masks_rows(args.blocks, args.repeats)
     if not args.skip_calibration:
         rows.append(calibration_row(args.cached_norms))

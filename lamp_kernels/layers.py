@@ -149,7 +149,9 @@ class Layers:
         return dataclasses.replace(self, values_ok=frozenset(range(len(self.tensors))))
 
     def check_values(self, skip_cuda: bool = False) -> None:
-        """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise.
+        """NaN/Inf among alive weights -> ValueError naming the layer; fp64 magnitude range likewise. A
+        column-scaled layer (``scales``) is checked on its importances, which are float32 (NaN/Inf: a NaN/Inf
+        weight, or a product past float32's range).
         skip_cuda: leave CUDA layers to kernels that check inside a pass they make anyway (no host sync)."""
         # values_ok layers are not read again, but float64 ones are: the range check is on the alive values,
         # which the importance check (over every entry) does not bound from below
@@ -160,14 +162,18 @@ class Layers:
         for i, max_abs in enumerate(self.alive_max_abs(skip)):
             if i in skip:
                 continue
+            if not math.isfinite(max_abs) and self._scale(i) is not None:
+                from .importance import scaled_error
+
+                raise ValueError(scaled_error(self.names[i]))
             if not math.isfinite(max_abs):
                 raise ValueError(f"{self.names[i]} has NaN or Inf weights")
-            if self.tensors[i].dtype == torch.float64:
+            if self.tensors[i].dtype == torch.float64 and self._scale(i) is None:
                 self.check_fp64_range(i, max_abs)
 
     def alive_max_abs(self, skip: set[int] = frozenset()) -> list[float]:
         """The largest |w| over each layer's alive weights (0 if none), inf where one of them is NaN or Inf.
-        Layers in ``skip`` are not read (0).
+        Layers in ``skip`` are not read (0). A column-scaled layer's: the largest of its alive importances.
 
         CPU layers go through the C++ kernels in one pass on their own thread pool: torch's reductions would
         run on its OpenMP threads, which then spin for milliseconds and take a core from the kernels that
@@ -177,14 +183,23 @@ class Layers:
         out = [0.0] * len(self.tensors)
         on_cpu = ([i for i, w in enumerate(self.tensors) if w.device.type == "cpu" and i not in skip]
                   if ops._C is not None else [])
-        if on_cpu:
-            found = ops._C.alive_max_abs([self.tensors[i].detach() for i in on_cpu], [self.masks[i] for i in on_cpu])
-            for i, v in zip(on_cpu, found):
+        for scaled in (False, True):
+            idx = [i for i in on_cpu if (self._scale(i) is not None) == scaled]
+            if not idx:
+                continue
+            ws, ms = [self.tensors[i].detach() for i in idx], [self.masks[i] for i in idx]
+            found = (ops._C.alive_max_abs_scaled(ws, ms, [self._scale(i) for i in idx]) if scaled
+                     else ops._C.alive_max_abs(ws, ms))
+            for i, v in zip(idx, found):
                 out[i] = v
         for i in sorted(set(range(len(self.tensors))) - set(on_cpu) - set(skip)):
             w, m = self.tensors[i], self.masks[i]
             if w.numel() == 0:
                 continue
+            if self._scale(i) is not None:
+                from .importance import scaled_importance
+
+                w = scaled_importance(w, self._scale(i))  # one layer's importances at a time
             a = w.detach().abs()
             if m is not None:
                 a = torch.where(m, a, torch.zeros((), dtype=a.dtype, device=a.device))
@@ -217,6 +232,9 @@ class Layers:
         """The same layers with other masks (already validated by the caller)."""
         return Layers(self.tensors, list(masks), self.names, self.kind, self.keys, self.scales, self.unchecked,
                       self.values_ok)
+
+    def _scale(self, i: int) -> torch.Tensor | None:
+        return None if self.scales is None else self.scales[i]
 
     def scaled(self) -> bool:
         return self.scales is not None and any(s is not None for s in self.scales)

@@ -20,6 +20,8 @@ every device (kernels_torch.py, or the reference for scores); compiled kernels r
     row_order_values    C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
     row_lamp_scores     C++ per-unit sort + scan      the CUDA library, rows as sort segments (cuda_rows.py)
     row_cut_masks       C++ per-unit selection        the pure-torch default (a stable sort per row)
+    row_cut_masks_scaled  C++: each unit's importances   the default: the float32 keys made, then
+                          made as it is cut               row_cut_masks (ColumnScaled keys)
     row_value_window    C++ per-unit sort + scan,     the pure-torch default (streamed_selection.py runs
                           values not kept               on CPU tensors only)
 
@@ -81,6 +83,8 @@ _lib.define("lamp_scores(Tensor[] weights, Tensor?[] masks, bool float64) -> Ten
 _lib.define("row_order_values(Tensor[] keys, Tensor?[] masks, int[] rows, bool lamp) -> Tensor[]")
 _lib.define("row_lamp_scores(Tensor[] keys, Tensor?[] masks, int[] rows, bool float64) -> Tensor[]")
 _lib.define("row_cut_masks(Tensor[] keys, Tensor?[] masks, int[] rows, Tensor[] counts) -> Tensor[]")
+_lib.define("row_cut_masks_scaled(Tensor[] weights, Tensor?[] masks, Tensor[] scales, int[] rows, Tensor[] counts) "
+            "-> Tensor[]")
 _lib.define("row_value_window(Tensor[] keys, Tensor?[] masks, int[] rows, bool lamp, int lo, int hi, int limit, "
             "int buckets) -> (Tensor[], Tensor[], Tensor[], Tensor)")
 
@@ -117,6 +121,8 @@ _lib.impl("lamp_scores", reference_lamp_scores, "CompositeExplicitAutograd")
 _lib.impl("row_order_values", rows.row_order_values_ref, "CompositeExplicitAutograd")
 _lib.impl("row_lamp_scores", rows.row_lamp_scores_ref, "CompositeExplicitAutograd")
 _lib.impl("row_cut_masks", rows.row_cut_masks_ref, "CompositeExplicitAutograd")
+_lib.impl("row_cut_masks_scaled", lambda w, m, s, r, c: row_cut_masks(_scaled_keys(w, s), m, r, c),
+          "CompositeExplicitAutograd")
 _lib.impl("row_value_window", rows.row_value_window_ref, "CompositeExplicitAutograd")
 
 
@@ -196,6 +202,11 @@ def _(keys, masks, rows, counts):
     return [torch.empty_like(k, dtype=torch.bool) for k in keys]
 
 
+@torch.library.register_fake("lamp_kernels::row_cut_masks_scaled", lib=_lib)
+def _(weights, masks, scales, rows, counts):
+    return [torch.empty_like(w, dtype=torch.bool) for w in weights]
+
+
 @torch.library.register_fake("lamp_kernels::row_value_window", lib=_lib)
 def _(keys, masks, rows, lamp, lo, hi, limit, buckets):
     ctx = torch.library.get_ctx()
@@ -247,6 +258,7 @@ if _C is not None:
     _lib.impl("row_order_values", _C.row_order_values, "CPU")
     _lib.impl("row_lamp_scores", _C.row_lamp_scores, "CPU")
     _lib.impl("row_cut_masks", _C.row_cut_masks, "CPU")
+    _lib.impl("row_cut_masks_scaled", _C.row_cut_masks_scaled, "CPU")
     _lib.impl("row_value_window", lambda *a: tuple(_C.row_value_window(*a)), "CPU")
 
 
@@ -308,6 +320,7 @@ fix_cuts_ = torch.ops.lamp_kernels.fix_cuts_  # then each candidate decided by i
 row_order_values = torch.ops.lamp_kernels.row_order_values  # per-unit sorted order values (int64)
 row_lamp_scores = torch.ops.lamp_kernels.row_lamp_scores  # per-unit LAMP scores
 row_cut_masks = torch.ops.lamp_kernels.row_cut_masks  # keep-masks from per-unit pruned counts
+row_cut_masks_scaled = torch.ops.lamp_kernels.row_cut_masks_scaled  # the same on ColumnScaled keys
 row_value_window = torch.ops.lamp_kernels.row_value_window  # per-unit counts around a window, and its values
 
 

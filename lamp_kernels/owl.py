@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from . import allocation, ops
+from .importance import scaled_importance
 from .kernels_torch import DTYPE_INFO
 from .layers import Layers
 from .options import Options
@@ -87,18 +88,24 @@ def count_above(t: torch.Tensor, threshold: float) -> int:
     return sum(int((flat[s:s + _CHUNK].to(torch.float64) > threshold).sum()) for s in range(0, flat.numel(), _CHUNK))
 
 
-def _layer_sum(t: torch.Tensor, mask: torch.Tensor | None) -> Fraction:
-    """The exact sum of a layer's alive |keys|: one C++ pass on CPU tensors, exact_sum elsewhere."""
+def _layer_sum(t: torch.Tensor, mask: torch.Tensor | None, scale: torch.Tensor | None = None) -> Fraction:
+    """The exact sum of a layer's alive |keys|: one C++ pass on CPU tensors, exact_sum elsewhere. With a
+    scale (ColumnScaled), the keys are the float32 importances fl32(|t| * scale_j), made as the pass reads t."""
     if t.device.type == "cpu" and ops._C is not None:
+        if scale is not None:
+            return _combine(ops._C.significand_sums_scaled([t.detach()], [mask], [scale])[0], torch.float32)
         return _combine(ops._C.significand_sums([t.detach()], [mask])[0], t.dtype)
-    return exact_sum(_alive(t, mask))
+    return exact_sum(_alive(t if scale is None else scaled_importance(t, scale), mask))
 
 
-def _layer_count_above(t: torch.Tensor, mask: torch.Tensor | None, threshold: float) -> int:
-    """#{alive |keys| > threshold}: one C++ pass on CPU tensors, count_above elsewhere."""
+def _layer_count_above(t: torch.Tensor, mask: torch.Tensor | None, threshold: float,
+                       scale: torch.Tensor | None = None) -> int:
+    """#{alive |keys| > threshold}: one C++ pass on CPU tensors, count_above elsewhere (scale: as _layer_sum)."""
     if t.device.type == "cpu" and ops._C is not None:
+        if scale is not None:
+            return int(ops._C.count_above_scaled([t.detach()], [mask], [threshold], [scale])[0])
         return int(ops._C.count_above([t.detach()], [mask], [threshold])[0])
-    return count_above(_alive(t, mask), threshold)
+    return count_above(_alive(t if scale is None else scaled_importance(t, scale), mask), threshold)
 
 
 def _alive(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -121,11 +128,16 @@ def _budget(layers: Layers, sparsity: float, options: Options, block_stats) -> a
 
 
 def budget(layers: Layers, sparsity: float, options: Options) -> allocation.Ratios:
-    """Per-layer sparsities for the keys ``layers.tensors``: two passes over each block's keys."""
+    """Per-layer sparsities for the keys ``layers.tensors`` (column-scaled ones: their importances, made as
+    each pass reads the weight): two passes over each block's keys."""
+    scales = layers.scales or [None] * len(layers.tensors)
+
     def stats(members: list[int], n: int) -> tuple[float, int]:
-        mean = float(sum((_layer_sum(layers.tensors[i], layers.masks[i]) for i in members), Fraction(0))) / n
+        mean = float(sum((_layer_sum(layers.tensors[i], layers.masks[i], scales[i]) for i in members),
+                         Fraction(0))) / n
         threshold = options.owl_m * mean
-        return mean, sum(_layer_count_above(layers.tensors[i], layers.masks[i], threshold) for i in members)
+        return mean, sum(_layer_count_above(layers.tensors[i], layers.masks[i], threshold, scales[i])
+                         for i in members)
 
     return _budget(layers, sparsity, options, stats)
 

@@ -81,6 +81,20 @@ def _per_group(keys: Layers, fn, *extra) -> list:
     return out
 
 
+def _row_cut_masks(keys: Layers, ops_set, units: Units) -> list[torch.Tensor]:
+    """Keep masks from per-unit counts, per group of layers; column-scaled ones by ops.row_cut_masks_scaled."""
+    out: list = [None] * len(keys.tensors)
+    scales = keys.scales
+    for (_, _, scaled), idx in selection.by_group(keys.tensors, None, scales).items():
+        ws, ms = [keys.tensors[i] for i in idx], [keys.masks[i] for i in idx]
+        rows, counts = [units.rows[i] for i in idx], [units.counts[i] for i in idx]
+        got = (ops.row_cut_masks_scaled(ws, ms, [scales[i] for i in idx], rows, counts) if scaled
+               else ops_set.row_cut_masks(ws, ms, rows, counts))
+        for i, g in zip(idx, got):
+            out[i] = g
+    return out
+
+
 def _check_rows(keys: Layers, method, options: Options) -> None:
     """LAMP per row squares each row's values: float64 rows within range (Layers.check_fp64_rows)."""
     if options.granularity == "row" and method == "lamp":
@@ -134,12 +148,24 @@ def _prepared(keys: Layers, sparsity: float, method, options: Options, group, on
 
 def _keys_for(keys: Layers, method, options: Options, chosen: backends.Backend) -> Layers:
     """ColumnScaled importances stay unmade on the plain path of the summary pipeline (the ops compute them as
-    they read the weights), and importance values not yet checked are checked in its summary pass; every other
-    path checks them here and ranks tensors, so the ColumnScaled ones are made here, one per layer."""
+    they read the weights), and importance values not yet checked are checked in its summary pass. On CPU
+    tensors they also stay unmade for OWL and for the budget methods' per-row rule (Wanda's): OWL's statistics,
+    the value check and the row cuts make each block's or row's importances as they read the weight. Every other
+    path checks the values here and ranks tensors, so the ColumnScaled ones are made here, one per layer."""
+    compiled = isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops and options.nm is None
     units = _uses_units(method, options, _bounds_on_summaries(keys, method, options, chosen))
-    plain = (isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops and options.nm is None
-             and method != "owl" and not units)
-    return keys if plain else importance.checked(keys).materialized()
+    if compiled and method != "owl" and not units:
+        return keys
+    if compiled and _scaled_rows(keys, method, options):
+        return importance.checked(keys)
+    return importance.checked(keys).materialized()
+
+
+def _scaled_rows(keys: Layers, method, options: Options) -> bool:
+    """OWL, or a budget method at row granularity, on CPU tensors: the selections whose column-scaled keys the
+    C++ kernels make as they read (owl.budget's statistics, Layers.check_values, ops.row_cut_masks_scaled)."""
+    return ((method == "owl" or method not in GLOBAL_METHODS) and not options.bounded and ops._C is not None
+            and all(w.device.type == "cpu" for w in keys.tensors))
 
 
 def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,
@@ -158,7 +184,7 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
                                                                                options.max_density))
     if _uses_units(method, options):
         units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
-        return _per_group(keys, chosen.unit_ops().row_cut_masks, units.rows, units.counts)
+        return _row_cut_masks(keys, chosen.unit_ops(), units)
     met = _budget_already_met(keys, sparsity, method, group, given)
     return met if met is not None else chosen.masks(keys, sparsity, method, group)
 

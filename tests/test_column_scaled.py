@@ -113,6 +113,61 @@ def test_the_cpu_pipeline_never_makes_the_importance(monkeypatch):
     assert {"bin_summaries_scaled", "gather_bin_keys_scaled"} <= {name for name, _ in calls}
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_row_rule_and_owl_never_make_the_importance(monkeypatch, dtype):
+    """Wanda's per-row rule and OWL on CPU tensors: the value check, OWL's statistics and the row cuts make each
+    block's or row's importances as they read the weight (the _scaled kernels); no full-size tensor is made, and
+    the masks and layer sparsities equal those of the materialised importance. Rows longer than a 16384-key
+    block of OWL's passes, masked weights, ties and zeros (tie_scales)."""
+    g = torch.Generator().manual_seed(12)
+    values = torch.tensor([0.0, 0.25, 0.5, 1.0, -1.0, 2.0, -0.5, 3.0])
+    layers = [values[torch.randint(0, 8, s, generator=g)].to(dtype) for s in ((40, 300), (3, 20000), (9, 7))]
+    layers[1] = layers[1] + torch.randn(3, 20000, generator=g).to(dtype)  # many distinct keys too
+    scales = tie_scales(layers, seed=13)
+    full, cs = materialised(layers, scales), [ColumnScaled(s) for s in scales]
+    masks = random_masks(layers, seed=14)
+    blocks = [0, 1, 2]  # three blocks: the middle one's density depends on every ratio, not only their order
+    options = [dict(method="uniform", granularity="row"), dict(method="erk", granularity="row"),
+               dict(method="owl", granularity="row", blocks=blocks, owl_m=2.0, owl_lambda=0.2),
+               dict(method="owl", blocks=blocks, owl_m=2.0, owl_lambda=0.2)]
+    wants = [(lk.prune_masks(layers, 0.6, masks=masks, importance=full, backend="reference", **kw),
+              lk.layer_sparsities(layers, 0.6, masks=masks, importance=full, backend="reference", **kw))
+             for kw in options]
+
+    def refuse(*_):
+        raise AssertionError("a full-size importance tensor was made")
+
+    monkeypatch.setattr(importance_module, "scaled_importance", refuse)
+    monkeypatch.setattr("lamp_kernels.owl.scaled_importance", refuse)
+    monkeypatch.setattr("lamp_kernels.selection.scaled_importance", refuse)
+    for kw, (want, want_sparsities) in zip(options, wants):
+        _same(lk.prune_masks(layers, 0.6, masks=masks, importance=cs, **kw), want, str(kw))
+        assert lk.layer_sparsities(layers, 0.6, masks=masks, importance=cs, **kw) == want_sparsities, kw
+
+
+def test_scaled_row_and_owl_kernels_equal_the_plain_ones_on_the_made_keys():
+    """ops.row_cut_masks_scaled and the _C scaled statistics against the plain kernels on the materialised
+    importance: every dtype, masks, rows of one element, whole-layer units (rows=1), thresholds on key
+    values and between them."""
+    g = torch.Generator().manual_seed(15)
+    for dtype in DTYPES:
+        ws = [torch.randn(37, 300, generator=g).to(dtype), torch.randn(5, 40000, generator=g).to(dtype),
+              torch.randn(6, 1, generator=g).to(dtype)]
+        sc = [torch.rand(w.shape[-1], generator=g) for w in ws]
+        sc[0][::7] = 0.0
+        ms = [torch.rand(w.shape, generator=g) > 0.3 for w in ws]
+        ms[1] = None
+        full = materialised(ws, sc)
+        assert torch.equal(ops._C.significand_sums_scaled(ws, ms, sc), ops._C.significand_sums(full, ms)), dtype
+        for t in ([0.3, 0.7, 0.1], [float(full[0][3, 5]), 0.0, -1.0]):
+            assert torch.equal(ops._C.count_above_scaled(ws, ms, t, sc), ops._C.count_above(full, ms, t)), dtype
+        assert ops._C.alive_max_abs_scaled(ws, ms, sc) == ops._C.alive_max_abs(full, ms), dtype
+        for rows in ([37, 5, 6], [1, 1, 1]):
+            counts = [torch.randint(0, w.numel() // r + 1, (r,), generator=g) for w, r in zip(ws, rows)]
+            want = ops.row_cut_masks(full, ms, rows, counts)
+            _same(ops.row_cut_masks_scaled(ws, ms, sc, rows, counts), want, f"{dtype} rows={rows}")
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3])
 def test_ties_across_chunks(threads):
     """Layers of many chunks with heavy ties: the cut falls inside a tie group and equal importances are
@@ -161,7 +216,8 @@ def test_bad_scales_and_overflowing_products():
         with pytest.raises(ValueError, match="0-d weight"):
             lk.prune_masks(torch.tensor(1.0), 0.5, importance=ColumnScaled(torch.ones(1)), backend=backend)
         huge = [w[0] * 1e37, w[1]]  # |w| * 100 leaves float32's range
-        for kw in ({}, {"granularity": "row"}):
+        for kw in ({}, {"granularity": "row"}, {"method": "uniform", "granularity": "row"}, {"method": "owl"},
+                   {"method": "owl", "granularity": "row"}):
             with pytest.raises(ValueError, match="layer 0: the ColumnScaled importance .* NaN or Inf"):
                 lk.prune_masks(huge, 0.5, importance=[ColumnScaled(ok[0] * 100), ColumnScaled(ok[1])],
                                backend=backend, **kw)
@@ -171,11 +227,12 @@ def test_bad_scales_and_overflowing_products():
     mask = torch.ones(6, 5, dtype=torch.bool)
     mask[0, 0] = False
     for backend in ("reference", "cpu"):
-        m = lk.prune_masks([nan, w[1]], 0.5, masks=[mask, None], importance=[ColumnScaled(s) for s in ok],
-                           backend=backend)
-        assert not m[0][0, 0]
-        with pytest.raises(ValueError, match="layer 0: the ColumnScaled importance"):
-            lk.prune_masks([nan, w[1]], 0.5, importance=[ColumnScaled(s) for s in ok], backend=backend)
+        for kw in ({}, {"method": "uniform", "granularity": "row"}, {"method": "owl", "granularity": "row"}):
+            m = lk.prune_masks([nan, w[1]], 0.5, masks=[mask, None], importance=[ColumnScaled(s) for s in ok],
+                               backend=backend, **kw)
+            assert not m[0][0, 0]
+            with pytest.raises(ValueError, match="layer 0: the ColumnScaled importance"):
+                lk.prune_masks([nan, w[1]], 0.5, importance=[ColumnScaled(s) for s in ok], backend=backend, **kw)
 
 
 def test_inputs_are_not_modified():

@@ -22,6 +22,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("bin_summaries_scanned", &lamp::bin_summaries_scanned, py::call_guard<py::gil_scoped_release>());
   m.def("significand_sums", &lamp::significand_sums, py::call_guard<py::gil_scoped_release>());
   m.def("count_above", &lamp::count_above, py::call_guard<py::gil_scoped_release>());
+  m.def("significand_sums_scaled", &lamp::significand_sums_scaled, py::call_guard<py::gil_scoped_release>());
+  m.def("count_above_scaled", &lamp::count_above_scaled, py::call_guard<py::gil_scoped_release>());
   m.def("nm_keep", &lamp::nm_keep, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys_many", &lamp::gather_bin_keys_many, py::call_guard<py::gil_scoped_release>());
@@ -38,10 +40,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("row_order_values", &lamp::row_order_values, py::call_guard<py::gil_scoped_release>());
   m.def("row_lamp_scores", &lamp::row_lamp_scores, py::call_guard<py::gil_scoped_release>());
   m.def("row_cut_masks", &lamp::row_cut_masks, py::call_guard<py::gil_scoped_release>());
+  m.def("row_cut_masks_scaled", &lamp::row_cut_masks_scaled, py::call_guard<py::gil_scoped_release>());
   m.def("row_value_window", &lamp::row_value_window, py::call_guard<py::gil_scoped_release>());
   m.def("masked_per_row", &lamp::masked_per_row, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores_by", &lamp::lamp_scores_by, py::call_guard<py::gil_scoped_release>());  // tests: one path
   m.def("alive_max_abs", &lamp::alive_max_abs, py::call_guard<py::gil_scoped_release>());
+  m.def("alive_max_abs_scaled", &lamp::alive_max_abs_scaled, py::call_guard<py::gil_scoped_release>());
   m.def("value_scan", &lamp::value_scan, py::call_guard<py::gil_scoped_release>());
   m.def("cuda_scan_emulation", &lamp::cuda_scan_emulation, py::call_guard<py::gil_scoped_release>());
   py::class_<CutSolver>(m, "CutSolver")

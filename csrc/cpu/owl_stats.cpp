@@ -1,5 +1,6 @@
 // OWL's block statistics on the CPU: the exact sum of the keys |x| of each layer and the count above a
-// threshold, each one read pass on the task pool (the pure-torch versions in owl.py run on other devices and
+// threshold, each one read pass on the task pool (the _scaled ones on column-scaled importances, scaled_keys.h,
+// made a block at a time as the weights are read) (the pure-torch versions in owl.py run on other devices and
 // are the twins these are tested against). Masked-out elements count as 0: they add nothing and are never
 // above a threshold >= 0.
 //
@@ -21,6 +22,7 @@
 
 #include "float_keys.h"
 #include "layer_chunks.h"
+#include "scaled_keys.h"
 #include "task_pool.h"
 #include "vector_clones.h"
 
@@ -173,52 +175,122 @@ int64_t count_over(const scalar_t* x, const bool* m, int64_t b, int64_t e, doubl
                          largest_key_at_most<scalar_t>(threshold));
 }
 
-}  // namespace
+// The layers' column-scales, checked (one per layer), or none.
+void check_scales(const LayerChunks& in, const std::vector<at::Tensor>* scales, const char* op) {
+  if (!scales) return;
+  TORCH_CHECK(scales->size() == in.ws.size(), op, ": one scale per layer");
+  for (size_t i = 0; i < in.ws.size(); ++i) check_scaled_layer(in.ws[i], (*scales)[i], op);
+}
 
-at::Tensor significand_sums(const std::vector<at::Tensor>& weights,
-                            const std::vector<std::optional<at::Tensor>>& masks) {
-  const LayerChunks in = checked_chunks(weights, masks, "significand_sums");
+// fn(keys, m, n) over the keys of elements [b, e) of layer i: key_scalar keys, x + b and its mask (or none),
+// or, with scales, float32 importances made kPassBlock at a time (fn called once per block).
+template <typename scalar_t, bool kScaled, typename Fn>
+void for_layer_keys(const LayerChunks& in, const std::vector<at::Tensor>* scales, size_t i, int64_t b, int64_t e,
+                    Fn fn) {
+  const scalar_t* x = in.ws[i].data_ptr<scalar_t>();
+  const bool* m = in.mask(i);
+  if constexpr (!kScaled) {
+    fn(x + b, m ? m + b : nullptr, e - b);
+  } else {
+    const ScaledLayer<scalar_t> layer{x, (*scales)[i].data_ptr<float>(), in.ws[i].size(-1)};
+    for_key_blocks<kPassBlock>(layer, b, e, [&](const float* keys, int64_t i0, int64_t n) {
+      fn(keys, m ? m + i0 : nullptr, n);
+    });
+  }
+}
+
+at::Tensor significand_sums_of(const std::vector<at::Tensor>& weights,
+                               const std::vector<std::optional<at::Tensor>>& masks,
+                               const std::vector<at::Tensor>* scales, const char* op) {
+  const LayerChunks in = checked_chunks(weights, masks, op);
+  check_scales(in, scales, op);
   const int64_t L = static_cast<int64_t>(weights.size());
   if (!L) return at::zeros({0, 2, 1}, at::kLong);
   at::Tensor out;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[0].scalar_type(), "significand_sums", [&] {
-    constexpr int E = 1 << FloatFormat<scalar_t>::exp_bits;
-    out = at::zeros({L, 2, E}, at::kLong);
-    int64_t* o = out.data_ptr<int64_t>();
-    std::vector<std::mutex> locks(L);
-    parallel_tasks(in.tasks(), max_workers(), [&](int64_t task, int) {
-      const size_t i = in.layer_of(task);
-      int64_t b, e;
-      in.range(task, i, b, e);
-      std::vector<int64_t> part(2 * E, 0);
-      add_significands(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e, part.data());
-      std::lock_guard<std::mutex> lock(locks[i]);
-      for (int j = 0; j < 2 * E; ++j) o[i * 2 * E + j] += part[j];
-    });
-  });
-  return out;
-}
-
-at::Tensor count_above(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
-                       const std::vector<double>& thresholds) {
-  const LayerChunks in = checked_chunks(weights, masks, "count_above");
-  const int64_t L = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(thresholds.size() == weights.size(), "count_above: one threshold per layer");
-  std::vector<int64_t> per_task(in.tasks(), 0);
-  if (L) {
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[0].scalar_type(), "count_above", [&] {
+    auto run = [&](auto scaled) {  // std::bool_constant: keys float32 importances, or the layer's own
+      constexpr bool kScaled = decltype(scaled)::value;
+      using key_scalar = std::conditional_t<kScaled, float, scalar_t>;
+      constexpr int E = 1 << FloatFormat<key_scalar>::exp_bits;
+      out = at::zeros({L, 2, E}, at::kLong);
+      int64_t* o = out.data_ptr<int64_t>();
+      std::vector<std::mutex> locks(L);
       parallel_tasks(in.tasks(), max_workers(), [&](int64_t task, int) {
         const size_t i = in.layer_of(task);
         int64_t b, e;
         in.range(task, i, b, e);
-        per_task[task] = count_over(in.ws[i].data_ptr<scalar_t>(), in.mask(i), b, e, thresholds[i]);
+        std::vector<int64_t> part(2 * E, 0);
+        for_layer_keys<scalar_t, kScaled>(in, scales, i, b, e, [&](const key_scalar* k, const bool* m, int64_t n) {
+          add_significands(k, m, 0, n, part.data());
+        });
+        std::lock_guard<std::mutex> lock(locks[i]);
+        for (int j = 0; j < 2 * E; ++j) o[i * 2 * E + j] += part[j];
       });
+    };
+    if (scales)
+      run(std::true_type{});
+    else
+      run(std::false_type{});
+  });
+  return out;
+}
+
+at::Tensor count_above_of(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+                          const std::vector<double>& thresholds, const std::vector<at::Tensor>* scales,
+                          const char* op) {
+  const LayerChunks in = checked_chunks(weights, masks, op);
+  check_scales(in, scales, op);
+  const int64_t L = static_cast<int64_t>(weights.size());
+  TORCH_CHECK(thresholds.size() == weights.size(), op, ": one threshold per layer");
+  std::vector<int64_t> per_task(in.tasks(), 0);
+  if (L) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[0].scalar_type(), "count_above", [&] {
+      auto run = [&](auto scaled) {
+        constexpr bool kScaled = decltype(scaled)::value;
+        using key_scalar = std::conditional_t<kScaled, float, scalar_t>;
+        parallel_tasks(in.tasks(), max_workers(), [&](int64_t task, int) {
+          const size_t i = in.layer_of(task);
+          int64_t b, e;
+          in.range(task, i, b, e);
+          for_layer_keys<scalar_t, kScaled>(in, scales, i, b, e, [&](const key_scalar* k, const bool* m, int64_t n) {
+            per_task[task] += count_over(k, m, 0, n, thresholds[i]);
+          });
+        });
+      };
+      if (scales)
+        run(std::true_type{});
+      else
+        run(std::false_type{});
     });
   }
   at::Tensor out = at::zeros({L}, at::kLong);
   for (int64_t i = 0; i < L; ++i)
     for (int64_t t = in.first[i]; t < in.first[i + 1]; ++t) out.data_ptr<int64_t>()[i] += per_task[t];
   return out;
+}
+
+}  // namespace
+
+at::Tensor significand_sums(const std::vector<at::Tensor>& weights,
+                            const std::vector<std::optional<at::Tensor>>& masks) {
+  return significand_sums_of(weights, masks, nullptr, "significand_sums");
+}
+
+at::Tensor significand_sums_scaled(const std::vector<at::Tensor>& weights,
+                                   const std::vector<std::optional<at::Tensor>>& masks,
+                                   const std::vector<at::Tensor>& scales) {
+  return significand_sums_of(weights, masks, &scales, "significand_sums_scaled");
+}
+
+at::Tensor count_above(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
+                       const std::vector<double>& thresholds) {
+  return count_above_of(weights, masks, thresholds, nullptr, "count_above");
+}
+
+at::Tensor count_above_scaled(const std::vector<at::Tensor>& weights,
+                              const std::vector<std::optional<at::Tensor>>& masks,
+                              const std::vector<double>& thresholds, const std::vector<at::Tensor>& scales) {
+  return count_above_of(weights, masks, thresholds, &scales, "count_above_scaled");
 }
 
 }  // namespace lamp

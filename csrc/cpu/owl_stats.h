@@ -15,8 +15,16 @@ namespace lamp {
 at::Tensor significand_sums(const std::vector<at::Tensor>& weights,
                             const std::vector<std::optional<at::Tensor>>& masks);
 
+// The same over the column-scaled importances fl32(|w| * s_j) (float32 keys: E = 256), never made whole.
+at::Tensor significand_sums_scaled(const std::vector<at::Tensor>& weights,
+                                   const std::vector<std::optional<at::Tensor>>& masks,
+                                   const std::vector<at::Tensor>& scales);
+
 // int64 [L]: the alive elements of layer i with |x| > thresholds[i], compared in float64.
 at::Tensor count_above(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
                        const std::vector<double>& thresholds);
+at::Tensor count_above_scaled(const std::vector<at::Tensor>& weights,
+                              const std::vector<std::optional<at::Tensor>>& masks,
+                              const std::vector<double>& thresholds, const std::vector<at::Tensor>& scales);
 
 }  // namespace lamp

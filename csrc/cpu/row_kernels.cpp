@@ -32,6 +32,7 @@
 #include "exact_sum.h"
 #include "float_keys.h"
 #include "radix_sort.h"
+#include "scaled_keys.h"
 #include "task_pool.h"
 
 namespace lamp {
@@ -516,6 +517,42 @@ std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
     auto& bucket = own_bucket.pick(kept_bucket, U.size);
     const int64_t count = U.size ? cs[U.layer].data_ptr<int64_t>()[U.begin / U.size] : 0;
     cut_unit(x, m, U.size, count, outs[U.layer].data_ptr<bool>() + U.begin, bucket);
+  });
+  return outs;
+}
+
+std::vector<at::Tensor> row_cut_masks_scaled(const std::vector<at::Tensor>& weights,
+                                             const std::vector<std::optional<at::Tensor>>& masks,
+                                             const std::vector<at::Tensor>& scales, const std::vector<int64_t>& rows,
+                                             const std::vector<at::Tensor>& counts) {
+  const auto ws = contiguous_all(weights);
+  const auto ms = contiguous_masks(masks, ws);
+  const auto units = make_units(ws, rows);
+  TORCH_CHECK(counts.size() == ws.size() && scales.size() == ws.size(),
+              "row_cut_masks_scaled: one count tensor and one scale per layer");
+  std::vector<at::Tensor> cs;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    check_scaled_layer(ws[i], scales[i], "row_cut_masks_scaled");
+    cs.push_back(counts[i].to(at::kLong).contiguous());
+    TORCH_CHECK(cs[i].numel() == rows[i], "row_cut_masks_scaled: one count per row");
+  }
+  std::vector<at::Tensor> outs;
+  for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(at::kBool)));
+  // Each unit's float32 importances made into the thread's buffer, then cut as a float32 unit: a row of a
+  // Linear weight is a few KiB and stays in L1/L2 across cut_unit's passes.
+  for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
+    using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
+    thread_local std::vector<float> kept_keys;
+    thread_local std::vector<Keys<float>::key_t> kept_bucket;
+    UnitBuffer<float> own_keys;
+    UnitBuffer<Keys<float>::key_t> own_bucket;
+    auto& keys = own_keys.pick(kept_keys, U.size);
+    auto& bucket = own_bucket.pick(kept_bucket, U.size);
+    keys.resize(static_cast<size_t>(U.size));
+    const ScaledLayer<scalar_t> layer{x - U.begin, scales[U.layer].data_ptr<float>(), ws[U.layer].size(-1)};
+    layer.fill(U.begin, U.size, keys.data());
+    const int64_t count = U.size ? cs[U.layer].data_ptr<int64_t>()[U.begin / U.size] : 0;
+    cut_unit(keys.data(), m, U.size, count, outs[U.layer].data_ptr<bool>() + U.begin, bucket);
   });
   return outs;
 }

@@ -18,6 +18,11 @@ std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
 std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
                                       const std::vector<std::optional<at::Tensor>>& masks,
                                       const std::vector<int64_t>& rows, const std::vector<at::Tensor>& counts);
+// row_cut_masks on the column-scaled importances fl32(|w| * s_j) (scaled_keys.h), each unit's made as it is cut.
+std::vector<at::Tensor> row_cut_masks_scaled(const std::vector<at::Tensor>& weights,
+                                             const std::vector<std::optional<at::Tensor>>& masks,
+                                             const std::vector<at::Tensor>& scales, const std::vector<int64_t>& rows,
+                                             const std::vector<at::Tensor>& counts);
 // Per mask, its masked-out (false) entries in each of its `rows` rows: int64 [rows].
 std::vector<at::Tensor> masked_per_row(const std::vector<at::Tensor>& masks, const std::vector<int64_t>& rows);
 std::tuple<std::vector<at::Tensor>, std::vector<at::Tensor>, std::vector<at::Tensor>, at::Tensor> row_value_window(

@@ -49,11 +49,14 @@ struct ScaledLayer {
 };
 
 // fn(keys, i0, n) for consecutive blocks [i0, i0 + n) of [b, e), keys[k] the importance of element i0 + k.
-template <typename scalar_t, typename Fn>
+// Block: importances per buffer (on the stack); passes whose per-call work has a fixed cost (a table to zero
+// and fold) take kPassBlock.
+constexpr int64_t kPassBlock = 16384;  // 64 KiB: stays in L2
+template <int64_t Block = kKeyBlock, typename scalar_t, typename Fn>
 void for_key_blocks(const ScaledLayer<scalar_t>& layer, int64_t b, int64_t e, Fn fn) {
-  float keys[kKeyBlock];
-  for (int64_t i0 = b; i0 < e; i0 += kKeyBlock) {
-    const int64_t n = std::min(kKeyBlock, e - i0);
+  float keys[Block];
+  for (int64_t i0 = b; i0 < e; i0 += Block) {
+    const int64_t n = std::min(Block, e - i0);
     layer.fill(i0, n, keys);
     fn(static_cast<const float*>(keys), i0, n);
   }

@@ -16,6 +16,7 @@
 
 #include "float_keys.h"
 #include "layer_chunks.h"
+#include "scaled_keys.h"
 #include "task_pool.h"
 #include "vector_clones.h"
 
@@ -67,32 +68,46 @@ uint64_t inf_key(at::ScalarType t) {
 }
 
 // Per layer, the largest alive magnitude (+inf for NaN/Inf; 0 if none) and, with `negative`, whether some element
-// is negative and nonzero.
+// is negative and nonzero. With `scales` (one per layer), the values are the column-scaled importances
+// fl32(|w| * s_j) (scaled_keys.h), made a block at a time: float32 keys whatever the weights' dtype.
 std::vector<double> scan_layers(const std::vector<at::Tensor>& weights,
-                                const std::vector<std::optional<at::Tensor>>& masks, std::vector<bool>* negative) {
+                                const std::vector<std::optional<at::Tensor>>& masks, std::vector<bool>* negative,
+                                const std::vector<at::Tensor>* scales = nullptr) {
   const size_t L = weights.size();
   const LayerChunks in(weights, masks);
+  if (scales) {
+    TORCH_CHECK(scales->size() == L, "alive_max_abs_scaled: one scale per layer");
+    for (size_t i = 0; i < L; ++i) check_scaled_layer(in.ws[i], (*scales)[i], "alive_max_abs_scaled");
+  }
   std::vector<uint64_t> task_max(in.tasks(), 0);
   std::vector<char> task_negative(in.tasks(), 0);
   parallel_tasks(in.tasks(), max_workers(), [&](int64_t t, int) {
     const size_t i = in.layer_of(t);
     int64_t b, e;
     in.range(t, i, b, e);
+    const bool* m = in.mask(i);
+    bool neg = false;
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.ws[i].scalar_type(), "alive_max_abs", [&] {
+      if (scales) {
+        const ScaledLayer<scalar_t> layer{in.ws[i].data_ptr<scalar_t>(), (*scales)[i].data_ptr<float>(),
+                                          in.ws[i].size(-1)};
+        for_key_blocks(layer, b, e, [&](const float* keys, int64_t i0, int64_t n) {
+          scan_bits(reinterpret_cast<const uint32_t*>(keys), m ? m + i0 : nullptr, n, task_max[t], neg);
+        });
+        return;
+      }
       using bits_t = typename Keys<scalar_t>::key_t;
       const bits_t* x = reinterpret_cast<const bits_t*>(in.ws[i].data_ptr<scalar_t>());
-      const bool* m = in.mask(i);
-      bool neg = false;
       scan_bits(x + b, m ? m + b : nullptr, e - b, task_max[t], neg);
-      task_negative[t] = neg;
     });
+    task_negative[t] = neg;
   });
   std::vector<double> out(L, 0.0);  // an empty layer: 0
   if (negative) negative->assign(L, false);
   for (size_t i = 0; i < L; ++i) {
     if (in.first[i] == in.first[i + 1]) continue;
     const uint64_t key = *std::max_element(task_max.begin() + in.first[i], task_max.begin() + in.first[i + 1]);
-    const at::ScalarType t = in.ws[i].scalar_type();
+    const at::ScalarType t = scales ? at::kFloat : in.ws[i].scalar_type();
     const int code = t == at::kBFloat16 ? kBF16 : t == at::kHalf ? kF16 : t == at::kFloat ? kF32 : kF64;
     out[i] = key >= inf_key(t) ? std::numeric_limits<double>::infinity() : key_value(code, static_cast<int64_t>(key));
     if (negative)
@@ -107,6 +122,12 @@ std::vector<double> scan_layers(const std::vector<at::Tensor>& weights,
 std::vector<double> alive_max_abs(const std::vector<at::Tensor>& weights,
                                   const std::vector<std::optional<at::Tensor>>& masks) {
   return scan_layers(weights, masks, nullptr);
+}
+
+std::vector<double> alive_max_abs_scaled(const std::vector<at::Tensor>& weights,
+                                         const std::vector<std::optional<at::Tensor>>& masks,
+                                         const std::vector<at::Tensor>& scales) {
+  return scan_layers(weights, masks, nullptr, &scales);
 }
 
 std::tuple<std::vector<double>, std::vector<bool>> value_scan(const std::vector<at::Tensor>& tensors) {
