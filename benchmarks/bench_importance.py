@@ -7,7 +7,7 @@
    after round so that the load of a shared machine hits them alike (medians, and the median of the
    per-round ratios; both ways verified to give the same masks); then global, LAMP per row, LAMP within
    density bounds, Wanda's per-row rule, OWL and 2:4 once each for reference; every global selection verified
-   to prune the exact count; Wanda's per-row rule and OWL also with ColumnScaled importance (the masks verified
+   to prune the exact count; Wanda's per-row rule, OWL and 2:4 also with ColumnScaled importance (the masks verified
    equal to the float32 tensors'), with the peak memory of a first call in a fresh process beyond the inputs
    and the masks it returns;
 2. calibration of SmolLM2-135M over 8k tokens (16 windows of 512) with calibration.input_norms (goal: within
@@ -63,17 +63,19 @@ def model(blocks: int):
     return weights, [torch.exp(torch.randn(w.shape[1], generator=g)) for w in weights]
 
 
-def row_selections(weights, importance) -> dict:
-    """Wanda's per-row rule and OWL (per-row rule inside, 7 layers a block) with the given importance."""
+def unmade_selections(weights, importance) -> dict:
+    """Wanda's per-row rule, OWL (per-row rule inside, 7 layers a block) and 2:4 with the given importance:
+    the selections besides LAMP per layer that keep a ColumnScaled importance unmade on CPU tensors."""
     blocks = [i // 7 for i in range(len(weights))]
     return {"Wanda's per-row rule": lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance,
                                                            granularity="row"),
             "OWL (per-row rule)": lambda: lk.prune_masks(weights, 0.5, "owl", importance=importance,
-                                                         granularity="row", blocks=blocks)}
+                                                         granularity="row", blocks=blocks),
+            "2:4": lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, nm=(2, 4))}
 
 
 def peak_memory_mib(blocks: int, label: str) -> float:
-    """Peak extra memory of a first call of a ColumnScaled row selection, in a fresh process (bench_cpu's
+    """Peak extra memory of a first call of a ColumnScaled selection, in a fresh process (bench_cpu's
     peak_extra_mb: beyond what was resident before and the masks returned)."""
     out = subprocess.run([sys.executable, __file__, "--memory", str(blocks), label], capture_output=True, text=True,
                          check=True)
@@ -116,15 +118,15 @@ def masks_rows(blocks: int, repeats: int) -> list[dict]:
     base = rows[0]["magnitude_s"]
     cases = [
         ("importance, global", lambda: lk.prune_masks(weights, 0.5, "global", importance=importance)),
-        ("importance, Wanda's per-row rule", row_selections(weights, importance)["Wanda's per-row rule"]),
+        ("importance, Wanda's per-row rule", unmade_selections(weights, importance)["Wanda's per-row rule"]),
         ("importance, LAMP per row",
          lambda: lk.prune_masks(weights, 0.5, importance=importance, granularity="row")),
         ("importance, LAMP per layer within densities 0.3-0.7",
          lambda: lk.prune_masks(weights, 0.5, importance=importance, min_density=0.3, max_density=0.7)),
-        ("importance, OWL (per-row rule)", row_selections(weights, importance)["OWL (per-row rule)"]),
-        ("importance, 2:4", lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, nm=(2, 4))),
+        ("importance, OWL (per-row rule)", unmade_selections(weights, importance)["OWL (per-row rule)"]),
+        ("importance, 2:4", unmade_selections(weights, importance)["2:4"]),
     ]
-    for label, fn in row_selections(weights, column_scaled).items():
+    for label, fn in unmade_selections(weights, column_scaled).items():
         cases.append((f"ColumnScaled, {label}", fn))
     for label, fn in cases:
         before = load()
@@ -134,7 +136,7 @@ def masks_rows(blocks: int, repeats: int) -> list[dict]:
             assert pruned == round(0.5 * n), (label, pruned)
         extra = {}
         if label.startswith("ColumnScaled"):
-            same = row_selections(weights, importance)[label.split(", ", 1)[1]]()
+            same = unmade_selections(weights, importance)[label.split(", ", 1)[1]]()
             assert all(torch.equal(a, b) for a, b in zip(masks, same)), label
             del same
             extra = {"equals_float32_tensors": True,
@@ -183,7 +185,7 @@ def main(argv=None) -> None:
         from bench_cpu import peak_extra_mb
 
         weights, scales = model(int(args.memory[0]))
-        fn = row_selections(weights, [lk.ColumnScaled(s) for s in scales])[args.memory[1]]
+        fn = unmade_selections(weights, [lk.ColumnScaled(s) for s in scales])[args.memory[1]]
         print(peak_extra_mb(fn, sum(w.numel() for w in weights)))
         return
     rows = masks_rows(args.blocks, args.repeats)

@@ -15,11 +15,10 @@ Each entry is either
   every layer; or
 - ``ColumnScaled(scale)``: the importance fl32(|W_ij| * scale_j), j the column (the weight's last dimension;
   Wanda's |W_ij| * ||X_j|| when scale holds the input-feature norms). The CPU kernels of the plain selection,
-  of OWL and of the budget methods' per-row rule compute each importance as they read the weight, so nothing
-  full-size is made; the other paths (and the ops' defaults on CUDA) make one float32 tensor per layer
-  (Layers.materialized; plan._keys_for decides). The scale is checked here
-  (finite, >= 0 once rounded to float32); a product that overflows float32, or a NaN/Inf alive weight,
-  raises when the keys are read.
+  of OWL, of the budget methods' per-row rule and of N:M compute each importance as they read the weight, so
+  nothing full-size is made; the other paths (and the ops' defaults on CUDA) make one float32 tensor per
+  layer (Layers.materialized; plan._keys_for decides). The scale is checked here (finite, >= 0 once rounded
+  to float32); a product that overflows float32, or a NaN/Inf alive weight, raises when the keys are read.
 
 Selection then runs on these *keys* exactly as it runs on |w| without them (reference.py), and the masks
 apply to the weights.

@@ -155,11 +155,17 @@ class Layers:
         skip_cuda: leave CUDA layers to kernels that check inside a pass they make anyway (no host sync)."""
         # values_ok layers are not read again, but float64 ones are: the range check is on the alive values,
         # which the importance check (over every entry) does not bound from below
-        known = {i for i in self.values_ok if self.tensors[i].dtype != torch.float64}
+        # (column-scaled layers' keys are float32: no range check, so no second read either)
+        known = {i for i in self.values_ok if self.tensors[i].dtype != torch.float64 or self._scale(i) is not None}
         skip = {i for i, w in enumerate(self.tensors) if skip_cuda and w.device.type == "cuda"} | known
         if len(skip) == len(self.tensors):
             return
-        for i, max_abs in enumerate(self.alive_max_abs(skip)):
+        found = self.alive_max_abs(skip)
+        # column-scaled layers first, then the others, each in layer order: the order in which the paths that
+        # make the importances (Layers.materialized, and so the reference) check them
+        order = sorted(range(len(self.tensors)), key=lambda i: self._scale(i) is None)
+        for i in order:
+            max_abs = found[i]
             if i in skip:
                 continue
             if not math.isfinite(max_abs) and self._scale(i) is not None:

@@ -20,18 +20,26 @@ _MAX_COMPILED_GROUP = 64
 
 
 def nm_masks(keys: list[torch.Tensor], masks: list[torch.Tensor | None], names: list[str], n: int,
-             m: int) -> list[torch.Tensor]:
-    """The given masks, with the N:M pattern's pruned weights masked out too (bool, keys' shapes)."""
+             m: int, scales: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+    """The given masks, with the N:M pattern's pruned weights masked out too (bool, keys' shapes). scales[i]
+    set: layer i's keys are the column-scaled importances of keys[i] (importance.ColumnScaled), made by the C++
+    pass as it reads the weight, or one layer at a time elsewhere."""
     for key, name in zip(keys, names):
         cols = key.numel() // rows_of(tuple(key.shape)) if key.numel() else 0
         if cols % m:
             raise ValueError(f"{name}: rows of {cols} weights do not split into groups of {m}")
-    return [_nm_keep(key.detach(), mask, n, m) for key, mask in zip(keys, masks)]
+    scales = scales or [None] * len(keys)
+    return [_nm_keep(key.detach(), mask, n, m, s) for key, mask, s in zip(keys, masks, scales)]
 
 
-def _nm_keep(key: torch.Tensor, mask: torch.Tensor | None, n: int, m: int) -> torch.Tensor:
+def _nm_keep(key: torch.Tensor, mask: torch.Tensor | None, n: int, m: int,
+             scale: torch.Tensor | None = None) -> torch.Tensor:
     if key.device.type == "cpu" and ops._C is not None and m <= _MAX_COMPILED_GROUP:
-        return ops._C.nm_keep(key, mask, n, m)
+        return ops._C.nm_keep(key, mask, n, m) if scale is None else ops._C.nm_keep_scaled(key, mask, scale, n, m)
+    if scale is not None:
+        from .importance import scaled_importance
+
+        key = scaled_importance(key, scale)
     return nm_keep_torch(key, mask, n, m)
 
 

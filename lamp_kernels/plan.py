@@ -44,10 +44,12 @@ class Units:
 
 
 def _prepare(keys: Layers, sparsity: float, method, options: Options):
-    if method == "owl":  # OWL's statistics sum the keys: NaN/Inf ones raise here, not again in the selection
+    # OWL's statistics sum the keys, and N:M ranks column-scaled ones before any selection pass reads them:
+    # NaN/Inf ones raise here, not again in the selection
+    if method == "owl" or (options.nm is not None and keys.scaled()):
         keys = keys.values_checked()
     if options.nm is not None:
-        keys = keys.with_masks(nm.nm_masks(keys.tensors, keys.masks, keys.names, *options.nm))
+        keys = keys.with_masks(nm.nm_masks(keys.tensors, keys.masks, keys.names, *options.nm, scales=keys.scales))
     if method == "owl":
         method = owl.budget(keys, sparsity, options)
     return keys, method
@@ -152,20 +154,21 @@ def _keys_for(keys: Layers, method, options: Options, chosen: backends.Backend) 
     tensors they also stay unmade for OWL and for the budget methods' per-row rule (Wanda's): OWL's statistics,
     the value check and the row cuts make each block's or row's importances as they read the weight. Every other
     path checks the values here and ranks tensors, so the ColumnScaled ones are made here, one per layer."""
-    compiled = isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops and options.nm is None
+    compiled = isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops
     units = _uses_units(method, options, _bounds_on_summaries(keys, method, options, chosen))
-    if compiled and method != "owl" and not units:
+    on_cpu = ops._C is not None and all(w.device.type == "cpu" for w in keys.tensors)
+    if compiled and method != "owl" and not units and options.nm is None:
         return keys
-    if compiled and _scaled_rows(keys, method, options):
+    # N:M reads the keys before the summary pass: importance tensors checked first (column-scaled: _prepare)
+    if compiled and on_cpu and (method != "owl" and not units or _scaled_rows(method, options)):
         return importance.checked(keys)
     return importance.checked(keys).materialized()
 
 
-def _scaled_rows(keys: Layers, method, options: Options) -> bool:
-    """OWL, or a budget method at row granularity, on CPU tensors: the selections whose column-scaled keys the
+def _scaled_rows(method, options: Options) -> bool:
+    """OWL, or a budget method at row granularity: on CPU tensors, the selections whose column-scaled keys the
     C++ kernels make as they read (owl.budget's statistics, Layers.check_values, ops.row_cut_masks_scaled)."""
-    return ((method == "owl" or method not in GLOBAL_METHODS) and not options.bounded and ops._C is not None
-            and all(w.device.type == "cpu" for w in keys.tensors))
+    return (method == "owl" or method not in GLOBAL_METHODS) and not options.bounded
 
 
 def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: backends.Backend,
@@ -193,9 +196,12 @@ def _budget_already_met(keys: Layers, sparsity: float, method, group, given: lis
     """A budget method each of whose layers has at least its count masked out already (2:4 at 50%, say):
     the keep masks are the alive masks (those the call made itself, such as N:M's, returned as they are; the
     caller's copied), and no selection runs; the values are checked as the selection would. None otherwise."""
-    # Not for column-scaled keys (unmade here: the selection checks their products) nor float64 ones (the
-    # selection's range check has its own message): the selection runs, so errors stay the same.
-    if method in GLOBAL_METHODS or group is not None or keys.scaled() or any(
+    # Not for column-scaled keys whose products are unchecked (the selection checks them; N:M's were checked
+    # in _prepare) nor float64 ones (the selection's range check has its own message): the selection runs, so
+    # errors stay the same.
+    unchecked_products = keys.scaled() and any(s is not None and i not in keys.values_ok
+                                               for i, s in enumerate(keys.scales))
+    if method in GLOBAL_METHODS or group is not None or unchecked_products or any(
             w.dtype == torch.float64 for w in keys.tensors):
         return None
     try:

@@ -180,7 +180,8 @@ def solve(summaries: list[Summary], names: list[str], shapes: list[tuple[int, ..
     """Per-layer cuts for `method` at `sparsity`. gather(requests) returns the sorted alive keys of the
     requested bins of fp32/fp64 layers whose cut lies inside a bin. densities (lamp and global): every layer's
     density bounds (prune_masks' min_density, max_density), checked feasible here, after the values."""
-    for s, name in zip(summaries, names):
+    # column-scaled layers first, each group in layer order: the order of the paths that make the importances
+    for s, name in sorted(zip(summaries, names), key=lambda pair: not pair[0].scaled):
         check_summary(s, name)
     numels = [s.numel for s in summaries]
     masked = [s.numel - s.alive for s in summaries]

@@ -143,6 +143,23 @@ def test_row_rule_and_owl_never_make_the_importance(monkeypatch, dtype):
     for kw, (want, want_sparsities) in zip(options, wants):
         _same(lk.prune_masks(layers, 0.6, masks=masks, importance=cs, **kw), want, str(kw))
         assert lk.layer_sparsities(layers, 0.6, masks=masks, importance=cs, **kw) == want_sparsities, kw
+    # N:M (rows in groups of 4): the pattern ranks the importances as the C++ pass reads the weights, then the
+    # selection runs on the same unmade keys (the plain path, the per-row rule, OWL)
+    nm_layers, nm_cs, nm_masks = layers[:2], cs[:2], masks[:2]
+    for kw in (dict(method="lamp"), dict(method="global"), dict(method="uniform", granularity="row"),
+               dict(method="owl", granularity="row", blocks=[0, 1], owl_m=2.0, owl_lambda=0.2)):
+        monkeypatch.undo()
+        want = lk.prune_masks(nm_layers, 0.7, masks=nm_masks, importance=full[:2], nm=(2, 4), backend="reference",
+                              **kw)
+        monkeypatch.setattr(importance_module, "scaled_importance", refuse)
+        monkeypatch.setattr("lamp_kernels.owl.scaled_importance", refuse)
+        monkeypatch.setattr("lamp_kernels.selection.scaled_importance", refuse)
+        _same(lk.prune_masks(nm_layers, 0.7, masks=nm_masks, importance=nm_cs, nm=(2, 4), **kw), want, f"2:4 {kw}")
+    # 2:4 at 50% (no mask given): the pattern meets the budget, and its masks are the answer (no selection)
+    monkeypatch.undo()
+    want = lk.prune_masks(nm_layers, 0.5, "uniform", importance=full[:2], nm=(2, 4), backend="reference")
+    monkeypatch.setattr(importance_module, "scaled_importance", refuse)
+    _same(lk.prune_masks(nm_layers, 0.5, "uniform", importance=nm_cs, nm=(2, 4)), want, "2:4 at 50%")
 
 
 def test_scaled_row_and_owl_kernels_equal_the_plain_ones_on_the_made_keys():
@@ -152,20 +169,26 @@ def test_scaled_row_and_owl_kernels_equal_the_plain_ones_on_the_made_keys():
     g = torch.Generator().manual_seed(15)
     for dtype in DTYPES:
         ws = [torch.randn(37, 300, generator=g).to(dtype), torch.randn(5, 40000, generator=g).to(dtype),
-              torch.randn(6, 1, generator=g).to(dtype)]
+              torch.randn(6, 1, generator=g).to(dtype), torch.randn(7, generator=g).to(dtype), torch.randn(5, 0),
+              torch.randn(0)]
+        ws[4:] = [w.to(dtype) for w in ws[4:]]  # empty layers: rows without columns, and one empty unit
         sc = [torch.rand(w.shape[-1], generator=g) for w in ws]
         sc[0][::7] = 0.0
         ms = [torch.rand(w.shape, generator=g) > 0.3 for w in ws]
         ms[1] = None
         full = materialised(ws, sc)
         assert torch.equal(ops._C.significand_sums_scaled(ws, ms, sc), ops._C.significand_sums(full, ms)), dtype
-        for t in ([0.3, 0.7, 0.1], [float(full[0][3, 5]), 0.0, -1.0]):
+        for t in ([0.3, 0.7, 0.1, 0.2, 0.0, 0.0], [float(full[0][3, 5]), 0.0, -1.0, float(full[3][2]), -1.0, 1.0]):
             assert torch.equal(ops._C.count_above_scaled(ws, ms, t, sc), ops._C.count_above(full, ms, t)), dtype
         assert ops._C.alive_max_abs_scaled(ws, ms, sc) == ops._C.alive_max_abs(full, ms), dtype
-        for rows in ([37, 5, 6], [1, 1, 1]):
-            counts = [torch.randint(0, w.numel() // r + 1, (r,), generator=g) for w, r in zip(ws, rows)]
+        for rows in ([37, 5, 6, 1, 5, 1], [1, 1, 1, 1, 1, 1]):
+            counts = [torch.randint(0, w.numel() // r + 1 if w.numel() else 1, (r,), generator=g)
+                      for w, r in zip(ws, rows)]
             want = ops.row_cut_masks(full, ms, rows, counts)
             _same(ops.row_cut_masks_scaled(ws, ms, sc, rows, counts), want, f"{dtype} rows={rows}")
+        for w, m, s, f in zip(ws[:2], ms[:2], sc[:2], full[:2]):  # N:M: groups of 4 along rows, and of 5
+            for n, k in ((2, 4), (1, 4), (3, 5), (0, 4), (4, 4)):
+                assert torch.equal(ops._C.nm_keep_scaled(w, m, s, n, k), ops._C.nm_keep(f, m, n, k)), (dtype, n, k)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
@@ -233,6 +256,51 @@ def test_bad_scales_and_overflowing_products():
             assert not m[0][0, 0]
             with pytest.raises(ValueError, match="layer 0: the ColumnScaled importance"):
                 lk.prune_masks([nan, w[1]], 0.5, importance=[ColumnScaled(s) for s in ok], backend=backend, **kw)
+
+
+def test_empty_and_wide_range_layers_on_the_row_paths():
+    """Layers without elements or columns, a 1-D weight, and float64 weights far outside float32's range (their
+    products round to 0 or overflow): the unmade keys of the per-row rule, OWL and N:M give the reference's
+    masks, and an overflow raises as there."""
+    g = torch.Generator().manual_seed(16)
+    layers = [torch.randn(8, 12, generator=g).double() * 1e-60, torch.randn(5, 0).double(), torch.randn(0).double(),
+              torch.randn(12, generator=g).double(), torch.randn(4, 8, generator=g).double() * 1e30]
+    layers[0][0, :4] = 1.0  # a few keys in range beside products that round to 0
+    scales = [torch.rand(w.shape[-1], generator=g) for w in layers]
+    full, cs = materialised(layers, scales), [ColumnScaled(s) for s in scales]
+    for kw in (dict(method="uniform", granularity="row"), dict(method="owl", granularity="row"), dict(method="owl"),
+               dict(method="lamp", nm=(2, 4)), dict(method="uniform", granularity="row", nm=(1, 4))):
+        kw = dict(kw)
+        method = kw.pop("method")
+        want = lk.prune_masks(layers, 0.5, method, importance=full, backend="reference", **kw)
+        _same(lk.prune_masks(layers, 0.5, method, importance=cs, **kw), want, f"{method} {kw}")
+        huge = [w * 1e10 if i == 4 else w for i, w in enumerate(layers)]  # 1e40 leaves float32's range
+        with pytest.raises(ValueError, match="layer 4: the ColumnScaled importance .* NaN or Inf"):
+            lk.prune_masks(huge, 0.5, method, importance=cs, **kw)
+
+
+def test_the_first_error_is_the_references():
+    """A column-scaled layer with a NaN product after a float64 importance tensor outside float64's range: every
+    path names the column-scaled layer first, as the reference does (it makes the importances, checking them,
+    before the other checks)."""
+    fp64 = torch.full((4, 8), 1e-160, dtype=torch.float64)
+    fp64[0, 0] = 1.0
+    mask = torch.ones(4, 8, dtype=torch.bool)
+    mask[0, 0] = False
+    nan = torch.randn(4, 8)
+    nan[1, 1] = float("nan")
+    layers, masks = [torch.randn(4, 8, dtype=torch.float64), nan], [mask, None]
+    importance = [fp64, ColumnScaled(torch.ones(8))]
+    for kw in (dict(method="uniform", granularity="row"), dict(method="owl", granularity="row"),
+               dict(method="owl"), dict(method="lamp", nm=(2, 4)), dict(method="uniform")):
+        kw = dict(kw)
+        method = kw.pop("method")
+        messages = []
+        for backend in ("reference", "cpu"):
+            with pytest.raises(ValueError) as got:
+                lk.prune_masks(layers, 0.5, method, masks=masks, importance=importance, backend=backend, **kw)
+            messages.append(str(got.value))
+        assert messages[0] == messages[1] and messages[0].startswith("layer 1"), (kw, messages)
 
 
 def test_inputs_are_not_modified():

@@ -25,6 +25,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("significand_sums_scaled", &lamp::significand_sums_scaled, py::call_guard<py::gil_scoped_release>());
   m.def("count_above_scaled", &lamp::count_above_scaled, py::call_guard<py::gil_scoped_release>());
   m.def("nm_keep", &lamp::nm_keep, py::call_guard<py::gil_scoped_release>());
+  m.def("nm_keep_scaled", &lamp::nm_keep_scaled, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys", &lamp::gather_bin_keys, py::call_guard<py::gil_scoped_release>());
   m.def("gather_bin_keys_many", &lamp::gather_bin_keys_many, py::call_guard<py::gil_scoped_release>());
   m.def("bin_summaries_scaled", &lamp::bin_summaries_scaled, py::call_guard<py::gil_scoped_release>());

@@ -8,8 +8,10 @@
 #include "nm_masks.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "float_keys.h"
+#include "scaled_keys.h"
 #include "task_pool.h"
 
 namespace lamp {
@@ -39,16 +41,28 @@ void nm_range(const scalar_t* x, const bool* alive, int64_t g0, int64_t g1, int6
   }
 }
 
-}  // namespace
+template <typename scalar_t>
+void nm_groups(const scalar_t* x, const bool* alive, int64_t g0, int64_t g1, int64_t n, int64_t m, bool* keep) {
+  switch (m) {
+    case 4: nm_range<4>(x, alive, g0, g1, n, m, keep); break;
+    case 8: nm_range<8>(x, alive, g0, g1, n, m, keep); break;
+    case 16: nm_range<16>(x, alive, g0, g1, n, m, keep); break;
+    default: nm_range<0>(x, alive, g0, g1, n, m, keep);
+  }
+}
 
-at::Tensor nm_keep(const at::Tensor& keys, const std::optional<at::Tensor>& mask, int64_t n, int64_t m) {
-  TORCH_CHECK(keys.device().is_cpu(), "nm_keep: a CPU tensor");
-  TORCH_CHECK(m >= 1 && m <= kMaxGroup && n >= 0 && n <= m, "nm_keep: 0 <= n <= m <= ", kMaxGroup);
-  TORCH_CHECK(keys.numel() % m == 0, "nm_keep: the elements do not split into groups of m");
+// With `scale` defined, the keys are the column-scaled importances fl32(|x| * s_j) (scaled_keys.h): each task's
+// made into the thread's buffer (a task's groups: at most kChunk + m floats, kept by the thread).
+at::Tensor nm_keep_of(const at::Tensor& keys, const std::optional<at::Tensor>& mask, const at::Tensor& scale,
+                      int64_t n, int64_t m, const char* op) {
+  TORCH_CHECK(keys.device().is_cpu(), op, ": a CPU tensor");
+  TORCH_CHECK(m >= 1 && m <= kMaxGroup && n >= 0 && n <= m, op, ": 0 <= n <= m <= ", kMaxGroup);
+  TORCH_CHECK(keys.numel() % m == 0, op, ": the elements do not split into groups of m");
+  if (scale.defined()) check_scaled_layer(keys, scale, op);
   const at::Tensor x = keys.contiguous();
   at::Tensor alive;
   if (mask.has_value() && mask->defined()) {
-    TORCH_CHECK(mask->scalar_type() == at::kBool && mask->numel() == keys.numel(), "nm_keep: a bool mask per element");
+    TORCH_CHECK(mask->scalar_type() == at::kBool && mask->numel() == keys.numel(), op, ": a bool mask per element");
     alive = mask->contiguous();
   }
   at::Tensor keep = at::empty(keys.sizes(), keys.options().dtype(at::kBool));
@@ -60,15 +74,29 @@ at::Tensor nm_keep(const at::Tensor& keys, const std::optional<at::Tensor>& mask
     bool* pk = keep.data_ptr<bool>();
     parallel_tasks(tasks, max_workers(), [&](int64_t t, int) {
       const int64_t g0 = t * per_task, g1 = std::min(groups, (t + 1) * per_task);
-      switch (m) {
-        case 4: nm_range<4>(px, pa, g0, g1, n, m, pk); break;
-        case 8: nm_range<8>(px, pa, g0, g1, n, m, pk); break;
-        case 16: nm_range<16>(px, pa, g0, g1, n, m, pk); break;
-        default: nm_range<0>(px, pa, g0, g1, n, m, pk);
+      if (!scale.defined()) {
+        nm_groups(px, pa, g0, g1, n, m, pk);
+        return;
       }
+      thread_local std::vector<float> buffer;
+      const int64_t b = g0 * m, len = (g1 - g0) * m;
+      buffer.resize(static_cast<size_t>(len));
+      ScaledLayer<scalar_t>{px, scale.data_ptr<float>(), x.size(-1)}.fill(b, len, buffer.data());
+      nm_groups(buffer.data(), pa ? pa + b : nullptr, 0, g1 - g0, n, m, pk + b);
     });
   });
   return keep;
+}
+
+}  // namespace
+
+at::Tensor nm_keep(const at::Tensor& keys, const std::optional<at::Tensor>& mask, int64_t n, int64_t m) {
+  return nm_keep_of(keys, mask, at::Tensor(), n, m, "nm_keep");
+}
+
+at::Tensor nm_keep_scaled(const at::Tensor& weights, const std::optional<at::Tensor>& mask, const at::Tensor& scale,
+                          int64_t n, int64_t m) {
+  return nm_keep_of(weights, mask, scale, n, m, "nm_keep_scaled");
 }
 
 }  // namespace lamp

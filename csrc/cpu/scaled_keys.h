@@ -38,6 +38,7 @@ struct ScaledLayer {
 
   // out[k] = fl32(|x[b + k]| * s[(b + k) mod cols]) for k < n; row by row, so the inner loop vectorises.
   void fill(int64_t b, int64_t n, float* out) const {
+    if (n <= 0) return;  // (an empty layer may have no columns)
     int64_t j = b % cols, k = 0;
     while (k < n) {
       const int64_t seg = std::min(n - k, cols - j);
