@@ -44,9 +44,9 @@ class Units:
 
 
 def _prepare(keys: Layers, sparsity: float, method, options: Options):
-    # OWL's statistics sum the keys, and N:M ranks column-scaled ones before any selection pass reads them:
-    # NaN/Inf ones raise here, not again in the selection
-    if method == "owl" or (options.nm is not None and keys.scaled()):
+    # OWL's statistics sum the keys, and N:M ranks them before any selection pass reads them: NaN/Inf ones (and
+    # fp64 ones out of range) raise here, before N:M's own checks, as in the reference, not again in the selection
+    if method == "owl" or options.nm is not None:
         keys = keys.values_checked()
     if options.nm is not None:
         keys = keys.with_masks(nm.nm_masks(keys.tensors, keys.masks, keys.names, *options.nm, scales=keys.scales))
@@ -145,7 +145,11 @@ def _check_group(method, options: Options, group, on_summaries: bool = False) ->
 
 def _prepared(keys: Layers, sparsity: float, method, options: Options, group, on_summaries: bool = False):
     _check_group(method, options, group, on_summaries)
-    return _prepare(keys, sparsity, method, options)
+    if group is None:
+        return _prepare(keys, sparsity, method, options)
+    from .distributed import agree_on_errors  # a bad value or N:M shape on one rank raises on every rank
+
+    return agree_on_errors(lambda: _prepare(keys, sparsity, method, options), group)
 
 
 def _keys_for(keys: Layers, method, options: Options, chosen: backends.Backend) -> Layers:

@@ -114,6 +114,17 @@ def _worker(rank, world, init_file, queue):
             assert "ColumnScaled importance" in str(e), str(e)
         else:
             raise AssertionError("an overflowing ColumnScaled product should raise")
+        # N:M ranks the keys before any collective: a NaN product on one rank raises on every rank, none hang
+        nm_layers = {n: torch.randn(w.shape[0], 8) for n, w in mine.items()}
+        nm_scales = {n: lk.ColumnScaled(torch.ones(8)) for n in nm_layers}
+        if rank == 0:
+            nm_layers["a.weight"][0, 0] = float("nan")
+        try:
+            lk.prune_masks(nm_layers, 0.6, importance=nm_scales, nm=(2, 4), group=dist.group.WORLD)
+        except ValueError as e:
+            assert "rank 0" in str(e) and "ColumnScaled importance" in str(e), str(e)
+        else:
+            raise AssertionError("the NaN product on rank 0 should raise on every rank")
         try:
             lk.prune_masks([torch.randn(3)], 0.5, group=dist.group.WORLD)
         except ValueError as e:

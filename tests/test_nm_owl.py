@@ -119,6 +119,16 @@ def test_budget_already_met_by_the_pattern_runs_no_selection(monkeypatch):
 def test_nm_errors():
     with pytest.raises(ValueError, match="rows of 6 weights do not split into groups of 4"):
         lk.prune_masks([torch.randn(3, 6)], 0.5, nm=(2, 4))
+    # a NaN weight before a layer whose rows do not split: the values are checked first, as in the reference
+    nan = torch.randn(4, 8)
+    nan[1, 2] = float("nan")
+    for method, kw in (("lamp", {}), ("uniform", {}), ("uniform", {"granularity": "row"})):
+        messages = []
+        for backend in ("reference", "cpu"):
+            with pytest.raises(ValueError) as got:
+                lk.prune_masks([nan, torch.randn(4, 6)], 0.5, method, nm=(2, 4), backend=backend, **kw)
+            messages.append(str(got.value))
+        assert messages[0] == messages[1] == "layer 0 has NaN or Inf weights", (method, kw, messages)
     for bad in [(2,), (5, 4), (2.0, 4), "2:4", (-1, 4)]:
         with pytest.raises(ValueError, match="nm"):
             lk.prune_masks([torch.randn(4, 4)], 0.5, nm=bad)
