@@ -105,3 +105,48 @@ def test_results_do_not_depend_on_the_thread_count():
     for s, b in results[1:]:
         assert all(torch.equal(x, y) for x, y in zip(s, s0))
         assert all(torch.equal(c, c0) and torch.equal(t, t0) for (c, t), (c0, t0) in zip(b, b0))
+
+
+_AFFINITY_CHILD = r"""
+import os, sys, torch
+from lamp_kernels import ops
+torch.set_num_threads(2)
+layers = [torch.randn(600_000), torch.randn(300_000)]
+want = ops._C.lamp_scores(layers, [None, None], True)  # starts the helper
+main = os.getpid()
+cpus = sorted(os.sched_getaffinity(main))
+helpers = [int(t) for t in os.listdir("/proc/self/task") if int(t) != main]
+before = {t: os.sched_getaffinity(t) for t in helpers}
+os.sched_setaffinity(main, {cpus[0]})  # the caller on one CPU: a helper woken there moves off it, once
+# a process spinning on another CPU, so that the scheduler has no idle CPU to put the helper on by itself
+import subprocess
+spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+os.sched_setaffinity(spin.pid, {cpus[1]})
+try:
+    for _ in range(30):
+        assert all(torch.equal(a, b) for a, b in zip(ops._C.lamp_scores(layers, [None, None], True), want))
+finally:
+    spin.kill()
+    spin.wait()
+after = {t: os.sched_getaffinity(t) for t in helpers}
+assert after == before, (before, after)  # every helper's mask as it was: nothing left pinned
+for t in helpers:  # a helper allowed only the caller's CPU stays there and still works
+    os.sched_setaffinity(t, {cpus[0]})
+for _ in range(5):
+    assert all(torch.equal(a, b) for a, b in zip(ops._C.lamp_scores(layers, [None, None], True), want))
+assert all(os.sched_getaffinity(t) == {cpus[0]} for t in helpers)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux affinity and two CPUs")
+def test_helpers_leave_their_affinity_as_it_was():
+    """A helper woken on the caller's CPU moves itself to another CPU of its mask and restores the mask at once:
+    in a child process with the caller pinned to one CPU, every helper's mask is unchanged after many jobs, a
+    helper allowed only the caller's CPU keeps working there, and the results do not change."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _AFFINITY_CHILD], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
