@@ -12,7 +12,6 @@
 
 #include <ATen/Parallel.h>
 #include <pthread.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <atomic>
@@ -35,7 +34,6 @@ struct Job {
   std::atomic<int64_t> next{0};
   std::atomic<int> next_worker{1};  // worker ids handed to helpers; the caller is worker 0
   std::atomic<int> in_flight{0};
-  int caller_cpu = -1;  // the CPU the caller published the job from (sched_getcpu), or -1
   std::mutex mutex;  // guards error and the done notification
   std::condition_variable done;
   std::exception_ptr error;
@@ -60,28 +58,6 @@ struct Job {
   }
 };
 
-// A helper woken on the caller's CPU shares it with the caller while another CPU runs something else. With a
-// busy process beside them, Linux keeps that placement (the two sleep and wake together, and moving one of
-// three runnable threads between two CPUs balances nothing), so a job runs at one thread's speed: measured
-// with one of two cores busy, this process got 1.0-1.1 CPUs and the busy process 0.9-1.0. Such a helper moves
-// itself once to another CPU of its own affinity mask: the mask without the caller's CPU, then the mask
-// restored at once. Nothing stays pinned (the scheduler may move it anywhere after), no CPU outside the mask
-// is used, and a mask of one CPU (or a failed call, e.g. under a cpuset) leaves the helper where it is. Then
-// 1.3-1.4 CPUs, and VGG-16 masks with one core busy 29-35 -> 24-25 ms (one session, alternating builds).
-void move_off(int caller_cpu) {
-#ifdef __linux__
-  if (caller_cpu < 0 || sched_getcpu() != caller_cpu) return;
-  cpu_set_t mask, others;
-  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return;
-  others = mask;
-  CPU_CLR(caller_cpu, &others);
-  if (CPU_COUNT(&others) == 0) return;
-  if (sched_setaffinity(0, sizeof(others), &others) == 0) sched_setaffinity(0, sizeof(mask), &mask);
-#else
-  (void)caller_cpu;
-#endif
-}
-
 class Pool {
  public:
   void run(int64_t tasks, int workers, const std::function<void(int64_t, int)>& fn) {
@@ -94,9 +70,6 @@ class Pool {
     job->fn = &fn;
     job->tasks = tasks;
     job->workers = workers;
-#ifdef __linux__
-    job->caller_cpu = sched_getcpu();
-#endif
     {
       std::lock_guard<std::mutex> lock(mutex_);
       while (started_ < workers - 1) {
@@ -132,10 +105,7 @@ class Pool {
       }
       if (!job) continue;
       const int id = job->next_worker.fetch_add(1);
-      if (id < job->workers) {
-        move_off(job->caller_cpu);
-        job->work(id);
-      }
+      if (id < job->workers) job->work(id);
     }
   }
 

@@ -5,9 +5,7 @@
 // another process is using makes the whole region wait for it. Here idle threads block on a condition
 // variable, and tasks are claimed one at a time from a shared counter: a thread that runs at half speed
 // simply claims fewer tasks. Results never depend on which thread ran which task (the kernels keep
-// per-task or order-independent state), so they are the same for every thread count and schedule. A helper
-// woken on its caller's CPU moves itself once to another CPU of its affinity mask (task_pool.cpp, move_off):
-// nothing is pinned.
+// per-task or order-independent state), so they are the same for every thread count and schedule.
 #pragma once
 
 #include <cstdint>
