@@ -496,65 +496,64 @@ std::vector<at::Tensor> row_lamp_scores(const std::vector<at::Tensor>& keys,
   return outs;
 }
 
-std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
-                                      const std::vector<std::optional<at::Tensor>>& masks,
-                                      const std::vector<int64_t>& rows, const std::vector<at::Tensor>& counts) {
+namespace {
+
+// row_cut_masks, on the keys themselves or (scales given) on their column-scaled importances: each unit's
+// float32 importances made into the thread's buffer, then cut as a float32 unit (a row of a Linear weight is a
+// few KiB and stays in L1/L2 across cut_unit's passes).
+std::vector<at::Tensor> row_cut_masks_of(const std::vector<at::Tensor>& keys,
+                                         const std::vector<std::optional<at::Tensor>>& masks,
+                                         const std::vector<at::Tensor>* scales, const std::vector<int64_t>& rows,
+                                         const std::vector<at::Tensor>& counts, const char* op) {
   const auto ws = contiguous_all(keys);
   const auto ms = contiguous_masks(masks, ws);
   const auto units = make_units(ws, rows);
-  TORCH_CHECK(counts.size() == ws.size(), "row_cut_masks: one count tensor per layer");
+  TORCH_CHECK(counts.size() == ws.size() && (!scales || scales->size() == ws.size()), op,
+              ": one count tensor (and scale) per layer");
   std::vector<at::Tensor> cs;
   for (size_t i = 0; i < ws.size(); ++i) {
+    if (scales) check_scaled_layer(ws[i], (*scales)[i], op);
     cs.push_back(counts[i].to(at::kLong).contiguous());
-    TORCH_CHECK(cs[i].numel() == rows[i], "row_cut_masks: one count per row");
+    TORCH_CHECK(cs[i].numel() == rows[i], op, ": one count per row");
   }
   std::vector<at::Tensor> outs;
   for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(at::kBool)));
   for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    thread_local std::vector<typename Keys<scalar_t>::key_t> kept_bucket;
-    UnitBuffer<typename Keys<scalar_t>::key_t> own_bucket;
-    auto& bucket = own_bucket.pick(kept_bucket, U.size);
     const int64_t count = U.size ? cs[U.layer].data_ptr<int64_t>()[U.begin / U.size] : 0;
-    cut_unit(x, m, U.size, count, outs[U.layer].data_ptr<bool>() + U.begin, bucket);
+    bool* out = outs[U.layer].data_ptr<bool>() + U.begin;
+    if (!scales) {
+      thread_local std::vector<typename Keys<scalar_t>::key_t> kept_bucket;
+      UnitBuffer<typename Keys<scalar_t>::key_t> own_bucket;
+      cut_unit(x, m, U.size, count, out, own_bucket.pick(kept_bucket, U.size));
+      return;
+    }
+    thread_local std::vector<float> kept_keys;
+    thread_local std::vector<Keys<float>::key_t> kept_bucket;
+    UnitBuffer<float> own_keys;
+    UnitBuffer<Keys<float>::key_t> own_bucket;
+    auto& buffer = own_keys.pick(kept_keys, U.size);
+    buffer.resize(static_cast<size_t>(U.size));
+    ScaledLayer<scalar_t>{x - U.begin, (*scales)[U.layer].data_ptr<float>(), ws[U.layer].size(-1)}.fill(
+        U.begin, U.size, buffer.data());
+    cut_unit(buffer.data(), m, U.size, count, out, own_bucket.pick(kept_bucket, U.size));
   });
   return outs;
+}
+
+}  // namespace
+
+std::vector<at::Tensor> row_cut_masks(const std::vector<at::Tensor>& keys,
+                                      const std::vector<std::optional<at::Tensor>>& masks,
+                                      const std::vector<int64_t>& rows, const std::vector<at::Tensor>& counts) {
+  return row_cut_masks_of(keys, masks, nullptr, rows, counts, "row_cut_masks");
 }
 
 std::vector<at::Tensor> row_cut_masks_scaled(const std::vector<at::Tensor>& weights,
                                              const std::vector<std::optional<at::Tensor>>& masks,
                                              const std::vector<at::Tensor>& scales, const std::vector<int64_t>& rows,
                                              const std::vector<at::Tensor>& counts) {
-  const auto ws = contiguous_all(weights);
-  const auto ms = contiguous_masks(masks, ws);
-  const auto units = make_units(ws, rows);
-  TORCH_CHECK(counts.size() == ws.size() && scales.size() == ws.size(),
-              "row_cut_masks_scaled: one count tensor and one scale per layer");
-  std::vector<at::Tensor> cs;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    check_scaled_layer(ws[i], scales[i], "row_cut_masks_scaled");
-    cs.push_back(counts[i].to(at::kLong).contiguous());
-    TORCH_CHECK(cs[i].numel() == rows[i], "row_cut_masks_scaled: one count per row");
-  }
-  std::vector<at::Tensor> outs;
-  for (const auto& w : ws) outs.push_back(at::empty(w.sizes(), w.options().dtype(at::kBool)));
-  // Each unit's float32 importances made into the thread's buffer, then cut as a float32 unit: a row of a
-  // Linear weight is a few KiB and stays in L1/L2 across cut_unit's passes.
-  for_units(ws, ms, units, [&](const Unit& U, auto* x, const bool* m) {
-    using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
-    thread_local std::vector<float> kept_keys;
-    thread_local std::vector<Keys<float>::key_t> kept_bucket;
-    UnitBuffer<float> own_keys;
-    UnitBuffer<Keys<float>::key_t> own_bucket;
-    auto& keys = own_keys.pick(kept_keys, U.size);
-    auto& bucket = own_bucket.pick(kept_bucket, U.size);
-    keys.resize(static_cast<size_t>(U.size));
-    const ScaledLayer<scalar_t> layer{x - U.begin, scales[U.layer].data_ptr<float>(), ws[U.layer].size(-1)};
-    layer.fill(U.begin, U.size, keys.data());
-    const int64_t count = U.size ? cs[U.layer].data_ptr<int64_t>()[U.begin / U.size] : 0;
-    cut_unit(keys.data(), m, U.size, count, outs[U.layer].data_ptr<bool>() + U.begin, bucket);
-  });
-  return outs;
+  return row_cut_masks_of(weights, masks, &scales, rows, counts, "row_cut_masks_scaled");
 }
 
 std::vector<at::Tensor> masked_per_row(const std::vector<at::Tensor>& masks, const std::vector<int64_t>& rows) {
