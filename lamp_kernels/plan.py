@@ -155,9 +155,10 @@ def _prepared(keys: Layers, sparsity: float, method, options: Options, group, on
 def _keys_for(keys: Layers, method, options: Options, chosen: backends.Backend) -> Layers:
     """ColumnScaled importances stay unmade on the plain path of the summary pipeline (the ops compute them as
     they read the weights), and importance values not yet checked are checked in its summary pass. On CPU
-    tensors they also stay unmade for OWL and for the budget methods' per-row rule (Wanda's): OWL's statistics,
-    the value check and the row cuts make each block's or row's importances as they read the weight. Every other
-    path checks the values here and ranks tensors, so the ColumnScaled ones are made here, one per layer."""
+    tensors they also stay unmade with N:M (before the plain path), for OWL and for the budget methods' per-row
+    rule (Wanda's): the value check, N:M, OWL's statistics and the row cuts make a block's or row's importances
+    at a time as they read the weight. Every other path checks the values here and ranks tensors, so the
+    ColumnScaled ones are made here, one per layer."""
     compiled = isinstance(chosen, backends.SummaryBackend) and chosen.kernels is ops
     units = _uses_units(method, options, _bounds_on_summaries(keys, method, options, chosen))
     on_cpu = ops._C is not None and all(w.device.type == "cpu" for w in keys.tensors)
