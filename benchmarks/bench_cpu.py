@@ -76,11 +76,6 @@ class BusyCore:
         self.proc.wait()
 
 
-def own_cpu_seconds():
-    """CPU time of this process so far, all threads."""
-    return time.process_time()
-
-
 def quiet_and_busy(fn, repeats, rounds=3):
     """(quiet median ms, busy median ms, CPUs this process got while busy, CPUs the spin loop got), over
     `rounds` alternating rounds of ceil(repeats / rounds) calls each way."""
@@ -91,10 +86,10 @@ def quiet_and_busy(fn, repeats, rounds=3):
         quiet += times_ms(fn, per_round)
         with BusyCore() as core:
             fn()  # the first call after the spin loop starts: the scheduler settles
-            t, c, sc = time.perf_counter(), own_cpu_seconds(), core.cpu_seconds()
+            t, c, sc = time.perf_counter(), time.process_time(), core.cpu_seconds()  # (all of this process's threads)
             busy += times_ms(fn, per_round)
             wall += time.perf_counter() - t
-            own += own_cpu_seconds() - c
+            own += time.process_time() - c
             spin += core.cpu_seconds() - sc
     return statistics.median(quiet), statistics.median(busy), own / wall, spin / wall
 

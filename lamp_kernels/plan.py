@@ -44,15 +44,26 @@ class Units:
 
 
 def _prepare(keys: Layers, sparsity: float, method, options: Options):
-    # OWL's statistics sum the keys, and N:M ranks them before any selection pass reads them: NaN/Inf ones (and
-    # fp64 ones out of range) raise here, before N:M's own checks, as in the reference, not again in the selection
-    if method == "owl" or options.nm is not None:
+    # OWL's statistics sum the keys, and N:M ranks column-scaled ones before any selection pass reads them:
+    # NaN/Inf ones raise here, not again in the selection
+    if method == "owl" or (options.nm is not None and keys.scaled()):
         keys = keys.values_checked()
     if options.nm is not None:
-        keys = keys.with_masks(nm.nm_masks(keys.tensors, keys.masks, keys.names, *options.nm, scales=keys.scales))
+        keys = keys.with_masks(_nm_masks(keys, *options.nm))
     if method == "owl":
         method = owl.budget(keys, sparsity, options)
     return keys, method
+
+
+def _nm_masks(keys: Layers, n: int, m: int) -> list[torch.Tensor]:
+    """nm.nm_masks of the keys. Rows that do not split into groups of m raise after the values are checked, so
+    that a bad value is reported first, as in the reference (the check runs on that error path only)."""
+    try:
+        return nm.nm_masks(keys.tensors, keys.masks, keys.names, n, m, scales=keys.scales)
+    except ValueError as exc:
+        shape_error = exc
+    keys.check_values()  # outside the handler, so its error does not carry the shape error as its context
+    raise shape_error
 
 
 def _bounds_on_summaries(keys: Layers, method, options: Options, chosen: backends.Backend) -> bool:
@@ -74,9 +85,10 @@ def _unit_rows(keys: Layers, options: Options) -> list[int]:
 
 
 def _per_group(keys: Layers, fn, *extra) -> list:
-    """fn(tensors, masks, *extra lists) per (device, dtype) group of layers, results back in layer order."""
+    """fn(tensors, masks, *extra lists) per (device, dtype, column-scaled) group of layers, results back in layer
+    order."""
     out: list = [None] * len(keys.tensors)
-    for _, idx in selection.by_group(keys.tensors).items():
+    for _, idx in selection.by_group(keys.tensors, None, keys.scales).items():
         got = fn([keys.tensors[i] for i in idx], [keys.masks[i] for i in idx], *[[e[i] for i in idx] for e in extra])
         for i, g in zip(idx, got):
             out[i] = g
@@ -84,17 +96,13 @@ def _per_group(keys: Layers, fn, *extra) -> list:
 
 
 def _row_cut_masks(keys: Layers, ops_set, units: Units) -> list[torch.Tensor]:
-    """Keep masks from per-unit counts, per group of layers; column-scaled ones by ops.row_cut_masks_scaled."""
-    out: list = [None] * len(keys.tensors)
-    scales = keys.scales
-    for (_, _, scaled), idx in selection.by_group(keys.tensors, None, scales).items():
-        ws, ms = [keys.tensors[i] for i in idx], [keys.masks[i] for i in idx]
-        rows, counts = [units.rows[i] for i in idx], [units.counts[i] for i in idx]
-        got = (ops.row_cut_masks_scaled(ws, ms, [scales[i] for i in idx], rows, counts) if scaled
-               else ops_set.row_cut_masks(ws, ms, rows, counts))
-        for i, g in zip(idx, got):
-            out[i] = g
-    return out
+    """Keep masks from per-unit counts; column-scaled layers by ops.row_cut_masks_scaled."""
+    def cut(ws, ms, rows, counts, scales):
+        if scales[0] is None:
+            return ops_set.row_cut_masks(ws, ms, rows, counts)
+        return ops.row_cut_masks_scaled(ws, ms, scales, rows, counts)
+
+    return _per_group(keys, cut, units.rows, units.counts, keys.scales or [None] * len(keys.tensors))
 
 
 def _check_rows(keys: Layers, method, options: Options) -> None:

@@ -1,7 +1,7 @@
 // OWL's block statistics on the CPU: the exact sum of the keys |x| of each layer and the count above a
-// threshold, each one read pass on the task pool (the _scaled ones on column-scaled importances, scaled_keys.h,
-// made a block at a time as the weights are read) (the pure-torch versions in owl.py run on other devices and
-// are the twins these are tested against). Masked-out elements count as 0: they add nothing and are never
+// threshold, each one read pass on the task pool; the _scaled ones on column-scaled importances (scaled_keys.h),
+// made a block at a time as the weights are read. The pure-torch versions in owl.py run on other devices and
+// are the twins these are tested against. Masked-out elements count as 0: they add nothing and are never
 // above a threshold >= 0.
 //
 // Exact sum: every float is M 2^(max(e, 1) - bias - mantissa bits), M its integer significand and e its
@@ -175,13 +175,6 @@ int64_t count_over(const scalar_t* x, const bool* m, int64_t b, int64_t e, doubl
                          largest_key_at_most<scalar_t>(threshold));
 }
 
-// The layers' column-scales, checked (one per layer), or none.
-void check_scales(const LayerChunks& in, const std::vector<at::Tensor>* scales, const char* op) {
-  if (!scales) return;
-  TORCH_CHECK(scales->size() == in.ws.size(), op, ": one scale per layer");
-  for (size_t i = 0; i < in.ws.size(); ++i) check_scaled_layer(in.ws[i], (*scales)[i], op);
-}
-
 // fn(keys, m, n) over the keys of elements [b, e) of layer i: key_scalar keys, x + b and its mask (or none),
 // or, with scales, float32 importances made kPassBlock at a time (fn called once per block).
 template <typename scalar_t, bool kScaled, typename Fn>
@@ -203,7 +196,7 @@ at::Tensor significand_sums_of(const std::vector<at::Tensor>& weights,
                                const std::vector<std::optional<at::Tensor>>& masks,
                                const std::vector<at::Tensor>* scales, const char* op) {
   const LayerChunks in = checked_chunks(weights, masks, op);
-  check_scales(in, scales, op);
+  if (scales) check_scaled_layers(in.ws, *scales, op);
   const int64_t L = static_cast<int64_t>(weights.size());
   if (!L) return at::zeros({0, 2, 1}, at::kLong);
   at::Tensor out;
@@ -239,7 +232,7 @@ at::Tensor count_above_of(const std::vector<at::Tensor>& weights, const std::vec
                           const std::vector<double>& thresholds, const std::vector<at::Tensor>* scales,
                           const char* op) {
   const LayerChunks in = checked_chunks(weights, masks, op);
-  check_scales(in, scales, op);
+  if (scales) check_scaled_layers(in.ws, *scales, op);
   const int64_t L = static_cast<int64_t>(weights.size());
   TORCH_CHECK(thresholds.size() == weights.size(), op, ": one threshold per layer");
   std::vector<int64_t> per_task(in.tasks(), 0);

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 namespace lamp {
 
@@ -69,6 +70,13 @@ inline void check_scaled_layer(const at::Tensor& w, const at::Tensor& scale, con
   TORCH_CHECK(scale.device().is_cpu() && scale.scalar_type() == at::kFloat && scale.dim() == 1 &&
                   scale.is_contiguous() && scale.numel() == w.size(-1),
               op, ": the scale must be a contiguous float32 CPU vector with one entry per column (", w.size(-1), ")");
+}
+
+// check_scaled_layer for every layer: one scale per layer.
+inline void check_scaled_layers(const std::vector<at::Tensor>& ws, const std::vector<at::Tensor>& scales,
+                                const char* op) {
+  TORCH_CHECK(scales.size() == ws.size(), op, ": one scale per layer");
+  for (size_t i = 0; i < ws.size(); ++i) check_scaled_layer(ws[i], scales[i], op);
 }
 
 }  // namespace lamp

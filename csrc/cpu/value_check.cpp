@@ -75,10 +75,7 @@ std::vector<double> scan_layers(const std::vector<at::Tensor>& weights,
                                 const std::vector<at::Tensor>* scales = nullptr) {
   const size_t L = weights.size();
   const LayerChunks in(weights, masks);
-  if (scales) {
-    TORCH_CHECK(scales->size() == L, "alive_max_abs_scaled: one scale per layer");
-    for (size_t i = 0; i < L; ++i) check_scaled_layer(in.ws[i], (*scales)[i], "alive_max_abs_scaled");
-  }
+  if (scales) check_scaled_layers(in.ws, *scales, "alive_max_abs_scaled");
   std::vector<uint64_t> task_max(in.tasks(), 0);
   std::vector<char> task_negative(in.tasks(), 0);
   parallel_tasks(in.tasks(), max_workers(), [&](int64_t t, int) {
