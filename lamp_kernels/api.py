@@ -74,15 +74,16 @@ def _prepare(weights: Any, masks: Any, importance: Any, backend: str | None,
     return agree_on_errors(check, group)
 
 
-def _options(method: str, granularity: str, min_density, max_density, nm, owl_m, owl_lambda, blocks) -> Options:
+def _options(method: str, granularity: str, min_density, max_density, nm, owl_m, owl_lambda, blocks,
+             row_balance) -> Options:
     _check_method(method)
-    return check_options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks)
+    return check_options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks, row_balance)
 
 
 def prune_masks(weights: Any, sparsity: float, method: str = "lamp", *, masks: Any = None, importance: Any = None,
                 granularity: str = "layer", min_density: float | None = None, max_density: float | None = None,
                 nm: tuple[int, int] | None = None, owl_m: float = OWL_M, owl_lambda: float = OWL_LAMBDA,
-                blocks: Any = None, backend: str | None = None, group: Any = None) -> Any:
+                blocks: Any = None, row_balance: float = 1.0, backend: str | None = None, group: Any = None) -> Any:
     """Boolean masks (True = keep) in the container given.
 
     lamp / global: exactly round(sparsity * N) entries are False (N counts every weight), unless the given
@@ -94,14 +95,16 @@ def prune_masks(weights: Any, sparsity: float, method: str = "lamp", *, masks: A
     one global selection over all rows). min_density / max_density: per-layer bounds on the kept fraction
     (lamp and global). nm=(N, M): keep the N most important of every M consecutive weights of a row, then
     prune further if the sparsity asks for more. owl_m, owl_lambda, blocks: OWL's parameters (owl.py).
-    See options.py for the exact definitions.
+    row_balance in [0, 1]: with a budget method at granularity="row", 1 (the default) prunes the same fraction
+    of every row (Wanda's rule); below 1 each layer's total is re-split so that rows whose importances run
+    high keep more (0: one threshold per layer). See options.py for the exact definitions.
 
     group: a torch.distributed process group (e.g. ``torch.distributed.group.WORLD``). Each rank passes a
     dict of its local layers; a name on several ranks is the row shards of one layer in rank order. Every
     rank gets the masks of its own layers from one selection over the whole model (see distributed.py).
     """
     s = check_sparsity(sparsity)
-    options = _options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks)
+    options = _options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks, row_balance)
     layers, keys, chosen = _prepare(weights, masks, importance, backend, group)
     return layers.pack(plan.masks(keys, s, method, options, chosen, group))
 
@@ -109,13 +112,15 @@ def prune_masks(weights: Any, sparsity: float, method: str = "lamp", *, masks: A
 def layer_sparsities(weights: Any, sparsity: float, method: str = "lamp", *, masks: Any = None,
                      importance: Any = None, granularity: str = "layer", min_density: float | None = None,
                      max_density: float | None = None, nm: tuple[int, int] | None = None, owl_m: float = OWL_M,
-                     owl_lambda: float = OWL_LAMBDA, blocks: Any = None, backend: str | None = None,
-                     group: Any = None) -> Any:
+                     owl_lambda: float = OWL_LAMBDA, blocks: Any = None, row_balance: float = 1.0,
+                     backend: str | None = None, group: Any = None) -> Any:
     """Fraction of each layer's weights that the method prunes (the official code's "amounts"),
     without materialising masks (except an N:M pattern's). Same container as weights, floats; the options
-    as in prune_masks. With ``group``, as in prune_masks; a row shard reports its whole layer's fraction."""
+    as in prune_masks (row_balance moves weights between a layer's rows, not between layers, so it does not
+    change these fractions). With ``group``, as in prune_masks; a row shard reports its whole layer's
+    fraction."""
     s = check_sparsity(sparsity)
-    options = _options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks)
+    options = _options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks, row_balance)
     layers, keys, chosen = _prepare(weights, masks, importance, backend, group)
     pruned, numels = plan.pruned_counts(keys, s, method, options, chosen, group)
     return layers.pack([p / n if n else 0.0 for p, n in zip(pruned, numels)])

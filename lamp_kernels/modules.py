@@ -152,7 +152,7 @@ def _importance(model: nn.Module, modules: dict[str, nn.Module], weights: dict[s
 def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, importance="magnitude", calibration=None,
            granularity: str = "layer", min_density: float | None = None, max_density: float | None = None,
            nm: tuple[int, int] | None = None, owl_m: float = OWL_M, owl_lambda: float = OWL_LAMBDA, blocks=None,
-           include=None, exclude=None, reparametrize: bool = True, backend: str | None = None,
+           row_balance: float = 1.0, include=None, exclude=None, reparametrize: bool = True, backend: str | None = None,
            progress: bool = True) -> PruneReport:
     """Prune ``model`` in place so that ``sparsity`` of the selected weights (in total) are zero.
 
@@ -166,8 +166,8 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, importanc
     ``calibration``, an iterable of batches the model is called on: calibration.input_norms; ranked as
     ColumnScaled, so on the CPU computed as the kernels read the weights, never stored), or a dict of
     importance tensors (or ColumnScaled) by weight name.
-    granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks: as in prune_masks (OWL's blocks
-    default to the first number in each weight's name).
+    granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks, row_balance: as in prune_masks (OWL's
+    blocks default to the first number in each weight's name).
 
     reparametrize=True goes through ``torch.nn.utils.prune.custom_from_mask``: masks from earlier calls are
     honoured, so repeated calls at rising sparsities prune iteratively, and ``prune.remove`` makes it
@@ -177,7 +177,7 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, importanc
     """
     _check_method(method)
     check_sparsity(sparsity)
-    options = check_options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks)
+    options = check_options(method, granularity, min_density, max_density, nm, owl_m, owl_lambda, blocks, row_balance)
     layers = select_layers(model, include, exclude)
     if not layers:
         raise ValueError("no prunable layers (Linear, Conv1d/2d/3d) selected in the model")
@@ -200,7 +200,8 @@ def prune_(model: nn.Module, sparsity: float, method: str = "lamp", *, importanc
             return report
     new_masks = prune_masks(weights, sparsity, method, masks=have_masks or None, importance=keys,
                             granularity=granularity, min_density=min_density, max_density=max_density, nm=nm,
-                            owl_m=owl_m, owl_lambda=owl_lambda, blocks=blocks, backend=backend)
+                            owl_m=owl_m, owl_lambda=owl_lambda, blocks=blocks, row_balance=row_balance,
+                            backend=backend)
     with torch.no_grad():
         for name, users in layers.items():
             keep = new_masks[name]

@@ -17,6 +17,12 @@ Validated once here, so every backend sees the same checks. See README "Importan
                   OWL's outlier threshold M (a score is an outlier above M times its block's mean) and
                   lambda (block densities spread over [target - lambda, target + lambda]); Yin et al. 2024
                   use M = 5, lambda = 0.08 for LLaMA-7B, the defaults here.
+    row_balance   beta in [0, 1], for the budget methods at granularity="row": how far each row keeps its own
+                  share. 1 (the default) is Wanda's per-row rule exactly. Below 1, a layer prunes the same
+                  total as the row rule, but as one selection over the balanced keys key_ij * t_i^-beta, t_i
+                  row i's cut under the row rule (reference.balanced_counts has the exact definition): row
+                  i's threshold is proportional to t_i^beta, so beta = 0 is one threshold for the layer and
+                  rows whose keys run high keep more of their weights as beta falls.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ class Options:
     owl_m: float = OWL_M
     owl_lambda: float = OWL_LAMBDA
     blocks: Any = None  # OWL's block of each layer: a list (or dict by name) of ids; None derives them from names
+    row_balance: float = 1.0
 
     @property
     def bounded(self) -> bool:
@@ -59,7 +66,8 @@ def _fraction(name: str, value: Any) -> float:
 
 
 def check_options(method: str, granularity: str = "layer", min_density: Any = None, max_density: Any = None,
-                  nm: Any = None, owl_m: Any = OWL_M, owl_lambda: Any = OWL_LAMBDA, blocks: Any = None) -> Options:
+                  nm: Any = None, owl_m: Any = OWL_M, owl_lambda: Any = OWL_LAMBDA, blocks: Any = None,
+                  row_balance: Any = 1.0) -> Options:
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     lo = None if min_density is None else _fraction("min_density", min_density)
@@ -79,7 +87,11 @@ def check_options(method: str, granularity: str = "layer", min_density: Any = No
     for name, value in (("owl_m", owl_m), ("owl_lambda", owl_lambda)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return Options(granularity, lo, hi, nm, float(owl_m), float(owl_lambda), blocks)
+    balance = _fraction("row_balance", row_balance)
+    if balance < 1 and (granularity != "row" or method in GLOBAL_METHODS):
+        raise ValueError(f"row_balance < 1 rebalances the per-row rule of a budget method (uniform, uniform_plus, "
+                         f"erk, owl) at granularity='row'; got method {method!r}, granularity {granularity!r}")
+    return Options(granularity, lo, hi, nm, float(owl_m), float(owl_lambda), blocks, balance)
 
 
 def rows_of(shape: tuple[int, ...]) -> int:

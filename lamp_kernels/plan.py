@@ -12,7 +12,8 @@ The keys (importance, or the weights) are what every step ranks; the masks it re
                    the units' order values (one unit per row, or per layer when bounded): on CPU tensors
                    streamed_selection (ops.row_value_window, values recomputed pass by pass, never all kept),
                    elsewhere ops.row_order_values and sorted_selection;
-                   budget methods at row granularity prune round(layer sparsity * row length) per row;
+                   budget methods at row granularity prune round(layer sparsity * row length) per row
+                   (with row_balance < 1 the layer's total re-split over its rows: _balanced_units);
                    masks from per-unit counts (ops.row_cut_masks)
 
 Global magnitude is the same selection at either granularity (its order (key, layer, row, column) is the
@@ -22,6 +23,7 @@ reference.py's spec of all of this instead.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -103,6 +105,42 @@ def _row_cut_masks(keys: Layers, ops_set, units: Units) -> list[torch.Tensor]:
         return ops.row_cut_masks_scaled(ws, ms, scales, rows, counts)
 
     return _per_group(keys, cut, units.rows, units.counts, keys.scales or [None] * len(keys.tensors))
+
+
+def _balanced_units(keys: Layers, units: Units, beta: float, ops_set) -> Units:
+    """reference.balanced_counts: each layer's row-rule total re-split over its rows by the balanced keys
+    fl(key * t_r^-beta). Torch ops on the keys' device, one layer at a time (its keys made in float64 beside
+    two bool tensors of its shape); the row rule's own masks give each row's cut t_r."""
+    row_rule = _row_cut_masks(keys, ops_set, units)
+    counts = []
+    for i, (w, mask, r, c, keep) in enumerate(zip(keys.tensors, keys.masks, units.rows, units.counts, row_rule)):
+        masked = masked_per_row(mask, r, w.numel(), w.device)
+        take = int(c.sum()) - int(masked.sum())
+        if take <= 0:
+            counts.append(c)
+            continue
+        scale = keys.scales[i] if keys.scales else None
+        key = (w.abs() if scale is None else importance.scaled_importance(w, scale)).detach().double().reshape(r, -1)
+        alive = torch.ones_like(keep) if mask is None else mask
+        alive = alive.reshape(r, -1)
+        inf = torch.tensor(float("inf"), dtype=torch.float64, device=w.device)
+        positive = torch.where(alive & (key > 0), key, inf).min()
+        pruned = alive & ~keep.reshape(r, -1)  # the row rule prunes a prefix of each row's alive keys
+        cut = torch.where(pruned.any(1), torch.where(pruned, key, -inf).amax(1), torch.where(alive, key, inf).amin(1))
+        if torch.isfinite(positive):
+            cut = torch.maximum(cut, positive)
+        factor = torch.tensor([reference.balance_factor(t, beta) if 0 < t < math.inf else 1.0 for t in cut.tolist()],
+                              dtype=torch.float64, device=w.device)
+        del pruned, keep
+        balanced = torch.where(alive, key * factor[:, None], inf)
+        value = balanced.reshape(-1).kthvalue(take).values  # the take-th smallest; ties at it by (key, flat index)
+        below = balanced < value
+        tied = (balanced == value).reshape(-1).nonzero().squeeze(1)
+        first = tied[torch.sort(key.reshape(-1)[tied], stable=True).indices[: take - int(below.sum())]]
+        cols = key.shape[1]
+        counts.append(masked + below.sum(1) + torch.bincount(first // cols, minlength=r))
+        del key, balanced, below
+    return Units(units.rows, counts)
 
 
 def _check_rows(keys: Layers, method, options: Options) -> None:
@@ -200,6 +238,8 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
                                                                                options.max_density))
     if _uses_units(method, options):
         units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
+        if options.row_balance < 1:
+            units = _balanced_units(keys, units, options.row_balance, chosen.unit_ops())
         return _row_cut_masks(keys, chosen.unit_ops(), units)
     met = _budget_already_met(keys, sparsity, method, group, given)
     return met if met is not None else chosen.masks(keys, sparsity, method, group)
