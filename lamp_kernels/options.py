@@ -20,7 +20,7 @@ Validated once here, so every backend sees the same checks. See README "Importan
     row_balance   beta in [0, 1], for the budget methods at granularity="row": how far each row keeps its own
                   share. 1 (the default) is Wanda's per-row rule exactly. Below 1, a layer prunes the same
                   total as the row rule, but as one selection over the balanced keys key_ij * t_i^-beta, t_i
-                  row i's cut under the row rule (reference.balanced_counts has the exact definition): row
+                  row i's cut under the row rule (reference.balanced_masks has the exact definition): row
                   i's threshold is proportional to t_i^beta, so beta = 0 is one threshold for the layer and
                   rows whose keys run high keep more of their weights as beta falls.
 """

@@ -13,7 +13,7 @@ The keys (importance, or the weights) are what every step ranks; the masks it re
                    streamed_selection (ops.row_value_window, values recomputed pass by pass, never all kept),
                    elsewhere ops.row_order_values and sorted_selection;
                    budget methods at row granularity prune round(layer sparsity * row length) per row
-                   (with row_balance < 1 the layer's total re-split over its rows: _balanced_units);
+                   (with row_balance < 1 the layer's total re-split over its rows: _balanced_masks);
                    masks from per-unit counts (ops.row_cut_masks)
 
 Global magnitude is the same selection at either granularity (its order (key, layer, row, column) is the
@@ -107,40 +107,38 @@ def _row_cut_masks(keys: Layers, ops_set, units: Units) -> list[torch.Tensor]:
     return _per_group(keys, cut, units.rows, units.counts, keys.scales or [None] * len(keys.tensors))
 
 
-def _balanced_units(keys: Layers, units: Units, beta: float, ops_set) -> Units:
-    """reference.balanced_counts: each layer's row-rule total re-split over its rows by the balanced keys
-    fl(key * t_r^-beta). Torch ops on the keys' device, one layer at a time (its keys made in float64 beside
-    two bool tensors of its shape); the row rule's own masks give each row's cut t_r."""
+def _balanced_masks(keys: Layers, units: Units, beta: float, ops_set) -> list[torch.Tensor]:
+    """reference.balanced_masks: each layer prunes its row-rule total in the order (masked, balanced key
+    fl(key * t_r^-beta), flat index). Per layer: the row rule's own masks give each row's cut t_r (torch
+    reductions in the key's dtype), then the float64 balanced keys (8 bytes per weight, one layer at a time)
+    go to the row-cut kernel as one unit."""
     row_rule = _row_cut_masks(keys, ops_set, units)
-    counts = []
+    out = []
     for i, (w, mask, r, c, keep) in enumerate(zip(keys.tensors, keys.masks, units.rows, units.counts, row_rule)):
-        masked = masked_per_row(mask, r, w.numel(), w.device)
-        take = int(c.sum()) - int(masked.sum())
-        if take <= 0:
-            counts.append(c)
+        if w.numel() == 0 or int(c.sum()) == (0 if mask is None else w.numel() - int(mask.count_nonzero())):
+            out.append(keep)  # nothing alive to prune: the row rule's masks are the answer
             continue
         scale = keys.scales[i] if keys.scales else None
-        key = (w.abs() if scale is None else importance.scaled_importance(w, scale)).detach().double().reshape(r, -1)
-        alive = torch.ones_like(keep) if mask is None else mask
-        alive = alive.reshape(r, -1)
-        inf = torch.tensor(float("inf"), dtype=torch.float64, device=w.device)
-        positive = torch.where(alive & (key > 0), key, inf).min()
-        pruned = alive & ~keep.reshape(r, -1)  # the row rule prunes a prefix of each row's alive keys
-        cut = torch.where(pruned.any(1), torch.where(pruned, key, -inf).amax(1), torch.where(alive, key, inf).amin(1))
+        key = (w.detach().abs() if scale is None else importance.scaled_importance(w, scale)).reshape(r, -1)
+        alive = None if mask is None else mask.reshape(r, -1)
+        pruned = ~keep.reshape(r, -1) if alive is None else alive & ~keep.reshape(r, -1)
+        del keep
+        inf = torch.tensor(float("inf"), dtype=key.dtype, device=key.device)
+        # t_r: the largest alive key the row rule prunes in row r (it prunes a prefix of the row's order), else
+        # the row's smallest alive key; then at least the layer's smallest positive alive key
+        first = key if alive is None else torch.where(alive, key, inf)
+        cut = torch.where(pruned.any(1), torch.where(pruned, key, -inf).amax(1), first.amin(1)).double()
+        positive = torch.where(first > 0, first, inf).min().double()
+        del pruned, first
         if torch.isfinite(positive):
             cut = torch.maximum(cut, positive)
         factor = torch.tensor([reference.balance_factor(t, beta) if 0 < t < math.inf else 1.0 for t in cut.tolist()],
                               dtype=torch.float64, device=w.device)
-        del pruned, keep
-        balanced = torch.where(alive, key * factor[:, None], inf)
-        value = balanced.reshape(-1).kthvalue(take).values  # the take-th smallest; ties at it by (key, flat index)
-        below = balanced < value
-        tied = (balanced == value).reshape(-1).nonzero().squeeze(1)
-        first = tied[torch.sort(key.reshape(-1)[tied], stable=True).indices[: take - int(below.sum())]]
-        cols = key.shape[1]
-        counts.append(masked + below.sum(1) + torch.bincount(first // cols, minlength=r))
-        del key, balanced, below
-    return Units(units.rows, counts)
+        balanced = key.double().mul_(factor[:, None]).reshape(w.shape)
+        del key
+        out.append(ops_set.row_cut_masks([balanced], [mask], [1], [c.sum().reshape(1)])[0])
+        del balanced
+    return out
 
 
 def _check_rows(keys: Layers, method, options: Options) -> None:
@@ -239,7 +237,7 @@ def masks(keys: Layers, sparsity: float, method: str, options: Options, chosen: 
     if _uses_units(method, options):
         units = _unit_counts(keys, sparsity, method, options, chosen.unit_ops())
         if options.row_balance < 1:
-            units = _balanced_units(keys, units, options.row_balance, chosen.unit_ops())
+            return _balanced_masks(keys, units, options.row_balance, chosen.unit_ops())
         return _row_cut_masks(keys, chosen.unit_ops(), units)
     met = _budget_already_met(keys, sparsity, method, group, given)
     return met if met is not None else chosen.masks(keys, sparsity, method, group)

@@ -31,7 +31,7 @@ Extensions (options.py), each written out below as plainly:
 * owl -- per-block sparsities from the share of keys above M times the block's mean (owl.py), then pruned
                 like uniform with those sparsities (per layer, or per row).
 * row_balance beta < 1 -- (budget methods per row) each layer prunes the row rule's total, re-split over its
-                rows by the balanced keys fl(key * t_r^-beta): balanced_counts below.
+                rows by the balanced keys fl(key * t_r^-beta): balanced_masks below.
 
 This module favours clarity over speed: per-element Python loops, small inputs only (tests).
 """
@@ -225,40 +225,37 @@ def balance_factor(cut: float, beta: float) -> float:
     return math.pow(cut, -beta)
 
 
-def balanced_counts(layers: Layers, orders: list[list[list[int]]], counts: list[list[int]],
-                    beta: float) -> list[list[int]]:
-    """Per-row counts under row_balance = beta < 1, from the row rule's (orders, counts) of each layer:
+def balanced_masks(layers: Layers, orders: list[list[list[int]]], counts: list[list[int]],
+                   beta: float) -> list[torch.Tensor]:
+    """The masks under row_balance = beta < 1, from the row rule's (orders, counts) of each layer:
 
     * t_r, row r's cut: the key of the last alive weight the row rule prunes in r (of the first alive one if
       it prunes none), raised to the layer's smallest positive alive key p when below it (so a zero cut
       scales by p^-beta, not infinity);
     * the balanced key of alive weight u in row r: fl(key_u * balance_factor(t_r, beta)), in float64;
     * the layer prunes the row rule's total: its masked weights, then alive ones in the order (balanced key,
-      key, flat index). Scaling a row's keys by one positive factor keeps their order (and ties fall back to
-      (key, flat index), the row's own order), so each row still prunes a prefix of its order: the result is
-      a new count per row.
+      flat index).
     """
     out = []
     for key, mask, layer_orders, layer_counts in zip(layers.tensors, layers.masks, orders, counts):
         flat = key.reshape(-1).cpu().double().abs().tolist()
         alive = [True] * len(flat) if mask is None else mask.reshape(-1).cpu().tolist()
-        masked = [sum(not alive[u] for u in order) for order in layer_orders]
         positive = [flat[u] for u in range(len(flat)) if alive[u] and flat[u] > 0]
         smallest = min(positive) if positive else None
         items = []
-        for r, (order, c, m) in enumerate(zip(layer_orders, layer_counts, masked)):
+        for order, c in zip(layer_orders, layer_counts):
+            m = sum(not alive[u] for u in order)
             if m == len(order):
                 continue
             cut = flat[order[max(c, m + 1) - 1]]
             if smallest is not None:
                 cut = max(cut, smallest)
             factor = balance_factor(cut, beta) if cut > 0 else 1.0  # cut 0: every alive key is 0
-            items += [(flat[u] * factor, flat[u], u, r) for u in order[m:]]
-        take = sum(layer_counts) - sum(masked)
-        new = list(masked)
-        for _, _, _, r in sorted(items)[:take]:
-            new[r] += 1
-        out.append(new)
+            items += [(flat[u] * factor, u) for u in order[m:]]
+        keep = torch.tensor(alive, dtype=torch.bool)
+        for _, u in sorted(items)[: sum(layer_counts) - (len(alive) - sum(alive))]:
+            keep[u] = False
+        out.append(keep.reshape(key.shape).to(key.device))
     return out
 
 
@@ -295,7 +292,7 @@ def prune_masks_with(layers: Layers, sparsity: float, method: str, options: Opti
     layers, method = _prepared(layers, sparsity, method, options)
     orders, counts = select(layers, sparsity, method, options)
     if options.row_balance < 1:
-        counts = balanced_counts(layers, orders, counts, options.row_balance)
+        return balanced_masks(layers, orders, counts, options.row_balance)
     return unit_masks(layers, orders, counts)
 
 
