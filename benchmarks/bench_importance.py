@@ -6,10 +6,10 @@
    ColumnScaled(s) (computed by the kernels as they read the weights) -- the three timed alternately round
    after round so that the load of a shared machine hits them alike (medians, and the median of the
    per-round ratios; both ways verified to give the same masks); then global, LAMP per row, LAMP within
-   density bounds, Wanda's per-row rule, OWL and 2:4 once each for reference; every global selection verified
-   to prune the exact count; Wanda's per-row rule, OWL and 2:4 also with ColumnScaled importance (the masks verified
-   equal to the float32 tensors'), with the peak memory of a first call in a fresh process beyond the inputs
-   and the masks it returns;
+   density bounds, Wanda's per-row rule (also with row_balance=0.8), OWL and 2:4 once each for reference; every
+   global selection verified to prune the exact count; those budget selections also with ColumnScaled importance
+   (the masks verified equal to the float32 tensors'), with the peak memory of a first call in a fresh process
+   beyond the inputs and the masks it returns;
 2. calibration of SmolLM2-135M over 8k tokens (16 windows of 512) with calibration.input_norms (goal: within
    3 minutes on 2 cores); the norms are compared with a cached earlier run when one is given.
 
@@ -65,10 +65,13 @@ def model(blocks: int):
 
 def unmade_selections(weights, importance) -> dict:
     """Wanda's per-row rule, OWL (per-row rule inside, 7 layers a block) and 2:4 with the given importance:
-    the selections besides LAMP per layer that keep a ColumnScaled importance unmade on CPU tensors."""
+    the selections besides LAMP per layer that keep a ColumnScaled importance unmade on CPU tensors; and the
+    row rule with row_balance=0.8, which makes one layer's importances at a time."""
     blocks = [i // 7 for i in range(len(weights))]
     return {"Wanda's per-row rule": lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance,
                                                            granularity="row"),
+            "row rule, row_balance=0.8": lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance,
+                                                                granularity="row", row_balance=0.8),
             "OWL (per-row rule)": lambda: lk.prune_masks(weights, 0.5, "owl", importance=importance,
                                                          granularity="row", blocks=blocks),
             "2:4": lambda: lk.prune_masks(weights, 0.5, "uniform", importance=importance, nm=(2, 4))}
@@ -124,6 +127,7 @@ def masks_rows(blocks: int, repeats: int) -> list[dict]:
         ("importance, LAMP per layer within densities 0.3-0.7",
          lambda: lk.prune_masks(weights, 0.5, importance=importance, min_density=0.3, max_density=0.7)),
         ("importance, OWL (per-row rule)", unmade_selections(weights, importance)["OWL (per-row rule)"]),
+        ("importance, row rule, row_balance=0.8", unmade_selections(weights, importance)["row rule, row_balance=0.8"]),
         ("importance, 2:4", unmade_selections(weights, importance)["2:4"]),
     ]
     for label, fn in unmade_selections(weights, column_scaled).items():

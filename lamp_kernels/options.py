@@ -1,4 +1,5 @@
-"""Selection options beyond (sparsity, method): granularity, per-layer density bounds, N:M, OWL's parameters.
+"""Selection options beyond (sparsity, method): granularity, per-layer density bounds, N:M, OWL's parameters,
+row balance.
 
 Validated once here, so every backend sees the same checks. See README "Importance, rows, bounds, N:M, OWL".
 
@@ -22,7 +23,9 @@ Validated once here, so every backend sees the same checks. See README "Importan
                   total as the row rule, but as one selection over the balanced keys key_ij * t_i^-beta, t_i
                   row i's cut under the row rule (reference.balanced_masks has the exact definition): row
                   i's threshold is proportional to t_i^beta, so beta = 0 is one threshold for the layer and
-                  rows whose keys run high keep more of their weights as beta falls.
+                  rows whose keys run high keep more of their weights as beta falls. With ties at the cuts
+                  (bf16/fp16 keys), beta just below 1 already differs from 1: a row's weights equal to its
+                  cut all get the balanced key t_r^(1 - beta), so which of them go is decided across rows.
 """
 
 from __future__ import annotations

@@ -97,35 +97,38 @@ def _per_group(keys: Layers, fn, *extra) -> list:
     return out
 
 
+def _cut(ops_set, ws, ms, rows, counts, scales) -> list[torch.Tensor]:
+    """Keep masks of layers of one group (scales all None, or all set) from per-unit counts."""
+    if scales[0] is None:
+        return ops_set.row_cut_masks(ws, ms, rows, counts)
+    return ops.row_cut_masks_scaled(ws, ms, scales, rows, counts)
+
+
 def _row_cut_masks(keys: Layers, ops_set, units: Units) -> list[torch.Tensor]:
     """Keep masks from per-unit counts; column-scaled layers by ops.row_cut_masks_scaled."""
-    def cut(ws, ms, rows, counts, scales):
-        if scales[0] is None:
-            return ops_set.row_cut_masks(ws, ms, rows, counts)
-        return ops.row_cut_masks_scaled(ws, ms, scales, rows, counts)
-
-    return _per_group(keys, cut, units.rows, units.counts, keys.scales or [None] * len(keys.tensors))
+    return _per_group(keys, lambda *args: _cut(ops_set, *args), units.rows, units.counts,
+                      keys.scales or [None] * len(keys.tensors))
 
 
 def _balanced_masks(keys: Layers, units: Units, beta: float, ops_set) -> list[torch.Tensor]:
     """reference.balanced_masks: each layer prunes its row-rule total in the order (masked, balanced key
-    fl(key * t_r^-beta), flat index). Per layer: the row rule's own masks give each row's cut t_r (torch
-    reductions in the key's dtype), then the float64 balanced keys (8 bytes per weight, one layer at a time)
-    go to the row-cut kernel as one unit."""
-    row_rule = _row_cut_masks(keys, ops_set, units)
+    fl(key * t_r^-beta), flat index). One layer at a time: its row-rule masks give each row's cut t_r
+    (reductions in the key's dtype), then its keys, made in float64 and scaled in place (8 bytes per weight,
+    beside the key's own dtype and two bool tensors at the peak), go to the row-cut kernel as one unit."""
     out = []
-    for i, (w, mask, r, c, keep) in enumerate(zip(keys.tensors, keys.masks, units.rows, units.counts, row_rule)):
+    for i, (w, mask, r, c) in enumerate(zip(keys.tensors, keys.masks, units.rows, units.counts)):
+        scale = keys.scales[i] if keys.scales else None
+        keep = _cut(ops_set, [w], [mask], [r], [c], [scale])[0]
         if w.numel() == 0 or int(c.sum()) == (0 if mask is None else w.numel() - int(mask.count_nonzero())):
             out.append(keep)  # nothing alive to prune: the row rule's masks are the answer
             continue
-        scale = keys.scales[i] if keys.scales else None
         key = (w.detach().abs() if scale is None else importance.scaled_importance(w, scale)).reshape(r, -1)
         alive = None if mask is None else mask.reshape(r, -1)
         pruned = ~keep.reshape(r, -1) if alive is None else alive & ~keep.reshape(r, -1)
         del keep
         inf = torch.tensor(float("inf"), dtype=key.dtype, device=key.device)
         # t_r: the largest alive key the row rule prunes in row r (it prunes a prefix of the row's order), else
-        # the row's smallest alive key; then at least the layer's smallest positive alive key
+        # the row's smallest alive key; then at least the layer's smallest positive alive key and 2^-496
         first = key if alive is None else torch.where(alive, key, inf)
         cut = torch.where(pruned.any(1), torch.where(pruned, key, -inf).amax(1), first.amin(1)).double()
         positive = torch.where(first > 0, first, inf).min().double()

@@ -220,9 +220,13 @@ def select(layers: Layers, sparsity: float, method, options: Options) -> tuple[l
     return orders, counts
 
 
+CUT_FLOOR = 2.0 ** -496  # the smallest cut row_balance scales by: factors <= 2^496, balanced keys < 2^992
+
+
 def balance_factor(cut: float, beta: float) -> float:
-    """t^-beta in float64 (math.pow), the one definition the fast path uses too."""
-    return math.pow(cut, -beta)
+    """max(t, 2^-496)^-beta in float64 (math.pow), the one definition the fast path uses too. The floor keeps
+    the factor finite for subnormal float64 cuts (math.pow raises on overflow)."""
+    return math.pow(max(cut, CUT_FLOOR), -beta)
 
 
 def balanced_masks(layers: Layers, orders: list[list[list[int]]], counts: list[list[int]],
@@ -231,8 +235,9 @@ def balanced_masks(layers: Layers, orders: list[list[list[int]]], counts: list[l
 
     * t_r, row r's cut: the key of the last alive weight the row rule prunes in r (of the first alive one if
       it prunes none), raised to the layer's smallest positive alive key p when below it (so a zero cut
-      scales by p^-beta, not infinity);
-    * the balanced key of alive weight u in row r: fl(key_u * balance_factor(t_r, beta)), in float64;
+      scales by p^-beta, not infinity), and to 2^-496 (balance_factor);
+    * the balanced key of alive weight u in row r: fl(key_u * balance_factor(t_r, beta)), in float64 (a
+      cut of 0 remains only when every alive key of the layer is 0: factor 1);
     * the layer prunes the row rule's total: its masked weights, then alive ones in the order (balanced key,
       flat index).
     """

@@ -105,3 +105,21 @@ def test_column_scaled_on_gpu(backend, dtype):
         got = lk.prune_masks(_cuda(layers), 0.6, method, masks=_cuda(masks),
                              importance=[lk.ColumnScaled(s.cuda()) for s in scales], backend=backend)
         _same(got, want, f"{backend} {method}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", ["heavy_ties", "zeros_and_tiny"])
+def test_row_balance_on_gpu(dtype, case):
+    """row_balance on CUDA tensors (torch reductions on the device, then the row ops' cut of each layer as one
+    unit): the CPU backend's masks, which equal the reference's (test_row_balance.py)."""
+    layers = _layers(case, dtype)
+    keys = importance_for(layers, dtype)
+    masks = random_masks(layers)
+    for method in ("uniform", "owl"):
+        for beta in (0.0, 0.8):
+            for imp in (None, keys):
+                kw = dict(granularity="row", row_balance=beta)
+                want = lk.prune_masks(layers, 0.55, method, masks=masks, importance=imp, backend="cpu", **kw)
+                got = lk.prune_masks(_cuda(layers), 0.55, method, masks=_cuda(masks),
+                                     importance=None if imp is None else _cuda(imp), **kw)
+                _same(got, want, f"{method} {beta} {imp is None}")

@@ -57,7 +57,7 @@ def _direct(key: torch.Tensor, row_rule_keep: torch.Tensor, mask, beta: float) -
         cut = max(pruned) if pruned else min(v for v, _ in row_alive)
         if positive:
             cut = max(cut, min(positive))
-        f = cut ** -beta if cut > 0 else 1.0
+        f = max(cut, 2.0 ** -496) ** -beta if cut > 0 else 1.0
         items += [(v * f, r * cols + c) for v, c in row_alive]
     take = int((alive & ~row_rule_keep).sum())
     keep = alive.flatten().clone()
@@ -115,6 +115,17 @@ def test_the_reference_equals_the_definition():
             got = lk.prune_masks({"w": w}, 0.5, "uniform", masks=None if m is None else {"w": m}, granularity="row",
                                  row_balance=beta, backend="reference")["w"]
             assert torch.equal(got, _direct(w.abs().double(), rule, m, beta)), (beta, m is None)
+
+
+@pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
+@pytest.mark.parametrize("beta", [0.5, 0.99])
+def test_subnormal_float64_cuts_are_floored_not_overflowed(backend, beta):
+    # a cut of 5e-324 (the smallest subnormal) would give a factor beyond float64's range at beta > 0.953
+    w = torch.tensor([[0.0, 0.0, 5e-324, 1.0], [1.0, 2.0, 3.0, 4.0], [1e-320, 2e-320, 1.0, 1.0]], dtype=torch.float64)
+    got = lk.prune_masks({"w": w}, 0.5, "uniform", granularity="row", row_balance=beta, backend=backend)["w"]
+    rule = lk.prune_masks({"w": w}, 0.5, "uniform", granularity="row", backend="reference")["w"]
+    assert torch.equal(got, _direct(w.abs(), rule, None, beta))
+    assert int((~got).sum()) == 6
 
 
 @pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
