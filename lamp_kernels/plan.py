@@ -111,37 +111,55 @@ def _row_cut_masks(keys: Layers, ops_set, units: Units) -> list[torch.Tensor]:
 
 
 def _balanced_masks(keys: Layers, units: Units, beta: float, ops_set) -> list[torch.Tensor]:
-    """reference.balanced_masks: each layer prunes its row-rule total in the order (masked, balanced key
-    fl(key * t_r^-beta), flat index). One layer at a time: its row-rule masks give each row's cut t_r
-    (reductions in the key's dtype), then its keys, made in float64 and scaled in place (8 bytes per weight,
-    beside the key's own dtype and two bool tensors at the peak), go to the row-cut kernel as one unit."""
+    """reference.balanced_masks, one layer at a time: each prunes its row-rule total (units.counts) in the
+    order (masked, balanced key fl(key * t_r^-beta), flat index)."""
     out = []
     for i, (w, mask, r, c) in enumerate(zip(keys.tensors, keys.masks, units.rows, units.counts)):
         scale = keys.scales[i] if keys.scales else None
-        keep = _cut(ops_set, [w], [mask], [r], [c], [scale])[0]
         if w.numel() == 0 or int(c.sum()) == (0 if mask is None else w.numel() - int(mask.count_nonzero())):
-            out.append(keep)  # nothing alive to prune: the row rule's masks are the answer
-            continue
-        key = (w.detach().abs() if scale is None else importance.scaled_importance(w, scale)).reshape(r, -1)
-        alive = None if mask is None else mask.reshape(r, -1)
-        pruned = ~keep.reshape(r, -1) if alive is None else alive & ~keep.reshape(r, -1)
-        del keep
-        inf = torch.tensor(float("inf"), dtype=key.dtype, device=key.device)
-        # t_r: the largest alive key the row rule prunes in row r (it prunes a prefix of the row's order), else
-        # the row's smallest alive key; then at least the layer's smallest positive alive key and 2^-496
-        first = key if alive is None else torch.where(alive, key, inf)
-        cut = torch.where(pruned.any(1), torch.where(pruned, key, -inf).amax(1), first.amin(1)).double()
-        positive = torch.where(first > 0, first, inf).min().double()
-        del pruned, first
-        if torch.isfinite(positive):
-            cut = torch.maximum(cut, positive)
-        factor = torch.tensor([reference.balance_factor(t, beta) if 0 < t < math.inf else 1.0 for t in cut.tolist()],
-                              dtype=torch.float64, device=w.device)
-        balanced = key.double().mul_(factor[:, None]).reshape(w.shape)
-        del key
-        out.append(ops_set.row_cut_masks([balanced], [mask], [1], [c.sum().reshape(1)])[0])
-        del balanced
+            out.append(_cut(ops_set, [w], [mask], [r], [c], [scale])[0])  # nothing alive to prune
+        elif _balanced_in_cpp(ops_set, w):
+            # C++ (balanced_rows.cpp): the row cuts by selection, then a radix select over the balanced keys,
+            # recomputed in each pass; nothing of the layer's size is made but the mask
+            cut, positive = ops._C.row_cuts(w.detach(), mask, scale, r, c)
+            factor = _balance_factors(cut, positive.min(), beta)
+            out.append(ops._C.balanced_cut_mask(w.detach(), mask, scale, r, factor, int(c.sum())))
+        else:
+            out.append(_balanced_mask_by_torch(w, mask, scale, r, c, beta, ops_set))
     return out
+
+
+def _balanced_in_cpp(ops_set, w: torch.Tensor) -> bool:
+    return ops_set is ops and ops._C is not None and w.device.type == "cpu"
+
+
+def _balance_factors(cut: torch.Tensor, positive: torch.Tensor, beta: float) -> torch.Tensor:
+    """reference.balance_factor of each row's cut, raised to the layer's smallest positive alive key; 1 for a
+    row without alive weights (cut +inf) or a layer whose alive keys are all 0."""
+    if torch.isfinite(positive):
+        cut = torch.maximum(cut, positive.to(cut.dtype))
+    return torch.tensor([reference.balance_factor(t, beta) if 0 < t < math.inf else 1.0 for t in cut.tolist()],
+                        dtype=torch.float64, device=cut.device)
+
+
+def _balanced_mask_by_torch(w, mask, scale, r: int, c: torch.Tensor, beta: float, ops_set) -> torch.Tensor:
+    """One layer in torch ops on its device (CUDA tensors, or without the C++ extension): the row rule's masks
+    give each row's cut, then the float64 balanced keys (8 bytes per weight) go to the row-cut op as one unit."""
+    keep = _cut(ops_set, [w], [mask], [r], [c], [scale])[0]
+    key = (w.detach().abs() if scale is None else importance.scaled_importance(w, scale)).reshape(r, -1)
+    alive = None if mask is None else mask.reshape(r, -1)
+    pruned = ~keep.reshape(r, -1) if alive is None else alive & ~keep.reshape(r, -1)
+    del keep
+    inf = torch.tensor(float("inf"), dtype=key.dtype, device=key.device)
+    # t_r: the largest alive key the row rule prunes in row r (it prunes a prefix of the row's order), else the
+    # row's smallest alive key
+    first = key if alive is None else torch.where(alive, key, inf)
+    cut = torch.where(pruned.any(1), torch.where(pruned, key, -inf).amax(1), first.amin(1)).double()
+    positive = torch.where(first > 0, first, inf).min().double()
+    del pruned, first
+    balanced = key.double().mul_(_balance_factors(cut, positive, beta)[:, None]).reshape(w.shape)
+    del key
+    return ops_set.row_cut_masks([balanced], [mask], [1], [c.sum().reshape(1)])[0]
 
 
 def _check_rows(keys: Layers, method, options: Options) -> None:

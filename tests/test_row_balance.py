@@ -11,9 +11,18 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lamp_kernels as lk
+from lamp_kernels import plan
 
 BACKENDS = [b for b in lk.available_backends() if b == "cpu"]  # row granularity: cpu (cuda: test_gpu_importance)
 BUDGETS = ["uniform", "uniform_plus", "erk", "owl"]
+
+
+@pytest.fixture(params=["c++", "torch"])
+def path(request, monkeypatch):
+    """The C++ kernels (balanced_rows.cpp) on CPU tensors, or the torch ops that CUDA tensors take."""
+    if request.param == "torch":
+        monkeypatch.setattr(plan, "_balanced_in_cpp", lambda ops_set, w: False)
+    return request.param
 
 
 def _layers(seed: int, dtype=torch.float32, ties: bool = False) -> dict[str, torch.Tensor]:
@@ -71,7 +80,7 @@ def _direct(key: torch.Tensor, row_rule_keep: torch.Tensor, mask, beta: float) -
 @pytest.mark.parametrize("beta", [0.0, 0.5, 0.8, 0.999])
 @pytest.mark.parametrize("dtype,ties", [(torch.float32, False), (torch.bfloat16, True), (torch.float16, False),
                                         (torch.float64, False)], ids=["fp32", "bf16-ties", "fp16", "fp64"])
-def test_backends_equal_the_reference(backend, method, beta, dtype, ties):
+def test_backends_equal_the_reference(backend, method, beta, dtype, ties, path):
     weights = _layers(1, dtype, ties)
     for s in (0.0, 0.3, 0.5, 0.9) + ((1.0,) if method != "uniform_plus" else ()):  # uniform+ keeps 20% of one
         want, got = _both(weights, s, method, beta, backend)
@@ -80,7 +89,7 @@ def test_backends_equal_the_reference(backend, method, beta, dtype, ties):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("beta", [0.0, 0.6])
-def test_masks_importance_scaled_and_nm_equal_the_reference(backend, beta):
+def test_masks_importance_scaled_and_nm_equal_the_reference(backend, beta, path):
     weights = _layers(2)
     masks = _masks(weights, 3)
     g = torch.Generator().manual_seed(4)
@@ -119,7 +128,7 @@ def test_the_reference_equals_the_definition():
 
 @pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
 @pytest.mark.parametrize("beta", [0.5, 0.99])
-def test_subnormal_float64_cuts_are_floored_not_overflowed(backend, beta):
+def test_subnormal_float64_cuts_are_floored_not_overflowed(backend, beta, path):
     # a cut of 5e-324 (the smallest subnormal) would give a factor beyond float64's range at beta > 0.953
     w = torch.tensor([[0.0, 0.0, 5e-324, 1.0], [1.0, 2.0, 3.0, 4.0], [1e-320, 2e-320, 1.0, 1.0]], dtype=torch.float64)
     got = lk.prune_masks({"w": w}, 0.5, "uniform", granularity="row", row_balance=beta, backend=backend)["w"]
@@ -141,7 +150,7 @@ def test_balance_moves_weights_between_rows_not_layers(backend):
 
 
 @pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
-def test_beta_zero_is_one_threshold_per_layer_and_high_rows_keep_more(backend):
+def test_beta_zero_is_one_threshold_per_layer_and_high_rows_keep_more(backend, path):
     # row 0's keys are all 100 times row 1's: with one threshold (beta = 0) row 1 goes first; the row rule
     # prunes half of each
     w = torch.cat([torch.arange(1.0, 9.0)[None] * 100, torch.arange(1.0, 9.0)[None]])
@@ -202,3 +211,33 @@ def test_prune_passes_row_balance_on():
     assert torch.equal(model[2].weight_mask.bool(), want["2.weight"])
     with pytest.raises(ValueError, match="granularity='row'"):
         lk.prune_(model, 0.6, "uniform", row_balance=0.2, progress=False)
+
+
+@pytest.mark.skipif("cpu" not in BACKENDS, reason="C++ extension not built")
+@pytest.mark.parametrize("beta", [0.0, 0.7])
+def test_large_layers_cpp_equals_the_torch_path(beta, monkeypatch):
+    """Layers large enough for the C++ radix select's every branch: more than 2^16 candidates left after the
+    first 16 bits (fp32), and a heavy tie at the cut (bf16 with 4 values, beta = 0: all 64 bits fixed with more
+    than 2^16 equal candidates, ranked by flat index alone); the torch path (what CUDA tensors take) is the
+    comparison, the reference being too slow at this size. Several thread counts: chunks must not matter."""
+    g = torch.Generator().manual_seed(9)
+    weights = {"fp32": torch.randn(1024, 768, generator=g) * torch.rand(1024, 1, generator=g),
+               "ties": (torch.randint(1, 5, (768, 1024), generator=g) * 0.5).to(torch.bfloat16)}
+    masks = {n: torch.rand(w.shape, generator=g) > 0.1 for n, w in weights.items()}
+    scaled = {n: lk.ColumnScaled(torch.rand(w.shape[-1], generator=g) + 0.5) for n, w in weights.items()}
+    runs = []
+    for kw in (dict(), dict(masks=masks), dict(importance=scaled)):
+        runs.append(lk.prune_masks(weights, 0.55, "uniform", granularity="row", row_balance=beta, **kw))
+    with monkeypatch.context() as m:
+        m.setattr(plan, "_balanced_in_cpp", lambda ops_set, w: False)
+        for got, kw in zip(runs, (dict(), dict(masks=masks), dict(importance=scaled))):
+            want = lk.prune_masks(weights, 0.55, "uniform", granularity="row", row_balance=beta, **kw)
+            assert all(torch.equal(want[n], got[n]) for n in weights), kw.keys()
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 3):
+            torch.set_num_threads(t)
+            again = lk.prune_masks(weights, 0.55, "uniform", granularity="row", row_balance=beta, masks=masks)
+            assert all(torch.equal(again[n], runs[1][n]) for n in weights), t
+    finally:
+        torch.set_num_threads(threads)

@@ -2,6 +2,7 @@
 // lamp_kernels/ops.py (torch.library); this module only exposes the kernels.
 #include <torch/extension.h>
 
+#include "balanced_rows.h"
 #include "cut_solver.h"
 #include "cuda_scan_emulation.h"
 #include "layer_kernels.h"
@@ -42,6 +43,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("row_lamp_scores", &lamp::row_lamp_scores, py::call_guard<py::gil_scoped_release>());
   m.def("row_cut_masks", &lamp::row_cut_masks, py::call_guard<py::gil_scoped_release>());
   m.def("row_cut_masks_scaled", &lamp::row_cut_masks_scaled, py::call_guard<py::gil_scoped_release>());
+  m.def("row_cuts", &lamp::row_cuts, py::call_guard<py::gil_scoped_release>());
+  m.def("balanced_cut_mask", &lamp::balanced_cut_mask, py::call_guard<py::gil_scoped_release>());
   m.def("row_value_window", &lamp::row_value_window, py::call_guard<py::gil_scoped_release>());
   m.def("masked_per_row", &lamp::masked_per_row, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores_by", &lamp::lamp_scores_by, py::call_guard<py::gil_scoped_release>());  // tests: one path
