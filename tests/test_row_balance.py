@@ -241,3 +241,15 @@ def test_large_layers_cpp_equals_the_torch_path(beta, monkeypatch):
             assert all(torch.equal(again[n], runs[1][n]) for n in weights), t
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("backend", ["reference"] + BACKENDS)
+def test_negative_zero_scale_ranks_as_zero(backend, path):
+    # fl32(|w| * -0.0) is -0.0: a key of 0, pruned first, whatever the sign bit says
+    w = {"w": torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]), "v": torch.arange(1.0, 9.0)}
+    imp = {"w": lk.ColumnScaled(torch.tensor([-0.0, 1.0, 1.0, 1.0])),
+           "v": lk.ColumnScaled(torch.tensor([1.0, -0.0] * 4))}
+    for beta in (0.0, 0.5):
+        got = lk.prune_masks(w, 0.5, "uniform", granularity="row", row_balance=beta, importance=imp, backend=backend)
+        assert got["w"].tolist() == [[False, False, False, True], [False, True, True, True]]
+        assert got["v"].tolist() == [True, False] * 4

@@ -8,8 +8,8 @@
 //        weights (its masked ones included) in the order (masked, fl(key * factors[r]), flat index).
 //
 // Keys are |w| (as float64, exact), or with `scale` the column-scaled importances fl32(|w| * s_j) of
-// scaled_keys.h. Nothing of the layer's size is allocated but the mask: the balanced keys are recomputed in
-// every pass. The selection is a radix select on their float64 bit patterns (non-negative doubles order like
+// scaled_keys.h. Nothing of the layer's size is allocated but the mask (and, for row_cuts with a scale, one
+// row's importances per task): the balanced keys are recomputed in every pass. The selection is a radix select on their float64 bit patterns (non-negative doubles order like
 // them): 16 bits per pass until at most 2^16 candidates are left, which are then sorted with their flat index.
 #include "balanced_rows.h"
 
@@ -34,26 +34,30 @@ struct LayerArgs {
   int64_t rows, cols;  // cols: the row's length (numel / rows); the scale has one entry per w.size(-1)
 };
 
-// fn(row, keys) for every row of [r0, r1): keys[j] the key of the row's element j as float64 (masked ones
-// included).
+// fn(row, j0, n, keys) for consecutive blocks of every row of [r0, r1): keys[k] the key of the row's element
+// j0 + k as float64 (masked ones included), in a stack buffer: nothing of a row's size is allocated, so a
+// 1-D layer (one row) costs no more than a 2-D one. Column-scaled keys pass through fabs: a -0.0 scale
+// gives fl32(|w| * -0.0) = -0.0, whose bit pattern would otherwise order it above every positive key.
 template <typename scalar_t, typename Fn>
 void for_row_keys(const LayerArgs& a, const scalar_t* x, const float* scale, int64_t r0, int64_t r1, Fn fn) {
+  constexpr int64_t kBlock = 2048;
   const int64_t cols = a.cols;
-  thread_local std::vector<double> keys;
-  thread_local std::vector<float> scaled;
-  keys.resize(static_cast<size_t>(cols));
+  double keys[kBlock];
+  float scaled[kBlock];
   for (int64_t r = r0; r < r1; ++r) {
-    const scalar_t* row = x + r * cols;
-    if (scale) {
-      scaled.resize(static_cast<size_t>(cols));
-      ScaledLayer<scalar_t>{x, scale, a.w.size(-1)}.fill(r * cols, cols, scaled.data());
-      for (int64_t j = 0; j < cols; ++j) keys[j] = scaled[j];
-    } else if constexpr (std::is_same_v<scalar_t, double>) {
-      for (int64_t j = 0; j < cols; ++j) keys[j] = std::fabs(row[j]);
-    } else {  // bf16, fp16 and fp32 values are exact in float32
-      for (int64_t j = 0; j < cols; ++j) keys[j] = std::fabs(static_cast<double>(static_cast<float>(row[j])));
+    for (int64_t j0 = 0; j0 < cols; j0 += kBlock) {
+      const int64_t n = std::min(kBlock, cols - j0);
+      const scalar_t* row = x + r * cols + j0;
+      if (scale) {
+        ScaledLayer<scalar_t>{x, scale, a.w.size(-1)}.fill(r * cols + j0, n, scaled);
+        for (int64_t k = 0; k < n; ++k) keys[k] = std::fabs(static_cast<double>(scaled[k]));
+      } else if constexpr (std::is_same_v<scalar_t, double>) {
+        for (int64_t k = 0; k < n; ++k) keys[k] = std::fabs(row[k]);
+      } else {  // bf16, fp16 and fp32 values are exact in float32
+        for (int64_t k = 0; k < n; ++k) keys[k] = std::fabs(static_cast<double>(static_cast<float>(row[k])));
+      }
+      fn(r, j0, n, static_cast<const double*>(keys));
     }
-    fn(r, static_cast<const double*>(keys.data()));
   }
 }
 
@@ -61,7 +65,8 @@ LayerArgs layer_args(const at::Tensor& weight, const std::optional<at::Tensor>& 
                      const std::optional<at::Tensor>& scale, int64_t rows, const char* op) {
   LayerArgs a{weight.contiguous(), at::Tensor(), at::Tensor(), rows, 0};
   const int64_t n = a.w.numel();
-  TORCH_CHECK(a.w.device().is_cpu() && n < (int64_t{1} << 40), op, ": a CPU tensor");
+  TORCH_CHECK(a.w.device().is_cpu(), op, ": a CPU tensor");
+  TORCH_CHECK(n < (int64_t{1} << 40), op, ": a layer of 2^40 or more elements");
   TORCH_CHECK(rows > 0 && n % rows == 0, op, ": rows must divide the layer's size");
   a.cols = n / rows;
   if (mask.has_value() && mask->defined()) {
@@ -119,7 +124,7 @@ double row_cut(const T* x, const bool* m, int64_t n, int64_t count, double& smal
   using key_t = typename K::key_t;
   constexpr int shift = 8 * static_cast<int>(sizeof(key_t)) - 1 - 11;  // keys have a clear top bit
   constexpr double inf = std::numeric_limits<double>::infinity();
-  uint32_t hist[1 << 11] = {};
+  int64_t hist[1 << 11] = {};
   int64_t alive = 0;
   key_t least_positive = std::numeric_limits<key_t>::max();
   for (int64_t i = 0; i < n; ++i) {
@@ -160,16 +165,17 @@ std::tuple<at::Tensor, at::Tensor> row_cuts(const at::Tensor& weight, const std:
   dispatch(a, [&](const auto* x, const float* s, const bool* m) {
     using scalar_t = std::remove_const_t<std::remove_pointer_t<decltype(x)>>;
     for_row_chunks(a, max_workers(), [&](int64_t, int, int64_t r0, int64_t r1) {
+      // the task's own buffers (freed when it ends: no thread keeps memory in proportion to a long row)
+      std::vector<float> keys;
+      std::vector<uint32_t> scaled_bucket;
+      std::vector<typename Keys<scalar_t>::key_t> bucket;
       for (int64_t r = r0; r < r1; ++r) {
         const bool* mr = m ? m + r * a.cols : nullptr;
         if (s) {  // the row's column-scaled importances, then cut as float32 keys
-          thread_local std::vector<float> keys;
-          thread_local std::vector<uint32_t> bucket;
           keys.resize(static_cast<size_t>(a.cols));
           ScaledLayer<scalar_t>{x, s, a.w.size(-1)}.fill(r * a.cols, a.cols, keys.data());
-          cut_out[r] = row_cut(keys.data(), mr, a.cols, count[r], pos_out[r], bucket);
+          cut_out[r] = row_cut(keys.data(), mr, a.cols, count[r], pos_out[r], scaled_bucket);
         } else {
-          thread_local std::vector<typename Keys<scalar_t>::key_t> bucket;
           cut_out[r] = row_cut(x + r * a.cols, mr, a.cols, count[r], pos_out[r], bucket);
         }
       }
@@ -209,10 +215,11 @@ at::Tensor balanced_cut_mask(const at::Tensor& weight, const std::optional<at::T
       for_row_chunks(a, workers, [&](int64_t, int worker, int64_t r0, int64_t r1) {
         auto& h = hist[worker];
         if (h.empty()) h.assign(1 << 16, 0);
-        for_row_keys(a, x, s, r0, r1, [&](int64_t r, const double* keys) {
-          for (int64_t j = 0; j < a.cols; ++j) {
+        for_row_keys(a, x, s, r0, r1, [&](int64_t r, int64_t j0, int64_t len, const double* keys) {
+          for (int64_t k = 0; k < len; ++k) {
+            const int64_t j = j0 + k;
             if (m && !m[r * a.cols + j]) continue;
-            const uint64_t b = bits_of(keys[j] * factor[r]);
+            const uint64_t b = bits_of(keys[k] * factor[r]);
             if (is_candidate(b)) ++h[(b >> next) & 0xFFFF];
           }
         });
@@ -239,10 +246,11 @@ at::Tensor balanced_cut_mask(const at::Tensor& weight, const std::optional<at::T
       std::vector<std::vector<std::pair<uint64_t, int64_t>>> found(static_cast<size_t>(chunks));
       std::vector<int64_t> equal_in_chunk(static_cast<size_t>(chunks), 0);
       auto scan = [&](int64_t t, int64_t r0, int64_t r1, bool find) {
-        for_row_keys(a, x, s, r0, r1, [&](int64_t r, const double* keys) {
-          for (int64_t j = 0; j < a.cols && flat < 0; ++j) {
+        for_row_keys(a, x, s, r0, r1, [&](int64_t r, int64_t j0, int64_t len, const double* keys) {
+          for (int64_t k = 0; k < len && flat < 0; ++k) {
+            const int64_t j = j0 + k;
             if (m && !m[r * a.cols + j]) continue;
-            const uint64_t b = bits_of(keys[j] * factor[r]);
+            const uint64_t b = bits_of(keys[k] * factor[r]);
             if ((b >> shift) != (prefix >> shift)) continue;
             if (few)
               found[t].emplace_back(b, r * a.cols + j);
@@ -271,11 +279,11 @@ at::Tensor balanced_cut_mask(const at::Tensor& weight, const std::optional<at::T
     }
     // prune every alive element ordered at or before (value, flat)
     for_row_chunks(a, workers, [&](int64_t, int, int64_t r0, int64_t r1) {
-      for_row_keys(a, x, s, r0, r1, [&](int64_t r, const double* keys) {
-        for (int64_t j = 0; j < a.cols; ++j) {
-          const int64_t u = r * a.cols + j;
+      for_row_keys(a, x, s, r0, r1, [&](int64_t r, int64_t j0, int64_t len, const double* keys) {
+        for (int64_t k = 0; k < len; ++k) {
+          const int64_t u = r * a.cols + j0 + k;
           if (m && !m[u]) continue;
-          const uint64_t b = bits_of(keys[j] * factor[r]);
+          const uint64_t b = bits_of(keys[k] * factor[r]);
           if (b < value || (b == value && u <= flat)) out[u] = false;
         }
       });
