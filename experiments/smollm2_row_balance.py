@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(Path(__file__).parent))
 import handbook  # noqa: E402
 from smollm2_calibration import WINDOW, perplexity  # noqa: E402
+from smollm2_lamp_allocation import SLICES  # noqa: E402  (report, tuning and confirmation tokens)
 from smollm2_owl_tuning import OUT as OWL_TUNING  # noqa: E402
 from smollm2_owl_tuning import wanda_setup  # noqa: E402
 
@@ -36,7 +37,6 @@ OUT = ROOT / "docs" / "results" / "smollm2-row-balance.json"
 SPARSITIES = [0.3, 0.5, 0.6, 0.7]
 BETAS = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 OWL_BETAS = [0.6, 0.7, 0.8, 0.9, 1.0]
-SLICES = {"report": (0, 2048), "tuning": (2048, 4096), "confirmation": (4096, 12288)}
 
 
 def window_nlls(model, tokens: torch.Tensor) -> list[float]:

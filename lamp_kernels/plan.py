@@ -116,8 +116,8 @@ def _balanced_masks(keys: Layers, units: Units, beta: float, ops_set) -> list[to
     out = []
     for i, (w, mask, r, c) in enumerate(zip(keys.tensors, keys.masks, units.rows, units.counts)):
         scale = keys.scales[i] if keys.scales else None
-        if w.numel() == 0 or int(c.sum()) == (0 if mask is None else w.numel() - int(mask.count_nonzero())):
-            out.append(_cut(ops_set, [w], [mask], [r], [c], [scale])[0])  # nothing alive to prune
+        if w.numel() == 0:
+            out.append(torch.ones(w.shape, dtype=torch.bool, device=w.device))
         elif _balanced_in_cpp(ops_set, w):
             # C++ (balanced_rows.cpp): the row cuts by selection, then a radix select over the balanced keys,
             # recomputed in each pass; nothing of the layer's size is made but the mask

@@ -19,6 +19,7 @@
 #include <limits>
 #include <vector>
 
+#include "bucket_select.h"
 #include "float_keys.h"
 #include "scaled_keys.h"
 #include "task_pool.h"
@@ -115,16 +116,16 @@ inline uint64_t bits_of(double v) {
 namespace {
 
 // One row's cut (the p-th smallest alive key, p = max(count - masked, 1); +inf without alive keys) and its
-// smallest positive alive key (+inf if none), as exact doubles, on the keys' own bit patterns (Keys<T>): a
-// histogram of their top 11 bits, then a selection in the bucket that holds the p-th, as cut_unit does.
+// smallest positive alive key (+inf if none), as exact doubles, on the keys' own bit patterns (Keys<T>):
+// select_in_bucket, as cut_unit does.
 template <typename T>
 double row_cut(const T* x, const bool* m, int64_t n, int64_t count, double& smallest_positive,
                std::vector<typename Keys<T>::key_t>& bucket) {
   using K = Keys<T>;
   using key_t = typename K::key_t;
-  constexpr int shift = 8 * static_cast<int>(sizeof(key_t)) - 1 - 11;  // keys have a clear top bit
+  constexpr int shift = select_shift<T>();
   constexpr double inf = std::numeric_limits<double>::infinity();
-  int64_t hist[1 << 11] = {};
+  int64_t hist[1 << kSelectBits] = {};
   int64_t alive = 0;
   key_t least_positive = std::numeric_limits<key_t>::max();
   for (int64_t i = 0; i < n; ++i) {
@@ -137,17 +138,8 @@ double row_cut(const T* x, const bool* m, int64_t n, int64_t count, double& smal
   smallest_positive = least_positive == std::numeric_limits<key_t>::max() ? inf : key_value(K::code, least_positive);
   if (alive == 0) return inf;
   const int64_t p = std::clamp<int64_t>(count - (n - alive), 1, alive);
-  int64_t below = 0;
-  int b = 0;
-  while (below + hist[b] < p) below += hist[b++];
-  bucket.clear();
-  for (int64_t i = 0; i < n; ++i) {
-    const key_t k = K::key(x[i]);
-    if ((k >> shift) == static_cast<key_t>(b) && (!m || m[i])) bucket.push_back(k);
-  }
-  const auto nth = bucket.begin() + (p - 1 - below);
-  std::nth_element(bucket.begin(), nth, bucket.end());
-  return key_value(K::code, *nth);
+  int64_t below;
+  return key_value(K::code, bucket[select_in_bucket(x, m, n, p, hist, bucket, below)]);
 }
 
 }  // namespace
@@ -224,17 +216,13 @@ at::Tensor balanced_cut_mask(const at::Tensor& weight, const std::optional<at::T
           }
         });
       });
-      int64_t candidates = 0, below = 0;
+      int64_t below = 0;
       std::vector<int64_t> total(1 << 16, 0);
       for (auto& h : hist)
         for (size_t k = 0; k < h.size(); ++k) total[k] += h[k];
       int bucket = 0;
-      for (; bucket < (1 << 16); ++bucket) {
-        if (below + total[bucket] >= need) break;
-        below += total[bucket];
-      }
-      for (int64_t t : total) candidates += t;
-      TORCH_CHECK(bucket < (1 << 16) && need <= candidates, "balanced_cut_mask: internal error (rank out of range)");
+      while (bucket < (1 << 16) && below + total[bucket] < need) below += total[bucket++];
+      TORCH_CHECK(bucket < (1 << 16), "balanced_cut_mask: internal error (rank out of range)");
       need -= below;
       prefix = (prefix & (next + 16 == 64 ? 0 : ~uint64_t{0} << (next + 16))) | (static_cast<uint64_t>(bucket) << next);
       shift = next;

@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "bucket_select.h"
 #include "exact_sum.h"
 #include "float_keys.h"
 #include "radix_sort.h"
@@ -296,14 +297,12 @@ void unit_scores(const std::vector<typename Keys<scalar_t>::key_t>& keys, Emit e
 // ones pruned) from a histogram of the keys' top kSelectBits bits and a partial sort of t's bucket alone, then
 // one pass that keeps the alive keys above t and, of those equal to t, all but the first p - #{alive < t} in
 // column order. The unit stays in L1 across the passes for row-sized units.
-constexpr int kSelectBits = 11;
-
 template <typename scalar_t>
 void cut_unit(const scalar_t* x, const bool* m, int64_t n, int64_t count, bool* out,
               std::vector<typename Keys<scalar_t>::key_t>& bucket) {
   using K = Keys<scalar_t>;
   using key_t = typename K::key_t;
-  constexpr int shift = 8 * static_cast<int>(sizeof(key_t)) - 1 - kSelectBits;  // keys have a clear top bit
+  constexpr int shift = select_shift<scalar_t>();
   int64_t masked = 0;
   if (m)
     for (int64_t i = 0; i < n; ++i) masked += !m[i];
@@ -321,16 +320,8 @@ void cut_unit(const scalar_t* x, const bool* m, int64_t n, int64_t count, bool* 
   } else {
     for (int64_t i = 0; i < n; ++i) ++hist[K::key(x[i]) >> shift];
   }
-  int64_t below = 0;  // alive keys in the buckets before t's
-  int b = 0;
-  while (below + hist[b] < p) below += hist[b++];  // p <= alive: the bucket holding the p-th exists
-  bucket.clear();
-  for (int64_t i = 0; i < n; ++i) {
-    const key_t k = K::key(x[i]);
-    if ((k >> shift) == static_cast<key_t>(b) && (!m || m[i])) bucket.push_back(k);
-  }
-  const auto nth = bucket.begin() + (p - 1 - below);
-  std::nth_element(bucket.begin(), nth, bucket.end());
+  int64_t below;  // alive keys in the buckets before t's
+  const auto nth = bucket.begin() + select_in_bucket(x, m, n, p, hist, bucket, below);
   const key_t t = *nth;
   const int64_t less = below + std::count_if(bucket.begin(), nth, [t](key_t k) { return k < t; });
   const int64_t ties = p - less;  // alive elements equal to t that are pruned: the first ones in column order
