@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from . import __version__, ops, selection, staging
-from .api import METHODS
+from . import __version__, checkpoint_local, ops, selection, staging
+from .api import ALL_METHODS
 from .importance import ColumnScaled, checked_scale, scaled_importance
 from .layers import check_sparsity
 from .naming import DEFAULT_EXCLUDE
-from .options import check_options
+from .options import OWL_LAMBDA, OWL_M, Options, check_options
 from .path_checks import check_output, check_side_output
 from .safetensors_io import (
     FLOAT_DTYPES,
@@ -112,22 +112,35 @@ class PruneJob:
     # needed, never kept. None: magnitude.
     importance: Callable[[str, torch.Tensor], Any] | None = None
     importance_name: str = "magnitude"  # what the report says the selection ranked
-    min_density: float | None = None  # density bounds per tensor (lamp and global; prune_masks' meaning)
+    # The selection's options, prune_masks' meaning (options.py): density bounds per tensor (lamp and global),
+    # granularity, N:M, OWL's parameters, row balance
+    min_density: float | None = None
     max_density: float | None = None
+    granularity: str = "layer"
+    nm: tuple[int, int] | None = None
+    owl_m: float = OWL_M
+    owl_lambda: float = OWL_LAMBDA
+    row_balance: float = 1.0
+    options: Options | None = field(default=None, init=False)  # the checked options (check())
 
     def check(self) -> None:
         """Every argument, before anything is read or written."""
         self.sparsity = check_sparsity(self.sparsity)
-        if self.method not in METHODS:
-            raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method not in ALL_METHODS:
+            raise CheckpointError(f"unknown method {self.method!r}; choose one of {', '.join(ALL_METHODS)}")
         if self.importance is not None and self.group is not None:  # the layer table would carry weight dtypes
             raise CheckpointError("an importance other than magnitude runs in a single process (no group)")
-        if self.min_density is not None or self.max_density is not None:
-            try:
-                check_options(self.method, "layer", self.min_density, self.max_density, None)
-            except ValueError as exc:
-                raise CheckpointError(str(exc).replace("min_density", "--min-density")
-                                      .replace("max_density", "--max-density")) from None
+        try:
+            self.options = check_options(self.method, self.granularity, self.min_density, self.max_density,
+                                         self.nm, self.owl_m, self.owl_lambda, None, self.row_balance)
+        except ValueError as exc:
+            raise CheckpointError(_as_flags(str(exc))) from None
+        if self.options.granularity == "row" and self.method == "lamp":
+            raise CheckpointError("--granularity row with --method lamp (one selection over the LAMP scores of "
+                                  "every row) is not streamed by lamp-prune; prune in memory with "
+                                  "prune_masks(..., granularity='row'), or use a budget method per row")
+        if self.method == "owl" and self.group is not None:
+            raise CheckpointError("--method owl runs in a single process (not under torchrun)")
         for pattern in (*self.include, *self.exclude):
             try:
                 re.compile(pattern)
@@ -161,6 +174,18 @@ class PruneJob:
         """An existing destination without --force -> CheckpointError (after check(); nothing for a dry run)."""
         if not self.dry_run and os.path.lexists(self.target) and not self.force:
             raise CheckpointError(f"{self.dst} exists; pass --force to replace it")
+
+
+_FLAGS = (("min_density", "--min-density"), ("max_density", "--max-density"), ("granularity='row'",
+          "--granularity row"), ("granularity", "--granularity"), ("row_balance", "--row-balance"),
+          ("owl_m", "--owl-m"), ("owl_lambda", "--owl-lambda"), ("nm=(N, M)", "--nm N:M"))
+
+
+def _as_flags(message: str) -> str:
+    """An options.py message with its keyword arguments named as lamp-prune's flags."""
+    for keyword, flag in _FLAGS:
+        message = message.replace(keyword, flag)
+    return message
 
 
 def _check_plot_format(path: Path) -> None:
@@ -204,7 +229,9 @@ def prune_checkpoint(job: PruneJob) -> dict:
     rank, world = _rank_world(job.group)
     ckpt, chosen, mine, others = _agree(lambda: _open(job, rank, world), job.group)
     written = 0 if job.dry_run else sum(ckpt.shards[i].size for i in _owned(ckpt, rank, world))
-    total_bytes = sum(e.nbytes for e in mine) + written
+    local = checkpoint_local.is_local(job.method, job.options)
+    reads = 3 if job.method == "owl" else 1  # OWL reads each tensor twice more for its block statistics
+    total_bytes = reads * sum(e.nbytes for e in mine) + written
     progress = _Progress()
     if job.progress and rank == 0:
         from tqdm import tqdm
@@ -220,7 +247,8 @@ def prune_checkpoint(job: PruneJob) -> dict:
         return report
 
     try:
-        cuts = _agree(lambda: _find_cuts(job, mine, device, progress), job.group)
+        find = _local_sparsities if local else _find_cuts
+        cuts = _agree(lambda: find(job, chosen, mine, device, progress), job.group)
         job.timings["select_s"] = round(time.perf_counter() - t0, 3)
         by_name = dict(zip([e.name for e in mine], zip(cuts.cuts, cuts.pruned)))
         report = _report(job, chosen, mine, cuts, by_name)
@@ -263,7 +291,54 @@ def _keyed(job: PruneJob, name: str, t: torch.Tensor) -> tuple[torch.Tensor, tor
     return imp, None
 
 
-def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, progress) -> selection.Cuts:
+@dataclass
+class _Sparsities:
+    """A layer-local selection's outcome (checkpoint_local.py), in the place of selection.Cuts: each tensor's
+    sparsity instead of its cut, and what it prunes."""
+
+    cuts: list[float]
+    pruned: list[int]
+    threshold: None = None
+
+
+def _local_sparsities(job: PruneJob, chosen: list[TensorEntry], mine: list[TensorEntry], device: torch.device,
+                      progress) -> _Sparsities:
+    """Every tensor's sparsity (from all selected tensors' shapes, or OWL's statistics), then pass 1 over this
+    rank's tensors: values checked, pruned counted."""
+    def read(entry: TensorEntry, fn):
+        out = with_mapped(entry, lambda t: fn(t.to(device), _importance_of(job, entry.name, t.to(device))))
+        progress(entry.nbytes)
+        return out
+
+    try:
+        ratios = dict(zip([e.name for e in chosen], checkpoint_local.sparsities(
+            [e.name for e in chosen], [e.shape for e in chosen], job.sparsity, job.method, job.options,
+            lambda i, fn: read(chosen[i], fn))))
+        mine_ratios = [ratios[e.name] for e in mine]
+        pruned = [read(e, lambda t, imp: checkpoint_local.pruned(e.name, t, imp, r, job.options))
+                  for e, r in zip(mine, mine_ratios)]
+    except CheckpointError:
+        raise
+    except ValueError as exc:
+        raise _naming_file(exc, mine) from None
+    return _Sparsities(mine_ratios, pruned)
+
+
+def _importance_of(job: PruneJob, name: str, t: torch.Tensor) -> Any:
+    return None if job.importance is None else job.importance(name, t)
+
+
+def _naming_file(exc: ValueError, entries: list[TensorEntry]) -> CheckpointError:
+    """A CheckpointError for a selection's ValueError, naming the file of the tensor it is about."""
+    msg = str(exc)
+    for e in entries:
+        if msg.startswith(e.name):
+            return CheckpointError(f"{e.file}: tensor {msg}")
+    return CheckpointError(msg)
+
+
+def _find_cuts(job: PruneJob, chosen: list[TensorEntry], mine: list[TensorEntry], device: torch.device,
+               progress) -> selection.Cuts:
     def with_tensor(i: int, fn):  # fn(tensor, scale) sees a read-only view of the file; summaries are new tensors
         out = with_mapped(mine[i], lambda t: fn(*_keyed(job, mine[i].name, t.to(device))))
         progress(mine[i].nbytes)
@@ -295,12 +370,8 @@ def _find_cuts(job: PruneJob, mine: list[TensorEntry], device: torch.device, pro
                                    (job.min_density, job.max_density) if bounded else None)
     except CheckpointError:
         raise
-    except ValueError as exc:  # name the file of the tensor the message is about
-        msg = str(exc)
-        for e in mine:
-            if msg.startswith(e.name):
-                raise CheckpointError(f"{e.file}: tensor {msg}") from None
-        raise CheckpointError(msg) from None
+    except ValueError as exc:
+        raise _naming_file(exc, mine) from None
 
 
 def _report(job: PruneJob, chosen, mine, cuts, by_name) -> dict:
@@ -321,6 +392,9 @@ def _report(job: PruneJob, chosen, mine, cuts, by_name) -> dict:
     return {"tool": f"lamp_kernels {__version__}", "source": str(job.src),
             "output": None if job.dry_run else str(job.dst), "method": job.method, "sparsity": job.sparsity,
             "importance": job.importance_name, "min_density": job.min_density, "max_density": job.max_density,
+            "granularity": job.options.granularity, "nm": None if job.options.nm is None else list(job.options.nm),
+            "row_balance": job.options.row_balance,
+            "owl": {"m": job.options.owl_m, "lambda": job.options.owl_lambda} if job.method == "owl" else None,
             "threshold": cuts.threshold, "device": job.device,
             "world_size": _rank_world(job.group)[1], "elements": elements, "pruned": total_pruned,
             "density": round(1 - total_pruned / elements, 6) if elements else 1.0, "layers": layers}
@@ -328,16 +402,24 @@ def _report(job: PruneJob, chosen, mine, cuts, by_name) -> dict:
 
 def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device: torch.device, progress,
            rank: int, world: int, finish) -> None:
+    local = checkpoint_local.is_local(job.method, job.options)
     buffer = torch.empty(0, dtype=torch.uint8)  # reused for every tensor: no fresh pages per tensor
 
     def prune(entry: TensorEntry, source: torch.Tensor) -> torch.Tensor | None:
         nonlocal buffer
         if entry.name not in by_name:
             return None
-        (key, ties), _ = by_name[entry.name]
+        cut, _ = by_name[entry.name]
         if buffer.numel() < entry.nbytes:
             buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
         out = buffer[:entry.nbytes].view(source.dtype).reshape(source.shape)
+        if local:  # cut: the tensor's sparsity; its mask made from it alone
+            t = source.to(device)
+            keep = checkpoint_local.keep_mask(entry.name, t, _importance_of(job, entry.name, t), cut, job.options)
+            out.copy_(source)
+            out.masked_fill_(~keep.cpu(), 0)
+            return out
+        key, ties = cut
         if job.importance is not None:  # the cut is on the importance: mask from it, zeros into the weights
             t, s = _keyed(job, entry.name, source.to(device))
             keep = (ops.apply_cuts([t], [None], [key], [ties]) if s is None
@@ -474,10 +556,27 @@ def _copy_other_files(ckpt: Checkpoint, others: list[tuple[Path, str]], out: Pat
             shutil.copy2(source, target, follow_symlinks=False)
     if ckpt.index is not None:
         index = json.loads(json.dumps(ckpt.index))
-        index.setdefault("metadata", {})["pruned_by"] = (
-            f"lamp_kernels {__version__}: method={job.method} sparsity={job.sparsity}")
+        index.setdefault("metadata", {})["pruned_by"] = f"lamp_kernels {__version__}: {_described(job)}"
         (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
         os.chmod(out / INDEX_NAME, stat.S_IMODE(os.stat(ckpt.source / INDEX_NAME).st_mode))
     for rel, kind in reversed(others):
         if kind == "dir":
             shutil.copystat(ckpt.source / rel, out / rel, follow_symlinks=False)
+
+
+def _described(job: PruneJob) -> str:
+    """The selection in one line: method, sparsity and every option not at its default."""
+    o = job.options
+    parts = [f"method={job.method}", f"sparsity={job.sparsity}"]
+    if job.importance_name != "magnitude":
+        parts.append(f"importance={job.importance_name}")
+    parts += [f"{k}={v}" for k, v in (("min_density", o.min_density), ("max_density", o.max_density)) if v is not None]
+    if o.granularity != "layer":
+        parts.append(f"granularity={o.granularity}")
+    if o.nm is not None:
+        parts.append(f"nm={o.nm[0]}:{o.nm[1]}")
+    if o.row_balance != 1.0:
+        parts.append(f"row_balance={o.row_balance}")
+    if job.method == "owl":
+        parts += [f"owl_m={o.owl_m}", f"owl_lambda={o.owl_lambda}"]
+    return " ".join(parts)

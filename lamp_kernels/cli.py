@@ -1,7 +1,8 @@
 """`lamp-prune` (also `python -m lamp_kernels`): prune a safetensors checkpoint on disk.
 
-    lamp-prune SRC --sparsity S --out DST [--method lamp|global|uniform|uniform_plus|erk]
-               [--min-density D] [--max-density D]
+    lamp-prune SRC --sparsity S --out DST [--method lamp|global|uniform|uniform_plus|erk|owl]
+               [--min-density D] [--max-density D] [--granularity layer|row] [--nm N:M]
+               [--row-balance B] [--owl-m M] [--owl-lambda L]
                [--include REGEX]... [--exclude REGEX]... [--device auto|cpu|cuda]
                [--report FILE] [--plot FILE] [--dry-run] [--force]
                [--importance magnitude|wanda --calibration FILE.txt [--calibration-tokens N]
@@ -23,8 +24,9 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .api import METHODS
+from .api import ALL_METHODS
 from .checkpoint import DEFAULT_EXCLUDE, PruneJob, prune_checkpoint
+from .options import OWL_LAMBDA, OWL_M
 from .safetensors_io import CheckpointError
 
 
@@ -38,11 +40,25 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("src", type=Path, help="checkpoint file or directory (never modified)")
     p.add_argument("--sparsity", type=float, required=True, help="fraction of the selected weights to prune")
     p.add_argument("--out", type=Path, help="output file or directory (same layout as SRC)")
-    p.add_argument("--method", choices=METHODS, default="lamp")
+    p.add_argument("--method", choices=ALL_METHODS, default="lamp",
+                   help="lamp (default), global magnitude, or a per-tensor budget: uniform, uniform_plus, erk, "
+                        "owl (outlier-weighted layerwise sparsity, Yin et al. 2024)")
     p.add_argument("--min-density", type=float, metavar="D",
                    help="lamp/global: every tensor keeps at least ceil(D * its size) weights")
     p.add_argument("--max-density", type=float, metavar="D",
                    help="lamp/global: every tensor keeps at most floor(D * its size) weights")
+    p.add_argument("--granularity", choices=["layer", "row"], default="layer",
+                   help="row, with a budget method: each output row prunes its tensor's sparsity (Wanda's rule: "
+                        "--method uniform --granularity row --importance wanda is Wanda)")
+    p.add_argument("--nm", type=_nm, metavar="N:M",
+                   help="keep the N most important of every M consecutive weights of a row (2:4, say), then "
+                        "prune further if the sparsity asks for more")
+    p.add_argument("--row-balance", type=float, default=1.0, metavar="B",
+                   help="with --granularity row, in [0, 1]: below 1 each tensor prunes the row rule's total with "
+                        "one threshold per row proportional to the row's cut^B (1, the default: the row rule)")
+    p.add_argument("--owl-m", type=float, metavar="M", help=f"--method owl: outlier threshold (default {OWL_M})")
+    p.add_argument("--owl-lambda", type=float, metavar="L",
+                   help=f"--method owl: block densities within the target +- L (default {OWL_LAMBDA})")
     p.add_argument("--include", action="append", default=[], metavar="REGEX", help="select tensors by name")
     p.add_argument("--exclude", action="append", default=[], metavar="REGEX", help="leave tensors out by name")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -61,6 +77,21 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-window", type=int, default=512, metavar="W",
                    help="tokens per calibration forward pass (default 512)")
     return p
+
+
+def _nm(text: str) -> tuple[int, int]:
+    n, sep, m = text.partition(":")
+    if not sep or not n.strip().isdigit() or not m.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected N:M with whole numbers (2:4, say), got {text!r}")
+    return int(n), int(m)
+
+
+def _owl_parameters(args) -> dict:
+    """OWL's parameters for the job; given with another method they are an error (they would do nothing)."""
+    given = {k: v for k, v in (("owl_m", args.owl_m), ("owl_lambda", args.owl_lambda)) if v is not None}
+    if given and args.method != "owl":
+        raise CheckpointError("--owl-m and --owl-lambda are parameters of --method owl")
+    return given
 
 
 def _importance(args, job: PruneJob):
@@ -137,10 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     job = PruneJob(args.src, args.out, args.sparsity, args.method, args.include, args.exclude, args.device,
                    args.dry_run, args.force, not args.quiet and sys.stderr.isatty(), None,
                    report_path=args.report, plot_path=args.plot, min_density=args.min_density,
-                   max_density=args.max_density)
+                   max_density=args.max_density, granularity=args.granularity, nm=args.nm,
+                   row_balance=args.row_balance)
     group, error, status = None, None, 0
     with _stop_signals_raise():
         try:
+            for key, value in _owl_parameters(args).items():
+                setattr(job, key, value)
             group = job.group = _process_group(args.device)
             rank = 0 if group is None else __import__("torch.distributed").distributed.get_rank()
             job.importance, job.importance_name = _importance(args, job), args.importance

@@ -38,13 +38,15 @@ _FORMAT = {torch.bfloat16: (8, 7, 127), torch.float16: (5, 10, 15), torch.float3
            torch.float64: (11, 52, 1023)}
 
 
+def default_block(name: str) -> Any:
+    """The block of a layer named `name` when none is given: its first all-digit component, else its own."""
+    found = _BLOCK.search(name)
+    return found.group(1) if found else ("layer", name)
+
+
 def block_ids(layers: Layers, blocks: Any = None) -> list[Any]:
     if blocks is None:
-        out = []
-        for name in layers.names:
-            found = _BLOCK.search(name)
-            out.append(found.group(1) if found else ("layer", name))
-        return out
+        return [default_block(name) for name in layers.names]
     if isinstance(blocks, dict):
         missing = [k for k in layers.keys if k not in blocks]
         if missing:
@@ -88,23 +90,24 @@ def count_above(t: torch.Tensor, threshold: float) -> int:
     return sum(int((flat[s:s + _CHUNK].to(torch.float64) > threshold).sum()) for s in range(0, flat.numel(), _CHUNK))
 
 
-def _layer_sum(t: torch.Tensor, mask: torch.Tensor | None, scale: torch.Tensor | None = None) -> Fraction:
-    """The exact sum of a layer's alive |keys|: one C++ pass on CPU tensors, exact_sum elsewhere. With a
-    scale (ColumnScaled), the keys are the float32 importances fl32(|t| * scale_j), made as the pass reads t."""
+def layer_sum(layers: Layers, i: int) -> Fraction:
+    """The exact sum of layer i's alive |keys|: one C++ pass on CPU tensors, exact_sum elsewhere. Column-scaled
+    keys are the float32 importances fl32(|w| * scale_j), made as the pass reads w."""
+    t, mask, scale = layers.tensors[i].detach(), layers.masks[i], layers.scales[i] if layers.scales else None
     if t.device.type == "cpu" and ops._C is not None:
         if scale is not None:
-            return _combine(ops._C.significand_sums_scaled([t.detach()], [mask], [scale])[0], torch.float32)
-        return _combine(ops._C.significand_sums([t.detach()], [mask])[0], t.dtype)
+            return _combine(ops._C.significand_sums_scaled([t], [mask], [scale])[0], torch.float32)
+        return _combine(ops._C.significand_sums([t], [mask])[0], t.dtype)
     return exact_sum(_alive(t if scale is None else scaled_importance(t, scale), mask))
 
 
-def _layer_count_above(t: torch.Tensor, mask: torch.Tensor | None, threshold: float,
-                       scale: torch.Tensor | None = None) -> int:
-    """#{alive |keys| > threshold}: one C++ pass on CPU tensors, count_above elsewhere (scale: as _layer_sum)."""
+def layer_count_above(layers: Layers, i: int, threshold: float) -> int:
+    """#{alive |keys| of layer i > threshold}: one C++ pass on CPU tensors, count_above elsewhere."""
+    t, mask, scale = layers.tensors[i].detach(), layers.masks[i], layers.scales[i] if layers.scales else None
     if t.device.type == "cpu" and ops._C is not None:
         if scale is not None:
-            return int(ops._C.count_above_scaled([t.detach()], [mask], [threshold], [scale])[0])
-        return int(ops._C.count_above([t.detach()], [mask], [threshold])[0])
+            return int(ops._C.count_above_scaled([t], [mask], [threshold], [scale])[0])
+        return int(ops._C.count_above([t], [mask], [threshold])[0])
     return count_above(_alive(t if scale is None else scaled_importance(t, scale), mask), threshold)
 
 
@@ -114,42 +117,46 @@ def _alive(t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return t if mask is None else torch.where(mask, t, torch.zeros((), dtype=t.dtype, device=t.device))
 
 
-def _budget(layers: Layers, sparsity: float, options: Options, block_stats) -> allocation.Ratios:
-    ids = block_ids(layers, options.blocks)
+def ratios_of_blocks(ids: list[Any], sizes: list[int], sparsity: float, options: Options, layer_sum,
+                     layer_count_above) -> allocation.Ratios:
+    """Per-layer sparsities from each layer's block id and size, given layer_sum(i) (the exact sum of layer i's
+    alive keys, a Fraction) and layer_count_above(i, threshold) (#{alive keys > threshold}): two passes over
+    each block's layers, the first for its mean, the second for its outliers."""
     order = list(dict.fromkeys(ids))
     members = {b: [i for i, x in enumerate(ids) if x == b] for b in order}
-    sizes = [sum(layers.tensors[i].numel() for i in members[b]) for b in order]
+    block_sizes = [sum(sizes[i] for i in members[b]) for b in order]
     ratios = []
-    for b, n in zip(order, sizes):
-        _, above = block_stats(members[b], n) if n else (0.0, 0)  # a block of empty layers: no outliers
-        ratios.append(above / n if n else 0.0)
-    density = dict(zip(order, allocation.owl_densities(ratios, sizes, sparsity, options.owl_lambda)))
+    for b, n in zip(order, block_sizes):
+        if not n:  # a block of empty layers: no outliers
+            ratios.append(0.0)
+            continue
+        mean = float(sum((layer_sum(i) for i in members[b]), Fraction(0))) / n
+        threshold = options.owl_m * mean
+        ratios.append(sum(layer_count_above(i, threshold) for i in members[b]) / n)
+    density = dict(zip(order, allocation.owl_densities(ratios, block_sizes, sparsity, options.owl_lambda)))
     return allocation.Ratios(tuple(1.0 - density[b] for b in ids))
 
 
 def budget(layers: Layers, sparsity: float, options: Options) -> allocation.Ratios:
     """Per-layer sparsities for the keys ``layers.tensors`` (column-scaled ones: their importances, made as
     each pass reads the weight): two passes over each block's keys."""
-    scales = layers.scales or [None] * len(layers.tensors)
-
-    def stats(members: list[int], n: int) -> tuple[float, int]:
-        mean = float(sum((_layer_sum(layers.tensors[i], layers.masks[i], scales[i]) for i in members),
-                         Fraction(0))) / n
-        threshold = options.owl_m * mean
-        return mean, sum(_layer_count_above(layers.tensors[i], layers.masks[i], threshold, scales[i])
-                         for i in members)
-
-    return _budget(layers, sparsity, options, stats)
+    return ratios_of_blocks(block_ids(layers, options.blocks), layers.numels(), sparsity, options,
+                            lambda i: layer_sum(layers, i),
+                            lambda i, threshold: layer_count_above(layers, i, threshold))
 
 
 def budget_reference(layers: Layers, sparsity: float, options: Options) -> allocation.Ratios:
     """The same budget written plainly (math.fsum over Python floats): the spec the fast path is tested on."""
-    def stats(members: list[int], n: int) -> tuple[float, int]:
+    ids = block_ids(layers, options.blocks)
+    order = list(dict.fromkeys(ids))
+    ratios, sizes = [], []
+    for b in order:
         values = []
-        for i in members:
-            values += _alive(layers.tensors[i], layers.masks[i]).reshape(-1).double().cpu().tolist()
-        mean = math.fsum(values) / n
-        threshold = options.owl_m * mean
-        return mean, sum(v > threshold for v in values)
-
-    return _budget(layers, sparsity, options, stats)
+        for i, x in enumerate(ids):
+            if x == b:
+                values += _alive(layers.tensors[i], layers.masks[i]).reshape(-1).double().cpu().tolist()
+        threshold = options.owl_m * (math.fsum(values) / len(values)) if values else 0.0
+        ratios.append(sum(v > threshold for v in values) / len(values) if values else 0.0)
+        sizes.append(len(values))
+    density = dict(zip(order, allocation.owl_densities(ratios, sizes, sparsity, options.owl_lambda)))
+    return allocation.Ratios(tuple(1.0 - density[b] for b in ids))

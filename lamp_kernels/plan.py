@@ -46,15 +46,26 @@ class Units:
 
 
 def _prepare(keys: Layers, sparsity: float, method, options: Options):
+    keys = _with_nm(keys, method, options)
+    if method == "owl":
+        method = owl.budget(keys, sparsity, options)
+    return keys, method
+
+
+def _with_nm(keys: Layers, method, options: Options) -> Layers:
     # OWL's statistics sum the keys, and N:M ranks column-scaled ones before any selection pass reads them:
     # NaN/Inf ones raise here, not again in the selection
     if method == "owl" or (options.nm is not None and keys.scaled()):
         keys = keys.values_checked()
     if options.nm is not None:
         keys = keys.with_masks(_nm_masks(keys, *options.nm))
-    if method == "owl":
-        method = owl.budget(keys, sparsity, options)
-    return keys, method
+    return keys
+
+
+def owl_keys(keys: Layers, options: Options, chosen: backends.Backend) -> Layers:
+    """The keys OWL's statistics read (owl.layer_sum, owl.layer_count_above), as masks() prepares them for
+    method="owl": values checked, column-scaled ones made where that path makes them, N:M's pattern applied."""
+    return _with_nm(_keys_for(keys, "owl", options, chosen), "owl", options)
 
 
 def _nm_masks(keys: Layers, n: int, m: int) -> list[torch.Tensor]:

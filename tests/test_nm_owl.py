@@ -164,17 +164,18 @@ def test_cpu_owl_statistics_equal_the_torch_ones(dtype):
         ws.append(x)
         ms.append(torch.rand(n, generator=g) > 0.25 if n > 1 else None)
     alive = [owl._alive(w, m) for w, m in zip(ws, ms)]
+    layers = Layers(ws, ms, [str(j) for j in range(len(ws))], "list", list(range(len(ws))))
     for _ in thread_counts(1, 2):
         sums = ops._C.significand_sums(ws, ms)
         for j, a in enumerate(alive):
             assert owl._combine(sums[j], dtype) == owl.exact_sum(a)
-            assert owl._layer_sum(ws[j], ms[j]) == owl.exact_sum(a)
+            assert owl.layer_sum(layers, j) == owl.exact_sum(a)
             top, mid = float(a.double().max()), float(a.double().median())
             for threshold in (0.0, mid, top, 1e-3, math.nextafter(mid, 0.0), math.nextafter(mid, math.inf),
                               math.nextafter(top, math.inf), 1e300, -1.0, math.nan):
                 want = owl.count_above(a, threshold)
                 assert int(ops._C.count_above([ws[j]], [ms[j]], [threshold])[0]) == want
-                assert owl._layer_count_above(ws[j], ms[j], threshold) == want
+                assert owl.layer_count_above(layers, j, threshold) == want
 
 
 def _tiny_model():
