@@ -6,6 +6,8 @@ Measured in one run, alternating, medians of --repeats:
     included), against the read+write loop in-process and as a command of its own
   * peak resident memory of the command, against the largest shard
   * torchrun with 2 gloo ranks: the output must be byte-identical to the single-process output
+  * the layer-local selections (checkpoint_local.py: the per-row rule, row balance, N:M, OWL) as commands:
+    wall time and peak resident memory, against the read+write command
 Writes benchmarks/results/cpu-checkpoint-<date>.json. Usage: python benchmarks/bench_checkpoint.py [--keep DIR]
 """
 
@@ -35,6 +37,12 @@ from machine import git_commit  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 SPARSITY = 0.5
+LOCAL_CASES = {  # the layer-local selections, by their flags
+    "uniform, per row": ["--method", "uniform", "--granularity", "row"],
+    "uniform, per row, row balance 0.8": ["--method", "uniform", "--granularity", "row", "--row-balance", "0.8"],
+    "erk, 2:4": ["--method", "erk", "--nm", "2:4"],
+    "owl, per row": ["--method", "owl", "--granularity", "row"],
+}
 
 
 def llama32_1b_tensors():
@@ -170,6 +178,22 @@ def main():
                                 "2", "-m", "lamp_kernels", str(src), "--sparsity", str(SPARSITY), "--out",
                                 str(work / "out-2ranks"), "--quiet"], env=env)
         identical = digest(work / "out") == digest(work / "out-2ranks") == digest(work / "out-cmd")
+        local = {}
+        for label, flags in LOCAL_CASES.items():
+            walls, peaks = [], []
+            for r in range(args.repeats + 1):  # the first round dropped, as above
+                shutil.rmtree(work / "out-local", ignore_errors=True)
+                os.sync()
+                wall, peak = run_command([sys.executable, "-m", "lamp_kernels", str(src), "--sparsity",
+                                          str(SPARSITY), "--out", str(work / "out-local"), "--quiet", *flags])
+                if r:
+                    walls.append(wall)
+                    peaks.append(peak)
+            local[label] = {"flags": " ".join(flags), "command_s": round(statistics.median(walls), 3),
+                            "over_read_write_command": round(statistics.median(walls) / statistics.median(rw_cmd),
+                                                             3),
+                            "peak_rss_mb": round(max(peaks) / 2**20, 1)}
+            print(label, local[label], flush=True)
         med = statistics.median
         commit = git_commit()
         record = {
@@ -185,7 +209,7 @@ def main():
             "peak_rss_mb": round(max(rss) / 2**20, 1), "largest_shard_mb": round(max(shard_sizes) / 2**20, 1),
             "rss_beyond_largest_shard_mb": round((max(rss) - max(shard_sizes)) / 2**20, 1),
             "two_ranks_command_s": round(two_s, 3), "two_ranks_byte_identical": identical,
-            "job_timings_s": report["timings_s"],
+            "job_timings_s": report["timings_s"], "local_selections": local,
         }
         RESULTS.mkdir(exist_ok=True)
         path = RESULTS / f"cpu-checkpoint-{record['date']}.json"

@@ -123,3 +123,18 @@ def test_row_balance_on_gpu(dtype, case):
                 got = lk.prune_masks(_cuda(layers), 0.55, method, masks=_cuda(masks),
                                      importance=None if imp is None else _cuda(imp), **kw)
                 _same(got, want, f"{method} {beta} {imp is None}")
+
+
+@pytest.mark.parametrize("flags", [["--method", "uniform", "--granularity", "row", "--row-balance", "0.7"],
+                                   ["--method", "owl", "--granularity", "row", "--nm", "2:4", "--owl-m", "1.5"],
+                                   ["--method", "erk", "--nm", "2:4"]], ids=["balanced", "owl-nm", "erk-nm"])
+def test_checkpoint_local_selections_on_gpu(tmp_path, flags):
+    """lamp-prune's layer-local selections with --device cuda write the bytes of the CPU run."""
+    from lamp_kernels.cli import main
+    from tests.test_checkpoint import make_checkpoint, tree_digest
+
+    src = make_checkpoint(tmp_path / "src")
+    for device in ("cpu", "cuda"):
+        assert main([str(src), "--sparsity", "0.6", "--out", str(tmp_path / device), "--device", device, "--quiet",
+                     *flags]) == 0
+    assert tree_digest(tmp_path / "cpu") == tree_digest(tmp_path / "cuda")
