@@ -29,6 +29,9 @@ namespace lamp {
 namespace {
 
 constexpr int64_t kFewCandidates = int64_t{1} << 16;
+constexpr const char* kRecomputed =
+    "balanced_cut_mask: the recomputed keys changed between passes (is flush-to-zero set on some threads only, "
+    "e.g. by torch.set_flush_denormal(True) or a library built with -ffast-math?)";
 
 struct LayerArgs {
   at::Tensor w, m, s;
@@ -222,7 +225,7 @@ at::Tensor balanced_cut_mask(const at::Tensor& weight, const std::optional<at::T
         for (size_t k = 0; k < h.size(); ++k) total[k] += h[k];
       int bucket = 0;
       while (bucket < (1 << 16) && below + total[bucket] < need) below += total[bucket++];
-      TORCH_CHECK(bucket < (1 << 16), "balanced_cut_mask: internal error (rank out of range)");
+      TORCH_CHECK(bucket < (1 << 16), kRecomputed);
       need -= below;
       prefix = (prefix & (next + 16 == 64 ? 0 : ~uint64_t{0} << (next + 16))) | (static_cast<uint64_t>(bucket) << next);
       shift = next;
@@ -253,16 +256,21 @@ at::Tensor balanced_cut_mask(const at::Tensor& weight, const std::optional<at::T
       if (few) {
         std::vector<std::pair<uint64_t, int64_t>> all;
         for (auto& v : found) all.insert(all.end(), v.begin(), v.end());
+        // Each pass recomputes the keys; they only differ from the histogram's if threads round differently
+        // (flush-to-zero set on some threads only): an error, never a read out of range.
+        TORCH_CHECK(need >= 1 && need <= static_cast<int64_t>(all.size()), kRecomputed);
         std::nth_element(all.begin(), all.begin() + (need - 1), all.end());
         value = all[static_cast<size_t>(need - 1)].first;
         flat = all[static_cast<size_t>(need - 1)].second;
       } else {
         value = prefix;
         int64_t t = 0;
-        while (need > equal_in_chunk[t]) need -= equal_in_chunk[t++];
+        while (t < chunks && need > equal_in_chunk[t]) need -= equal_in_chunk[t++];
+        TORCH_CHECK(t < chunks, kRecomputed);
         int64_t r0, r1;
         chunk_range(a.rows, chunks, t, r0, r1);
         scan(t, r0, r1, true);
+        TORCH_CHECK(flat >= 0, kRecomputed);
       }
     }
     // prune every alive element ordered at or before (value, flat)
