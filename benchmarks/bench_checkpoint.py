@@ -107,15 +107,24 @@ def read_write(src: Path, dst: Path) -> float:
     return time.perf_counter() - t
 
 
+# Runs a command and prints its peak RSS (KiB) and exit status. The command must be forked by a fresh process:
+# a child forked by this one starts with this process's resident size as its peak (fork copies the address
+# space, exec keeps the copy's high-water mark in the peak wait4 reports), which hid the command's own.
+MEASURE = """import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(p.pid, 0)
+print(usage.ru_maxrss, os.waitstatus_to_exitcode(status))"""
+
+
 def run_command(args: list[str], env=None) -> tuple[float, int]:
     """(wall seconds, peak RSS bytes) of a command."""
     t = time.perf_counter()
-    proc = subprocess.Popen(args, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    out = subprocess.run([sys.executable, "-c", MEASURE, *args], env=env, stdout=subprocess.PIPE, text=True,
+                         check=True).stdout.split()
     wall = time.perf_counter() - t
-    if os.waitstatus_to_exitcode(status) != 0:
+    if int(out[-1]) != 0:
         raise RuntimeError(f"{args} failed")
-    return wall, usage.ru_maxrss * 1024
+    return wall, int(out[-2]) * 1024
 
 
 def digest(root: Path) -> dict:

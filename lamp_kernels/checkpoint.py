@@ -416,8 +416,7 @@ def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device:
         if local:  # cut: the tensor's sparsity; its mask made from it alone
             t = source.to(device)
             keep = checkpoint_local.keep_mask(entry.name, t, _importance_of(job, entry.name, t), cut, job.options)
-            out.copy_(source)
-            out.masked_fill_(~keep.cpu(), 0)
+            _masked_copy(out, source, keep.cpu())
             return out
         key, ties = cut
         if job.importance is not None:  # the cut is on the importance: mask from it, zeros into the weights
@@ -484,6 +483,15 @@ def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device:
             stage.discard()  # the old output after a replace; everything of this run after a failure
         for tmp, _ in side:
             tmp.unlink(missing_ok=True)
+
+
+def _masked_copy(out: torch.Tensor, source: torch.Tensor, keep: torch.Tensor) -> None:
+    """out := source where keep, +0 elsewhere: one C++ pass over the bits, or torch ops without the extension."""
+    if ops._C is not None and out.is_contiguous() and source.is_contiguous():
+        ops._C.masked_copy_(out, source, keep.contiguous())
+    else:
+        out.copy_(source)
+        out.masked_fill_(~keep, 0)
 
 
 def _stage_side_outputs(job: PruneJob, report: dict) -> list[tuple[Path, Path]]:

@@ -483,3 +483,32 @@ def test_masks_path_falls_back_when_a_cut_leaves_its_region(monkeypatch):
     monkeypatch.setattr(ops, "fix_cuts_", lambda *a: pytest.fail("fix_cuts_ ran on a cut outside its region"))
     assert all(bool(m.all()) for m in lk.prune_masks(layers, 0.5, backend="cpu"))
     assert calls  # the fused pass ran, and its masks were replaced
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64, torch.uint8], ids=str)
+@pytest.mark.parametrize("n", [1, 7, 65_537, 300_001])
+def test_masked_copy_equals_masked_fill_bit_for_bit(dtype, n):
+    """lamp-prune's write of a masked tensor: kept elements' bits unchanged (-0.0, NaN payloads included),
+    pruned ones +0, at 1 and 2 threads."""
+    g = torch.Generator().manual_seed(n)
+    src = (torch.randn(n, generator=g) * 100).to(dtype)
+    if dtype.is_floating_point:
+        src[::5] = -0.0
+    keep = torch.rand(n, generator=g) > 0.4
+    want = src.clone()
+    want.masked_fill_(~keep, 0)
+    bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[src.element_size()]
+    for _ in thread_counts(1, 2):
+        out = torch.full_like(src, 3)
+        ops._C.masked_copy_(out, src, keep)
+        assert torch.equal(out.view(bits), want.view(bits))
+
+
+def test_masked_copy_refuses_mismatched_tensors():
+    src, keep = torch.randn(8), torch.ones(8, dtype=torch.bool)
+    for out, k, message in [(torch.empty(7), keep, "sizes differ"), (torch.empty(8, dtype=torch.float64), keep,
+                                                                       "element sizes"),
+                            (torch.empty(8), keep.to(torch.uint8), "bool"), (torch.empty(16)[::2], keep,
+                                                                             "contiguous")]:
+        with pytest.raises(RuntimeError, match=message):
+            ops._C.masked_copy_(out, src, k)

@@ -36,6 +36,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("zero_cut_", &lamp::zero_cut_, py::call_guard<py::gil_scoped_release>());
   m.def("apply_cuts", &lamp::apply_cuts, py::call_guard<py::gil_scoped_release>());
   m.def("zero_cuts_", &lamp::zero_cuts_, py::call_guard<py::gil_scoped_release>());
+  m.def("masked_copy_", &lamp::masked_copy_, py::call_guard<py::gil_scoped_release>());
   m.def("cut_and_gather", &lamp::cut_and_gather, py::call_guard<py::gil_scoped_release>());
   m.def("fix_cuts_", &lamp::fix_cuts_, py::call_guard<py::gil_scoped_release>());
   m.def("lamp_scores", &lamp::lamp_scores, py::call_guard<py::gil_scoped_release>());

@@ -6,6 +6,7 @@
 //                                        equal keys at least `ties` precede it in flat order)
 //   zero_cut_(w, mask, cut_key, ties) -> the same decision, applied in place: pruned (and masked-out) weights := 0
 //   gather_bin_keys_many, apply_cuts, zero_cuts_ -> the same over many layers, all their chunks one list of tasks
+//   masked_copy_(out, src, keep)      -> out := src where keep, +0 elsewhere (a mask applied as a weight is written)
 // (lamp_scores lives in scores_cpu.cpp.) Each pass is cut into chunks run as tasks on the task pool (task_pool.h).
 #include "layer_kernels.h"
 
@@ -618,6 +619,48 @@ at::Tensor apply_cut(const at::Tensor& w, const std::optional<at::Tensor>& mask,
 
 void zero_cut_(at::Tensor& w, const std::optional<at::Tensor>& mask, int64_t cut_key, int64_t ties) {
   zero_cuts_({w}, {mask}, {cut_key}, {ties});
+}
+
+namespace {
+
+// Branch-free: the source bits and'ed with all ones (kept) or zero (pruned), so the loop vectorises.
+template <typename bits_t>
+void masked_copy_bits(bits_t* out, const bits_t* src, const bool* keep, int64_t n) {
+  const int workers = max_workers();
+  const int64_t chunks = chunk_count(n, workers, kGrain);
+  parallel_tasks(chunks, workers, [&](int64_t c, int) {
+    int64_t begin, end;
+    chunk_range(n, chunks, c, begin, end);
+    for (int64_t i = begin; i < end; ++i) out[i] = src[i] & static_cast<bits_t>(-static_cast<bits_t>(keep[i]));
+  });
+}
+
+}  // namespace
+
+void masked_copy_(at::Tensor& out, const at::Tensor& src, const at::Tensor& keep) {
+  TORCH_CHECK(out.is_contiguous() && src.is_contiguous() && keep.is_contiguous(),
+              "masked_copy_: tensors must be contiguous");
+  TORCH_CHECK(out.numel() == src.numel() && keep.numel() == src.numel(), "masked_copy_: sizes differ");
+  TORCH_CHECK(out.element_size() == src.element_size(), "masked_copy_: out and src have different element sizes");
+  TORCH_CHECK(keep.scalar_type() == at::kBool, "masked_copy_: keep must be a bool tensor");
+  TORCH_CHECK(out.device().is_cpu() && src.device().is_cpu() && keep.device().is_cpu(), "masked_copy_: CPU tensors only");
+  const int64_t n = src.numel();
+  const bool* k = keep.data_ptr<bool>();
+  switch (src.element_size()) {
+    case 1:
+      return masked_copy_bits(static_cast<uint8_t*>(out.data_ptr()), static_cast<const uint8_t*>(src.data_ptr()), k, n);
+    case 2:
+      return masked_copy_bits(static_cast<uint16_t*>(out.data_ptr()), static_cast<const uint16_t*>(src.data_ptr()), k,
+                              n);
+    case 4:
+      return masked_copy_bits(static_cast<uint32_t*>(out.data_ptr()), static_cast<const uint32_t*>(src.data_ptr()), k,
+                              n);
+    case 8:
+      return masked_copy_bits(static_cast<uint64_t*>(out.data_ptr()), static_cast<const uint64_t*>(src.data_ptr()), k,
+                              n);
+    default:
+      TORCH_CHECK(false, "masked_copy_: element size ", src.element_size(), " is not 1, 2, 4 or 8 bytes");
+  }
 }
 
 }  // namespace lamp

@@ -46,5 +46,8 @@ void fix_cuts_(const std::vector<at::Tensor>& masks, const at::Tensor& keys, con
                const std::vector<int64_t>& ties);
 void zero_cuts_(const std::vector<at::Tensor>& weights, const std::vector<std::optional<at::Tensor>>& masks,
                 const std::vector<int64_t>& cut_keys, const std::vector<int64_t>& ties);
+// out := src where keep, +0 elsewhere, in one pass (contiguous tensors of one size; out and src of one element
+// size, their bits copied, so any dtype): a mask applied to a weight as it is written (lamp-prune).
+void masked_copy_(at::Tensor& out, const at::Tensor& src, const at::Tensor& keep);
 
 }  // namespace lamp
