@@ -139,6 +139,10 @@ class PruneJob:
             raise CheckpointError("--granularity row with --method lamp (one selection over the LAMP scores of "
                                   "every row) is not streamed by lamp-prune; prune in memory with "
                                   "prune_masks(..., granularity='row'), or use a budget method per row")
+        if self.options.nm is not None and self.method in ("lamp", "global"):
+            raise CheckpointError(f"--nm with --method {self.method} (one selection over every tensor after the N:M "
+                                  "pattern) is not streamed by lamp-prune; prune in memory with prune_masks(..., "
+                                  "nm=(N, M)), or use a budget method")
         if self.method == "owl" and self.group is not None:
             raise CheckpointError("--method owl runs in a single process (not under torchrun)")
         for pattern in (*self.include, *self.exclude):

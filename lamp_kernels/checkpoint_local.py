@@ -31,10 +31,10 @@ from .options import GLOBAL_METHODS, Options
 
 
 def is_local(method: str, options: Options) -> bool:
-    """True when the selection is layer-local (the global selections at row granularity are not: refused by
-    the caller)."""
-    return method == "owl" or options.nm is not None or (options.granularity == "row" and
-                                                         method not in GLOBAL_METHODS)
+    """True when the selection is layer-local: a budget method (owl included) at row granularity or with N:M,
+    or OWL. The global selections (lamp, global) never are, whatever their options."""
+    return method not in GLOBAL_METHODS and (method == "owl" or options.nm is not None or
+                                             options.granularity == "row")
 
 
 def _single(name: str, tensor: torch.Tensor, importance: Any) -> tuple[Layers, backends.Backend]:

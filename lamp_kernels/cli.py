@@ -51,8 +51,8 @@ def parser() -> argparse.ArgumentParser:
                    help="row, with a budget method: each output row prunes its tensor's sparsity (Wanda's rule: "
                         "--method uniform --granularity row --importance wanda is Wanda)")
     p.add_argument("--nm", type=_nm, metavar="N:M",
-                   help="keep the N most important of every M consecutive weights of a row (2:4, say), then "
-                        "prune further if the sparsity asks for more")
+                   help="budget methods: keep the N most important of every M consecutive weights of a row "
+                        "(2:4, say), then prune further if the sparsity asks for more")
     p.add_argument("--row-balance", type=float, default=1.0, metavar="B",
                    help="with --granularity row, in [0, 1]: below 1 each tensor prunes the row rule's total with "
                         "one threshold per row proportional to the row's cut^B (1, the default: the row rule)")

@@ -133,6 +133,8 @@ def test_layer_counts_round_trip_through_ratios():
 
 @pytest.mark.parametrize("flags, needle", [
     (["--granularity", "row"], "--granularity row with --method lamp"),
+    (["--nm", "2:4"], "--nm with --method lamp"),
+    (["--method", "global", "--nm", "2:4"], "--nm with --method global"),
     (["--method", "uniform", "--row-balance", "0.5"], "--row-balance < 1 rebalances"),
     (["--method", "uniform", "--granularity", "row", "--row-balance", "1.5"], "--row-balance must be in [0, 1]"),
     (["--method", "lamp", "--owl-m", "3"], "are parameters of --method owl"),
