@@ -180,16 +180,16 @@ class PruneJob:
             raise CheckpointError(f"{self.dst} exists; pass --force to replace it")
 
 
-_FLAGS = (("min_density", "--min-density"), ("max_density", "--max-density"), ("granularity='row'",
-          "--granularity row"), ("granularity", "--granularity"), ("row_balance", "--row-balance"),
-          ("owl_m", "--owl-m"), ("owl_lambda", "--owl-lambda"), ("nm=(N, M)", "--nm N:M"))
+_FLAGS = {"min_density": "--min-density", "max_density": "--max-density", "granularity='row'": "--granularity row",
+          "granularity": "--granularity", "row_balance": "--row-balance", "owl_m": "--owl-m",
+          "owl_lambda": "--owl-lambda", "nm=(N, M)": "--nm N:M"}
+# One pass, longest keyword first, whole words only: a flag once written is never rewritten.
+_KEYWORDS = re.compile("|".join(rf"(?<![\w-]){re.escape(k)}(?!\w)" for k in sorted(_FLAGS, key=len, reverse=True)))
 
 
 def _as_flags(message: str) -> str:
     """An options.py message with its keyword arguments named as lamp-prune's flags."""
-    for keyword, flag in _FLAGS:
-        message = message.replace(keyword, flag)
-    return message
+    return _KEYWORDS.sub(lambda m: _FLAGS[m.group(0)], message)
 
 
 def _check_plot_format(path: Path) -> None:
@@ -260,7 +260,7 @@ def prune_checkpoint(job: PruneJob) -> dict:
             if rank == 0:
                 _commit_side_outputs(_stage_side_outputs(job, finish(report)))
         else:
-            _write(job, ckpt, others, by_name, device, progress, rank, world, lambda: finish(report))
+            _write(job, ckpt, others, by_name, local, device, progress, rank, world, lambda: finish(report))
     finally:
         if progress.bar is not None:
             progress.bar.close()
@@ -298,11 +298,11 @@ def _keyed(job: PruneJob, name: str, t: torch.Tensor) -> tuple[torch.Tensor, tor
 @dataclass
 class _Sparsities:
     """A layer-local selection's outcome (checkpoint_local.py), in the place of selection.Cuts: each tensor's
-    sparsity instead of its cut, and what it prunes."""
+    sparsity where Cuts has its cut, what it prunes, and no global threshold."""
 
     cuts: list[float]
     pruned: list[int]
-    threshold: None = None
+    threshold: float | None = None
 
 
 def _local_sparsities(job: PruneJob, chosen: list[TensorEntry], mine: list[TensorEntry], device: torch.device,
@@ -310,7 +310,11 @@ def _local_sparsities(job: PruneJob, chosen: list[TensorEntry], mine: list[Tenso
     """Every tensor's sparsity (from all selected tensors' shapes, or OWL's statistics), then pass 1 over this
     rank's tensors: values checked, pruned counted."""
     def read(entry: TensorEntry, fn):
-        out = with_mapped(entry, lambda t: fn(t.to(device), _importance_of(job, entry.name, t.to(device))))
+        def on_device(t):
+            t = t.to(device)
+            return fn(t, _importance_of(job, entry.name, t))
+
+        out = with_mapped(entry, on_device)
         progress(entry.nbytes)
         return out
 
@@ -404,22 +408,27 @@ def _report(job: PruneJob, chosen, mine, cuts, by_name) -> dict:
             "density": round(1 - total_pruned / elements, 6) if elements else 1.0, "layers": layers}
 
 
-def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, device: torch.device, progress,
-           rank: int, world: int, finish) -> None:
-    local = checkpoint_local.is_local(job.method, job.options)
+def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, local: bool, device: torch.device,
+           progress, rank: int, world: int, finish) -> None:
+    """by_name: tensor name -> (cut, pruned): the cut is (key, ties), or with `local` the tensor's sparsity."""
     buffer = torch.empty(0, dtype=torch.uint8)  # reused for every tensor: no fresh pages per tensor
 
     def prune(entry: TensorEntry, source: torch.Tensor) -> torch.Tensor | None:
         nonlocal buffer
         if entry.name not in by_name:
             return None
-        cut, _ = by_name[entry.name]
+        cut, counted = by_name[entry.name]
         if buffer.numel() < entry.nbytes:
             buffer = torch.empty(entry.nbytes, dtype=torch.uint8)
         out = buffer[:entry.nbytes].view(source.dtype).reshape(source.shape)
         if local:  # cut: the tensor's sparsity; its mask made from it alone
             t = source.to(device)
             keep = checkpoint_local.keep_mask(entry.name, t, _importance_of(job, entry.name, t), cut, job.options)
+            pruned = keep.numel() - int(keep.count_nonzero())
+            if pruned != counted:  # the report would be wrong: stop (this run's output is then removed)
+                raise CheckpointError(f"{entry.file}: tensor {entry.name}: its mask prunes {pruned} weights, pass 1 "
+                                      f"counted {counted} (did the file change during the run, or does flush-to-zero "
+                                      "differ between threads?)")
             _masked_copy(out, source, keep.cpu())
             return out
         key, ties = cut

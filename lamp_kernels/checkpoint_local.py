@@ -3,17 +3,18 @@
 Under these options a tensor's mask depends only on the tensor (its keys: |w| or its importance) and its own
 sparsity, so lamp-prune needs no cut shared across tensors:
 
-    sparsities   uniform, uniform_plus, erk: from the shapes alone (allocation.layer_ratios; at layer
-                 granularity each layer's count as a fraction of its size, which rounds back to the count);
+    sparsities   uniform, uniform_plus, erk: from the shapes alone (allocation.layer_ratios: each layer's
+                 count over its size, which rounds back to the count at either granularity);
                  owl: from each block's outlier ratio, two more reads of every selected tensor (the exact sum
                  of its alive keys, then its count above M times its block's mean: owl.ratios_of_blocks)
     pass 1       each tensor read once: its values checked and what it will prune counted
     pass 2       each tensor's mask made from it alone as it is written
 
 Both passes call plan.py with the one tensor and a Ratios budget, the code prune_masks runs on a model held
-in memory, so the checkpoint's masks are prune_masks' masks for the same options (tested). Memory: one tensor
-at a time, as for the other methods, plus its bool mask (ColumnScaled importances are made by the kernels as
-they read the weight on the CPU; on CUDA the one tensor's float32 importance is made).
+in memory, so the checkpoint's masks are prune_masks' masks for the same options (tested); pass 2 checks each
+mask's count against pass 1's. Memory: one tensor at a time, as for the other methods, plus a few bool masks
+of its size (N:M's pattern, the keep mask; ColumnScaled importances are made by the kernels as they read the
+weight on the CPU; on CUDA the one tensor's float32 importance is made, and float64 keys with row_balance < 1).
 """
 
 from __future__ import annotations
@@ -77,7 +78,5 @@ def sparsities(names: Sequence[str], shapes: Sequence[tuple[int, ...]], sparsity
             ids, [math.prod(s) for s in shapes], sparsity, options,
             lambda i: on_keys(i, lambda keys: owl.layer_sum(keys, 0)),
             lambda i, threshold: on_keys(i, lambda keys: owl.layer_count_above(keys, 0, threshold))).sparsities)
-    if options.granularity == "row":
-        return allocation.layer_ratios(method, shapes, sparsity)
-    sizes = [math.prod(s) for s in shapes]
-    return [c / n if n else 0.0 for c, n in zip(allocation.layer_counts(method, shapes, sparsity), sizes)]
+    # each layer's count over its size (uniform: the sparsity itself), which rounds back to the count
+    return allocation.layer_ratios(method, shapes, sparsity)

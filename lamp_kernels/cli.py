@@ -81,9 +81,12 @@ def parser() -> argparse.ArgumentParser:
 
 def _nm(text: str) -> tuple[int, int]:
     n, sep, m = text.partition(":")
-    if not sep or not n.strip().isdigit() or not m.strip().isdigit():
-        raise argparse.ArgumentTypeError(f"expected N:M with whole numbers (2:4, say), got {text!r}")
-    return int(n), int(m)
+    try:
+        if sep:
+            return int(n), int(m)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected N:M with whole numbers (2:4, say), got {text!r}")
 
 
 def _owl_parameters(args) -> dict:

@@ -135,7 +135,8 @@ def test_layer_counts_round_trip_through_ratios():
     (["--granularity", "row"], "--granularity row with --method lamp"),
     (["--nm", "2:4"], "--nm with --method lamp"),
     (["--method", "global", "--nm", "2:4"], "--nm with --method global"),
-    (["--method", "uniform", "--row-balance", "0.5"], "--row-balance < 1 rebalances"),
+    (["--method", "uniform", "--row-balance", "0.5"], "at --granularity row; got method 'uniform', --granularity "
+                                                      "'layer'"),
     (["--method", "uniform", "--granularity", "row", "--row-balance", "1.5"], "--row-balance must be in [0, 1]"),
     (["--method", "lamp", "--owl-m", "3"], "are parameters of --method owl"),
     (["--method", "owl", "--owl-lambda", "-1"], "--owl-lambda must be a finite number"),
@@ -151,10 +152,32 @@ def test_bad_options_fail_before_writing(ckpt, tmp_path, capsys, flags, needle):
     assert not list(tmp_path.glob(".*lamp-prune*"))
 
 
-def test_nm_flag_format(ckpt, tmp_path, capsys):
+@pytest.mark.parametrize("text", ["2/4", "2:", "\u00b2:4", "a:b"])
+def test_nm_flag_format(ckpt, tmp_path, capsys, text):
     with pytest.raises(SystemExit) as exc:
-        main([str(ckpt), "--sparsity", "0.6", "--out", str(tmp_path / "x"), "--nm", "2/4"])
+        main([str(ckpt), "--sparsity", "0.6", "--out", str(tmp_path / "x"), "--nm", text])
     assert exc.value.code == 2 and "expected N:M" in capsys.readouterr().err
+
+
+def test_a_mask_that_disagrees_with_pass_1_stops_the_run(ckpt, tmp_path, monkeypatch, capsys):
+    """Pass 2 recomputes each mask; one that prunes another count than pass 1 reported (a file changed during
+    the run, say) stops the run with nothing written, instead of a wrong report."""
+    from lamp_kernels import checkpoint_local
+
+    real = checkpoint_local.keep_mask
+
+    def one_more_pruned(*args):
+        keep = real(*args)
+        keep.view(-1)[keep.view(-1).nonzero()[0]] = False
+        return keep
+
+    monkeypatch.setattr(checkpoint_local, "keep_mask", one_more_pruned)
+    out = tmp_path / "out"
+    rc = main([str(ckpt), "--sparsity", "0.5", "--out", str(out), "--quiet", "--method", "uniform", "--granularity",
+               "row"])
+    err = capsys.readouterr().err
+    assert rc == 2 and not out.exists() and "pass 1 counted" in err, err
+    assert not list(tmp_path.glob(".*lamp-prune*"))
 
 
 def test_non_finite_weight_fails_before_anything_is_in_place(tmp_path, capsys):
