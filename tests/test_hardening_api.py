@@ -1,6 +1,9 @@
 """The Python API under adversarial use: tied weights in prune_, embeddings and output heads left out by
 default, ERK with empty layers, meta tensors, and sparsity given as NumPy or torch scalars."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -231,3 +234,47 @@ def test_real_scalars_are_accepted(backend, sparsity):
 def test_other_sparsity_types_say_what_is_accepted(sparsity):
     with pytest.raises(ValueError, match="real number in \\[0, 1\\] \\(a Python, NumPy or one-element torch"):
         lk.prune_masks([torch.randn(10)], sparsity)
+
+
+def test_flush_to_zero_on_the_calling_thread_changes_nothing():
+    """The compiled kernels compute with subnormals kept (float_mode.h), whatever the caller's thread set: with
+    torch.set_flush_denormal(True) after the pool's helpers started, the masks and scores are those of the
+    default mode (before the mode was pinned, row balance read out of range and crashed, and the streamed row
+    selection and global magnitude's ties depended on which thread computed a key). In a child process: the
+    setting is per thread and would outlive the test."""
+    code = """
+import torch
+import lamp_kernels as lk
+torch.set_num_threads(2)
+g = torch.Generator().manual_seed(0)
+def layers():
+    out = {}
+    for name, dtype in (("bf16", torch.bfloat16), ("f32", torch.float32)):
+        w = torch.randn(384, 1024, generator=g).to(dtype)
+        w.view(-1)[::3] = torch.tensor(3e-39).to(dtype)
+        w.view(-1)[1::3] = torch.tensor(5e-39).to(dtype)
+        out[name] = w
+    return out
+ws = layers()
+scale = {n: lk.ColumnScaled(torch.rand(1024, generator=g) * 1e-5) for n in ws}
+calls = {
+    "balanced": lambda: lk.prune_masks(ws, 0.5, "uniform", granularity="row", row_balance=0.8, importance=scale),
+    "lamp rows": lambda: lk.prune_masks(ws, 0.5, "lamp", granularity="row"),
+    "global": lambda: lk.prune_masks(ws, 0.5, "global"),
+    "lamp scaled": lambda: lk.prune_masks(ws, 0.5, "lamp", importance=scale),
+    "owl 2:4": lambda: lk.prune_masks(ws, 0.6, "owl", granularity="row", nm=(2, 4), importance=scale),
+    "scores": lambda: lk.lamp_scores(ws, dtype=torch.float64),
+}
+if "cpu" not in lk.available_backends():
+    print("ok")
+    raise SystemExit
+before = {k: f() for k, f in calls.items()}
+torch.set_flush_denormal(True)
+for _ in range(3):
+    for k, f in calls.items():
+        after = f()
+        assert all(torch.equal(after[n], before[k][n]) for n in ws), k
+print("ok")
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", (run.returncode, run.stderr[-3000:])

@@ -398,6 +398,9 @@ void CutSolver::set_cut(Layer& L, int64_t r) {
     L.cut = {L.groups.front().key, 0, pruned};
     return;
   }
+  // The gathered keys must be those the summaries counted (a pass that rounded keys differently would break it)
+  TORCH_CHECK(r > 0 && r <= L.group_cum.back(),
+              "CutSolver: the gathered keys do not match the summaries (were they recomputed differently?)");
   const size_t g = std::lower_bound(L.group_cum.begin(), L.group_cum.end(), r) - L.group_cum.begin() - 1;
   L.cut = {L.groups[g].key, r - L.group_cum[g], pruned};
 }

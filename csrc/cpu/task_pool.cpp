@@ -10,6 +10,8 @@
 // its mutexes may have been held by threads that no longer exist); the first call in the child makes a new one.
 #include "task_pool.h"
 
+#include "float_mode.h"
+
 #include <ATen/Parallel.h>
 #include <pthread.h>
 
@@ -39,6 +41,7 @@ struct Job {
   std::exception_ptr error;
 
   void work(int worker) {
+    const DefaultFloatMode mode;  // a helper computes as the caller's binding does (float_mode.h)
     t_inside_task = true;
     in_flight.fetch_add(1);
     for (int64_t t; (t = next.fetch_add(1)) < tasks;) {
