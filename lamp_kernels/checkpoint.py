@@ -309,14 +309,8 @@ def _local_sparsities(job: PruneJob, chosen: list[TensorEntry], mine: list[Tenso
                       progress) -> _Sparsities:
     """Every tensor's sparsity (from all selected tensors' shapes, or OWL's statistics), then pass 1 over this
     rank's tensors: values checked, pruned counted."""
-    def read(entry: TensorEntry, fn):
-        def on_device(t):
-            t = t.to(device)
-            return fn(t, _importance_of(job, entry.name, t))
-
-        out = with_mapped(entry, on_device)
-        progress(entry.nbytes)
-        return out
+    def read(entry: TensorEntry, fn):  # fn(tensor, importance or None)
+        return _read(entry, device, progress, lambda t: fn(t, _importance_of(job, entry.name, t)))
 
     try:
         ratios = dict(zip([e.name for e in chosen], checkpoint_local.sparsities(
@@ -330,6 +324,14 @@ def _local_sparsities(job: PruneJob, chosen: list[TensorEntry], mine: list[Tenso
     except ValueError as exc:
         raise _naming_file(exc, mine) from None
     return _Sparsities(mine_ratios, pruned)
+
+
+def _read(entry: TensorEntry, device: torch.device, progress, fn):
+    """fn(tensor on the device) for one selected tensor read through a short-lived map of its file; its bytes
+    counted as read."""
+    out = with_mapped(entry, lambda t: fn(t.to(device)))
+    progress(entry.nbytes)
+    return out
 
 
 def _importance_of(job: PruneJob, name: str, t: torch.Tensor) -> Any:
@@ -348,9 +350,7 @@ def _naming_file(exc: ValueError, entries: list[TensorEntry]) -> CheckpointError
 def _find_cuts(job: PruneJob, chosen: list[TensorEntry], mine: list[TensorEntry], device: torch.device,
                progress) -> selection.Cuts:
     def with_tensor(i: int, fn):  # fn(tensor, scale) sees a read-only view of the file; summaries are new tensors
-        out = with_mapped(mine[i], lambda t: fn(*_keyed(job, mine[i].name, t.to(device))))
-        progress(mine[i].nbytes)
-        return out
+        return _read(mine[i], device, progress, lambda t: fn(*_keyed(job, mine[i].name, t)))
 
     def count_key(i: int, key: int) -> int:  # only row-sharded layers need it; checkpoint names are unique
         from .kernels_torch import magnitude_keys
@@ -436,8 +436,7 @@ def _write(job: PruneJob, ckpt: Checkpoint, others: list, by_name: dict, local: 
             t, s = _keyed(job, entry.name, source.to(device))
             keep = (ops.apply_cuts([t], [None], [key], [ties]) if s is None
                     else ops.apply_cuts_scaled([t], [None], [s], [key], [ties]))[0]
-            out.copy_(source)
-            out.masked_fill_(~keep.cpu(), 0)
+            _masked_copy(out, source, keep.cpu())
         elif device.type == "cpu":
             out.copy_(source)
             ops.zero_cuts_([out], [None], [key], [ties])
